@@ -1,0 +1,5 @@
+import sys
+
+from gpucat.cli import main
+
+sys.exit(main())

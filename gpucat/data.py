@@ -1,0 +1,150 @@
+"""Loading and checking the cat / non-cat data: course h5 files (more formats in inputs.py).
+
+Every loader returns a host ``Dataset``; the trainer moves it to the device once. Any
+problem with a file is a GpucatError that names the file and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gpucat.errors import GpucatError
+
+IMAGE_SHAPE = (64, 64, 3)  # height, width, RGB
+N_FEATURES = 64 * 64 * 3  # 12288
+TRAIN_FILE = "train_catvnoncat.h5"
+TEST_FILE = "test_catvnoncat.h5"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FETCH_HINT = "run `gpucat fetch-data` to download verified copies"
+
+
+@dataclass
+class Dataset:
+    """Images as columns: X (12288, m) in [0, 1] float64, labels Y (1, m) of 0.0 / 1.0."""
+
+    X: np.ndarray
+    Y: np.ndarray | None
+    source: str
+    images: np.ndarray | None = None  # uint8 (m, 64, 64, 3), kept for pictures
+
+    @property
+    def m(self) -> int:
+        return self.X.shape[1]
+
+
+def default_data_dir() -> Path:
+    """The project's data/ folder next to the package (source checkout), else a user cache."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").is_file():
+        return here / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpucat"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``--data-dir``, else GPUCAT_DATA_DIR, else the project's data/ folder."""
+    if data_dir:
+        return Path(data_dir)
+    env = os.environ.get("GPUCAT_DATA_DIR")
+    return Path(env) if env else default_data_dir()
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """uint8 (m, 64, 64, 3) -> float64 (12288, m): flatten height-width-channel, divide by 255."""
+    m = images.shape[0]
+    return images.reshape(m, -1).T.astype(np.float64) / 255.0
+
+
+def check_labels(y: np.ndarray, m: int, path: Path) -> np.ndarray:
+    """Labels as a float (1, m) row of 0 / 1, or a GpucatError naming the file."""
+    y = np.asarray(y)
+    if y.size != m:
+        raise GpucatError(
+            f"{path}: {m} images but {y.size} labels; each image needs exactly one label."
+        )
+    if not np.issubdtype(y.dtype, np.number):
+        raise GpucatError(f"{path}: labels must be numbers 0 or 1, found dtype {y.dtype}.")
+    bad = ~np.isin(y, (0, 1))
+    if bad.any():
+        raise GpucatError(
+            f"{path}: labels must be 0 (non-cat) or 1 (cat); found {y.ravel()[bad.ravel()][0]!r} "
+            f"at example {int(np.flatnonzero(bad.ravel())[0])}."
+        )
+    return y.reshape(1, m).astype(np.float64)
+
+
+def check_images(images: np.ndarray, path: Path) -> np.ndarray:
+    """Images as uint8-range values of shape (m, 64, 64, 3), finite, within 0..255."""
+    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+        raise GpucatError(
+            f"{path}: images must have shape (m, 64, 64, 3), found {images.shape}."
+        )
+    if images.shape[0] == 0:
+        raise GpucatError(f"{path}: the file holds no images.")
+    if not np.issubdtype(images.dtype, np.number):
+        raise GpucatError(f"{path}: pixels must be numbers, found dtype {images.dtype}.")
+    if images.dtype != np.uint8:
+        if not np.isfinite(images).all():
+            raise GpucatError(f"{path}: pixels contain NaN or infinity; fix or re-export the file.")
+        if images.min() < 0 or images.max() > 255:
+            raise GpucatError(f"{path}: pixels must lie in 0..255.")
+    return images
+
+
+def _sniff_not_hdf5(path: Path) -> str | None:
+    """Why a file that should be HDF5 is not, or None when its signature is right."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(HDF5_SIGNATURE):
+        return None
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return (
+            "is an HTML web page, not an HDF5 file (a browser's 'save page' of the GitHub "
+            "page instead of the raw file)"
+        )
+    if not head:
+        return "is empty"
+    return "is not an HDF5 file (wrong signature)"
+
+
+def load_h5(path: str | os.PathLike) -> Dataset:
+    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``."""
+    import h5py  # a runtime dependency, imported where it is used
+
+    path = Path(path)
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
+    why = _sniff_not_hdf5(path)
+    if why:
+        raise GpucatError(f"{path} {why}; delete it and {FETCH_HINT}.")
+    try:
+        with h5py.File(path, "r") as f:
+            xs = sorted(k for k in f.keys() if k.endswith("_set_x"))
+            ys = sorted(k for k in f.keys() if k.endswith("_set_y"))
+            if len(xs) != 1 or len(ys) != 1:
+                raise GpucatError(
+                    f"{path}: expected one '*_set_x' and one '*_set_y' dataset, found "
+                    f"{sorted(f.keys())}; is this a course data file?"
+                )
+            images = np.asarray(f[xs[0]][()])
+            labels = np.asarray(f[ys[0]][()])
+    except GpucatError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise GpucatError(
+            f"{path}: cannot be read as HDF5 ({e}); the file is truncated or damaged: "
+            f"delete it and {FETCH_HINT}."
+        ) from None
+    images = check_images(images, path)
+    Y = check_labels(labels, images.shape[0], path)
+    return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8))
+
+
+def load_course_data(data_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:
+    """The training and test sets from the data folder (see ``resolve_data_dir``)."""
+    folder = resolve_data_dir(data_dir)
+    return load_h5(folder / TRAIN_FILE), load_h5(folder / TEST_FILE)

@@ -1,0 +1,120 @@
+"""The L-layer network, written once against an array namespace ``xp``.
+
+Forward:  Z = W @ A_prev + b,  A = relu(Z) in hidden layers, sigmoid(Z) at the output.
+Cost:     mean binary cross-entropy, computed from the output logits so it stays finite.
+Backward: dZ = dA * g'(Z), dW = dZ @ A_prev.T / m, db = sum(dZ) / m, dA_prev = W.T @ dZ.
+Update:   W -= lr * dW,  b -= lr * db.
+
+Every function takes device arrays and returns device arrays: nothing here reads a value
+back to the host, so one training iteration queues work without a single sync.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = Any  # an array of the backend's namespace (NumPy, CuPy, array-api-strict)
+
+
+@dataclass
+class Layer:
+    """One fully connected layer: weights W (n_out, n_in) and bias b (n_out, 1)."""
+
+    W: Array
+    b: Array
+
+
+@dataclass
+class Grad:
+    """The gradients of the cost with respect to one layer's W and b."""
+
+    dW: Array
+    db: Array
+
+
+def init_params(layer_sizes: list[int], seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Initial (W, b) pairs on the host, float64, identical on every device.
+
+    NumPy legacy ``RandomState(seed).randn(n_l, n_prev) / sqrt(n_prev)`` drawn layer by layer
+    from one generator, zero biases: the reference recipe's initialization.
+    """
+    rng = np.random.RandomState(seed)
+    return [
+        (rng.randn(n_out, n_in) / np.sqrt(n_in), np.zeros((n_out, 1)))
+        for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
+    ]
+
+
+def relu(xp: Any, Z: Array) -> Array:
+    return xp.maximum(Z, 0.0)
+
+
+def backprop_relu(xp: Any, dA: Array, Z: Array) -> Array:
+    """dZ = dA * relu'(Z), with relu'(0) = 0 as in the reference."""
+    return xp.where(Z > 0.0, dA, xp.zeros_like(dA))
+
+
+def sigmoid(xp: Any, Z: Array) -> Array:
+    """1 / (1 + exp(-Z)) without overflow: exp is only ever taken of -|Z|."""
+    e = xp.exp(-xp.abs(Z))
+    return xp.where(Z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
+    """Mean binary cross-entropy of sigmoid(ZL) against Y, as a 0-d array.
+
+    -[y log s(z) + (1 - y) log(1 - s(z))] = max(z, 0) - z*y + log(1 + exp(-|z|)),
+    which is finite for any finite logit, however saturated the sigmoid is.
+    """
+    m = ZL.shape[1]
+    losses = xp.maximum(ZL, 0.0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL)))
+    return xp.sum(losses) / m
+
+
+def forward(xp: Any, params: list[Layer], X: Array) -> tuple[Array, list[tuple[Array, Array]]]:
+    """The output probabilities AL and, per layer, the cache (A_prev, Z) for backward."""
+    caches = []
+    A = X
+    last = len(params) - 1
+    for l, layer in enumerate(params):
+        Z = layer.W @ A + layer.b
+        caches.append((A, Z))
+        A = sigmoid(xp, Z) if l == last else relu(xp, Z)
+    return A, caches
+
+
+def backward(
+    xp: Any, params: list[Layer], caches: list[tuple[Array, Array]], AL: Array, Y: Array
+) -> list[Grad]:
+    """Gradients of the mean cross-entropy for every layer, first layer first.
+
+    At the output, dA = -(Y/AL - (1-Y)/(1-AL)) times sigmoid'(Z) = AL(1-AL) simplifies to
+    dZ = AL - Y: the same value, without dividing by an AL that has saturated to 0 or 1.
+    dA_prev is not formed for the input layer, whose dA nobody needs.
+    """
+    m = AL.shape[1]
+    grads: list[Grad] = [None] * len(params)  # type: ignore[list-item]
+    dZ = AL - Y
+    for l in range(len(params) - 1, -1, -1):
+        A_prev, _ = caches[l]
+        grads[l] = Grad(dW=(dZ @ A_prev.T) / m, db=xp.sum(dZ, axis=1, keepdims=True) / m)
+        if l > 0:
+            dA_prev = params[l].W.T @ dZ
+            dZ = backprop_relu(xp, dA_prev, caches[l - 1][1])
+    return grads
+
+
+def update(params: list[Layer], grads: list[Grad], learning_rate: float) -> None:
+    """Gradient descent in place: W -= lr * dW, b -= lr * db."""
+    for layer, g in zip(params, grads):
+        layer.W -= learning_rate * g.dW
+        layer.b -= learning_rate * g.db
+
+
+def predict_proba(xp: Any, params: list[Layer], X: Array) -> Array:
+    """The probability of "cat" for each column of X, shape (1, m)."""
+    AL, _ = forward(xp, params, X)
+    return AL
