@@ -1,0 +1,79 @@
+"""The command line: the JSON contract, the flags, and user errors as one message + exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import data_dir
+
+from gpucat import backend as backend_mod
+from gpucat.cli import main
+
+
+def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = False):
+    """Run gpucat in a fresh process; hide_cupy makes `import cupy` fail there."""
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), **(env_extra or {})}
+    code = "import sys\n"
+    if hide_cupy:
+        code += "sys.modules['cupy'] = None\n"
+    code += f"from gpucat.cli import main\nsys.exit(main({list(args)!r}))\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+def test_train_json_contract_and_flags(tmp_path):
+    out = run_gpucat("train", "--device", "cpu", "--layers", "12288,4,1", "--iterations", "7",
+                     "--log-every", "3", "--learning-rate", "0.01", "--seed", "2", "--json",
+                     "--out", str(tmp_path / "m.safetensors"))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["device"].startswith("CPU") and doc["dtype"] == "float32"
+    assert doc["layers"] == [12288, 4, 1] and doc["iterations"] == 7 and doc["seed"] == 2
+    assert [i for i, _ in doc["costs"]] == [0, 3, 6]
+    assert all(0 <= doc[k] <= 1 for k in ("train_accuracy", "test_accuracy"))
+    assert doc["seconds"] > 0
+    assert (tmp_path / "m.safetensors").stat().st_size > 12288 * 4 * 4
+
+
+def test_gpu_requested_without_gpu_is_one_clear_message():
+    out = run_gpucat("train", "--device", "gpu", "--iterations", "1", hide_cupy=True)
+    assert out.returncode == 2
+    assert "no usable GPU: CuPy is not installed" in out.stderr
+    assert "--device cpu" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_gpucat_device_env_sets_the_default(monkeypatch):
+    monkeypatch.setenv("GPUCAT_DEVICE", "cpu")
+    assert backend_mod.get_backend().name == "numpy"
+    monkeypatch.setenv("GPUCAT_DEVICE", "tpu")
+    with pytest.raises(backend_mod.GpucatError, match="unknown device 'tpu'"):
+        backend_mod.get_backend()
+
+
+def test_auto_falls_back_to_numpy_without_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    backend_mod._cupy_backend.cache_clear()
+    try:
+        assert not backend_mod.gpu_available()
+        assert backend_mod.get_backend("auto").name == "numpy"
+    finally:
+        backend_mod._cupy_backend.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "12288,5,2"], "must end in 1"),
+        (["--layers", "100,5,1"], "12288 features per example"),
+        (["--iterations", "0"], "--iterations must be at least 1"),
+        (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--data-dir", "/nonexistent/folder"], "no such file"),
+    ],
+)
+def test_bad_train_settings_exit_2(args, message, capsys):
+    assert main(["train", "--device", "cpu", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("gpucat: error:")
