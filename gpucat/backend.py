@@ -62,6 +62,16 @@ class Backend:
         """Read a 0-d device array as a Python float (a host sync point)."""
         return float(self.to_host(x))
 
+    def free_memory(self) -> int:
+        """Bytes of memory free on this device (host RAM for NumPy and the stand-in)."""
+        if self.name == "cupy":
+            with self.device:
+                return int(self.xp.cuda.runtime.memGetInfo()[0])
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return 2**31  # unknown: assume a modest 2 GiB
+
     def synchronize(self) -> None:
         """Wait for queued device work, so that a clock read afterwards is honest."""
         if self.name == "cupy":

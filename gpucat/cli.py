@@ -16,33 +16,57 @@ def _layers(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(t) for t in text.replace(" ", "").split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated sizes like 12288,20,7,5,1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated sizes like 12288,20,7,5,1, got {text!r}"
+        ) from None
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None,
-                   help="where to compute (default: GPUCAT_DEVICE, else auto)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default=None,
+        help="where to compute (default: GPUCAT_DEVICE, else auto)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from gpucat.train import TrainConfig
 
     d = TrainConfig()
-    parser = argparse.ArgumentParser(prog="gpucat", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="gpucat", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train the cat classifier (defaults: the reference recipe)")
     _add_device(t)
     t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    t.add_argument("--layers", type=_layers, default=d.layers, help="layer sizes, e.g. 12288,20,7,5,1")
+    t.add_argument(
+        "--layers", type=_layers, default=d.layers, help="layer sizes, e.g. 12288,20,7,5,1"
+    )
     t.add_argument("--learning-rate", type=float, default=d.learning_rate)
     t.add_argument("--iterations", type=int, default=d.iterations)
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--log-every", type=int, default=d.log_every)
-    t.add_argument("--data-dir", default=None,
-                   help="folder with train_catvnoncat.h5 and test_catvnoncat.h5 "
-                        "(default: GPUCAT_DATA_DIR, else the project's data/)")
-    t.add_argument("--out", default=None, help="save the trained model (.safetensors, or .json for the original format)")
+    t.add_argument(
+        "--solver",
+        choices=("auto", "direct", "gram"),
+        default=d.solver,
+        help="gram: exact and fast for full batch with fewer examples than inputs; "
+        "auto (default) picks it when it fits in memory",
+    )
+    t.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with train_catvnoncat.h5 and test_catvnoncat.h5 "
+        "(default: GPUCAT_DATA_DIR, else the project's data/)",
+    )
+    t.add_argument(
+        "--out",
+        default=None,
+        help="save the trained model (.safetensors, or .json for the original format)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 
@@ -53,8 +77,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gpucat.train import TrainConfig, accuracy, fit, params_to_host, predict_proba
 
     config = TrainConfig(
-        layers=args.layers, learning_rate=args.learning_rate, iterations=args.iterations,
-        seed=args.seed, dtype=args.dtype, log_every=args.log_every,
+        layers=args.layers,
+        learning_rate=args.learning_rate,
+        iterations=args.iterations,
+        seed=args.seed,
+        dtype=args.dtype,
+        log_every=args.log_every,
+        solver=args.solver,
     )
     config.check()
     backend = get_backend(args.device)
@@ -65,40 +94,67 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{train_set.m} examples",
         flush=True,
     )
-    result = fit(backend, config, train_set.X, train_set.Y,
-                 on_log=lambda i, c: print(f"Cost after iteration {i}: {c:.6f}", flush=True))
+    result = fit(
+        backend,
+        config,
+        train_set.X,
+        train_set.Y,
+        on_log=lambda i, c: print(f"Cost after iteration {i}: {c:.6f}", flush=True),
+    )
 
     rows = {}
     for name, ds in (("train", train_set), ("test", test_set)):
         p = predict_proba(backend, result.params, ds.X, config.dtype)
         if not (p == p).all():
-            raise GpucatError("training diverged: predictions are NaN; try a smaller --learning-rate.")
+            raise GpucatError(
+                "training diverged: predictions are NaN; try a smaller --learning-rate."
+            )
         rows[name] = (*accuracy(p, ds.Y), ds.m)
     for name, (acc, correct, m) in rows.items():
         print(f"{name.capitalize()} accuracy: {acc:.4f} ({correct}/{m})")
-    print(f"Device: {backend.label}")
-    print(f"Training time: {result.seconds:.3f} s ({1000 * result.seconds / config.iterations:.3f} ms/iteration)")
+    print(f"Device: {backend.label}, solver: {result.solver}")
+    print(
+        f"Training time: {result.seconds:.3f} s ({1000 * result.seconds / config.iterations:.3f} ms/iteration)"
+    )
 
     if args.out:
-        meta = {"recipe": config.to_dict(), "device": backend.label,
-                "result": {"train_accuracy": rows["train"][0], "test_accuracy": rows["test"][0],
-                           "final_cost": result.costs[-1][1]}}
+        meta = {
+            "recipe": config.to_dict(),
+            "device": backend.label,
+            "result": {
+                "train_accuracy": rows["train"][0],
+                "test_accuracy": rows["test"][0],
+                "final_cost": result.costs[-1][1],
+            },
+        }
         models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
         print(f"Saved model to {args.out}")
 
     if args.json:
-        print(json.dumps({
-            "device": backend.label, "backend": backend.name, "dtype": config.dtype,
-            "layers": list(config.layers), "learning_rate": config.learning_rate,
-            "iterations": config.iterations, "seed": config.seed,
-            "costs": [[i, c] for i, c in result.costs],
-            "train_accuracy": rows["train"][0], "test_accuracy": rows["test"][0],
-            "train_correct": rows["train"][1], "test_correct": rows["test"][1],
-            "train_examples": rows["train"][2], "test_examples": rows["test"][2],
-            "seconds": result.seconds,
-            "ms_per_iteration": 1000 * result.seconds / config.iterations,
-            "model": args.out,
-        }))
+        print(
+            json.dumps(
+                {
+                    "device": backend.label,
+                    "backend": backend.name,
+                    "dtype": config.dtype,
+                    "layers": list(config.layers),
+                    "learning_rate": config.learning_rate,
+                    "iterations": config.iterations,
+                    "seed": config.seed,
+                    "solver": result.solver,
+                    "costs": [[i, c] for i, c in result.costs],
+                    "train_accuracy": rows["train"][0],
+                    "test_accuracy": rows["test"][0],
+                    "train_correct": rows["train"][1],
+                    "test_correct": rows["test"][1],
+                    "train_examples": rows["train"][2],
+                    "test_examples": rows["test"][2],
+                    "seconds": result.seconds,
+                    "ms_per_iteration": 1000 * result.seconds / config.iterations,
+                    "model": args.out,
+                }
+            )
+        )
 
 
 COMMANDS = {"train": cmd_train}

@@ -79,9 +79,7 @@ def check_labels(y: np.ndarray, m: int, path: Path) -> np.ndarray:
 def check_images(images: np.ndarray, path: Path) -> np.ndarray:
     """Images as uint8-range values of shape (m, 64, 64, 3), finite, within 0..255."""
     if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-        raise GpucatError(
-            f"{path}: images must have shape (m, 64, 64, 3), found {images.shape}."
-        )
+        raise GpucatError(f"{path}: images must have shape (m, 64, 64, 3), found {images.shape}.")
     if images.shape[0] == 0:
         raise GpucatError(f"{path}: the file holds no images.")
     if not np.issubdtype(images.dtype, np.number):

@@ -68,7 +68,9 @@ def check_shapes(params: list[tuple[np.ndarray, np.ndarray]], source: str) -> No
             raise GpucatError(f"{source}: layer {l} holds NaN or infinite values.")
         n_prev = W.shape[0]
     if params[-1][0].shape[0] != 1:
-        raise GpucatError(f"{source}: the last layer must have 1 output, has {params[-1][0].shape[0]}.")
+        raise GpucatError(
+            f"{source}: the last layer must have 1 output, has {params[-1][0].shape[0]}."
+        )
 
 
 def save_safetensors(path: str | os.PathLike, model: Model) -> None:
@@ -91,7 +93,9 @@ def save_safetensors(path: str | os.PathLike, model: Model) -> None:
     atomic_write(path, save(tensors, metadata={"gpucat": json.dumps(meta)}))
 
 
-def _layers_from_keys(tensors: dict[str, np.ndarray], source: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def _layers_from_keys(
+    tensors: dict[str, np.ndarray], source: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(W1, b1), (W2, b2), ... from a name -> array mapping, with a clear error for gaps."""
     n = sum(1 for k in tensors if k.startswith("W"))
     expected = {f"{p}{l}" for l in range(1, n + 1) for p in "Wb"}
@@ -127,7 +131,9 @@ def load_seed_json(path: Path) -> Model:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise GpucatError(f"{path}: not valid JSON ({e}); is this a model file?") from None
     if not isinstance(doc, dict) or not doc:
-        raise GpucatError(f"{path}: a JSON model must be an object with keys W1, b1, ...; this is not a model.")
+        raise GpucatError(
+            f"{path}: a JSON model must be an object with keys W1, b1, ...; this is not a model."
+        )
     tensors = {}
     for key, value in doc.items():
         try:

@@ -54,13 +54,14 @@ def relu(xp: Any, Z: Array) -> Array:
 
 def backprop_relu(xp: Any, dA: Array, Z: Array) -> Array:
     """dZ = dA * relu'(Z), with relu'(0) = 0 as in the reference."""
-    return xp.where(Z > 0.0, dA, xp.zeros_like(dA))
+    return xp.where(Z > 0.0, dA, 0.0)
 
 
 def sigmoid(xp: Any, Z: Array) -> Array:
     """1 / (1 + exp(-Z)) without overflow: exp is only ever taken of -|Z|."""
     e = xp.exp(-xp.abs(Z))
-    return xp.where(Z >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+    r = 1.0 / (1.0 + e)
+    return xp.where(Z >= 0.0, r, e * r)
 
 
 def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
@@ -87,24 +88,50 @@ def forward(xp: Any, params: list[Layer], X: Array) -> tuple[Array, list[tuple[A
 
 
 def backward(
-    xp: Any, params: list[Layer], caches: list[tuple[Array, Array]], AL: Array, Y: Array
+    xp: Any,
+    params: list[Layer],
+    caches: list[tuple[Array, Array]],
+    AL: Array,
+    Y: Array,
+    scale: float | None = None,
 ) -> list[Grad]:
     """Gradients of the mean cross-entropy for every layer, first layer first.
 
     At the output, dA = -(Y/AL - (1-Y)/(1-AL)) times sigmoid'(Z) = AL(1-AL) simplifies to
     dZ = AL - Y: the same value, without dividing by an AL that has saturated to 0 or 1.
     dA_prev is not formed for the input layer, whose dA nobody needs.
+
+    Every gradient is linear in dZ_L, so the 1/m of the mean is applied once, to dZ_L.
+    ``scale`` replaces that 1/m: solvers pass lr/m and get the update steps lr*dW, lr*db.
     """
-    m = AL.shape[1]
+    return _backward(xp, params, caches, AL, Y, scale, to_input=False)[0]
+
+
+def backward_to_input(
+    xp: Any,
+    params: list[Layer],
+    caches: list[tuple[Array, Array]],
+    AL: Array,
+    Y: Array,
+    scale: float | None = None,
+) -> tuple[list[Grad], Array]:
+    """Like ``backward``, plus dA of the network's input (times the same scale): what a
+    layer in front of this network needs."""
+    return _backward(xp, params, caches, AL, Y, scale, to_input=True)
+
+
+def _backward(xp, params, caches, AL, Y, scale, to_input: bool):
     grads: list[Grad] = [None] * len(params)  # type: ignore[list-item]
-    dZ = AL - Y
+    dZ = (AL - Y) * (1.0 / AL.shape[1] if scale is None else scale)
+    dA_prev = None
     for l in range(len(params) - 1, -1, -1):
         A_prev, _ = caches[l]
-        grads[l] = Grad(dW=(dZ @ A_prev.T) / m, db=xp.sum(dZ, axis=1, keepdims=True) / m)
-        if l > 0:
+        grads[l] = Grad(dW=dZ @ A_prev.T, db=xp.sum(dZ, axis=1, keepdims=True))
+        if l > 0 or to_input:
             dA_prev = params[l].W.T @ dZ
+        if l > 0:
             dZ = backprop_relu(xp, dA_prev, caches[l - 1][1])
-    return grads
+    return grads, dA_prev
 
 
 def update(params: list[Layer], grads: list[Grad], learning_rate: float) -> None:
@@ -112,6 +139,13 @@ def update(params: list[Layer], grads: list[Grad], learning_rate: float) -> None
     for layer, g in zip(params, grads):
         layer.W -= learning_rate * g.dW
         layer.b -= learning_rate * g.db
+
+
+def apply_steps(params: list[Layer], steps: list[Grad]) -> None:
+    """W -= step.dW, b -= step.db, for steps that already include the learning rate."""
+    for layer, s in zip(params, steps):
+        layer.W -= s.dW
+        layer.b -= s.db
 
 
 def predict_proba(xp: Any, params: list[Layer], X: Array) -> Array:

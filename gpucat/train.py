@@ -13,6 +13,7 @@ from gpucat import network
 from gpucat.backend import Backend
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.network import Layer
+from gpucat.solvers import SOLVERS, choose_solver, make_solver
 
 REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
 
@@ -27,6 +28,7 @@ class TrainConfig:
     seed: int = 1
     dtype: str = "float32"
     log_every: int = 100
+    solver: str = "auto"  # auto, direct or gram (see solvers.py)
 
     def check(self) -> None:
         """Raise GpucatError for settings that cannot train."""
@@ -37,11 +39,15 @@ class TrainConfig:
                 f"--layers must end in 1 (one cat probability), got {self.layers[-1]}."
             )
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise GpucatError(f"--learning-rate must be a positive number, got {self.learning_rate}.")
+            raise GpucatError(
+                f"--learning-rate must be a positive number, got {self.learning_rate}."
+            )
         if self.iterations < 1:
             raise GpucatError(f"--iterations must be at least 1, got {self.iterations}.")
         if self.log_every < 1:
             raise GpucatError(f"--log-every must be at least 1, got {self.log_every}.")
+        if self.solver not in SOLVERS:
+            raise GpucatError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
         if self.dtype not in ("float32", "float64"):
             raise GpucatError(f"--dtype must be float32 or float64, got {self.dtype!r}.")
 
@@ -61,6 +67,7 @@ class TrainResult:
     params: list[Layer]
     costs: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    solver: str = "direct"
 
 
 def params_to_device(
@@ -105,30 +112,34 @@ def fit(
             f"the data has {X_host.shape[0]} features per example but --layers starts with "
             f"{config.layers[0]}."
         )
-    xp = backend.xp
     X = backend.asarray(X_host, config.dtype)
     Y = backend.asarray(Y_host, config.dtype)
-    params = params_to_device(backend, init or network.init_params(list(config.layers), config.seed), config.dtype)
+    params = params_to_device(
+        backend, init or network.init_params(list(config.layers), config.seed), config.dtype
+    )
+    solver_name = choose_solver(config.solver, backend, config.layers, X_host.shape[1])
+    solver = make_solver(solver_name, backend, params, X, Y, config.learning_rate)
 
-    result = TrainResult(params)
+    result = TrainResult(params, solver=solver_name)
     backend.synchronize()
     start = time.perf_counter()
     for i in range(config.iterations):
-        AL, caches = network.forward(xp, params, X)
-        if config.is_log_point(i):
-            cost = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Y))  # host sync
+        cost_dev = solver.step(want_cost=config.is_log_point(i))
+        if cost_dev is not None:
+            cost = backend.scalar(cost_dev)  # host sync, at logging points only
             check_cost(cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate)
             result.costs.append((i, cost))
             if on_log:
                 on_log(i, cost)
-        grads = network.backward(xp, params, caches, AL, Y)
-        network.update(params, grads, config.learning_rate)
+    result.params = solver.parameters()
     backend.synchronize()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def predict_proba(backend: Backend, params: list[Layer], X_host: np.ndarray, dtype: str) -> np.ndarray:
+def predict_proba(
+    backend: Backend, params: list[Layer], X_host: np.ndarray, dtype: str
+) -> np.ndarray:
     """Cat probabilities for the columns of a host X, back on the host as shape (m,)."""
     X = backend.asarray(X_host, dtype)
     return backend.to_host(network.predict_proba(backend.xp, params, X)).reshape(-1)

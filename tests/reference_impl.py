@@ -12,7 +12,9 @@ def init(layer_dims, seed):
     np.random.seed(seed)
     p = {}
     for l in range(1, len(layer_dims)):
-        p["W" + str(l)] = np.random.randn(layer_dims[l], layer_dims[l - 1]) / np.sqrt(layer_dims[l - 1])
+        p["W" + str(l)] = np.random.randn(layer_dims[l], layer_dims[l - 1]) / np.sqrt(
+            layer_dims[l - 1]
+        )
         p["b" + str(l)] = np.zeros((layer_dims[l], 1))
     return p
 

@@ -25,9 +25,24 @@ def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = Fals
 
 
 def test_train_json_contract_and_flags(tmp_path):
-    out = run_gpucat("train", "--device", "cpu", "--layers", "12288,4,1", "--iterations", "7",
-                     "--log-every", "3", "--learning-rate", "0.01", "--seed", "2", "--json",
-                     "--out", str(tmp_path / "m.safetensors"))
+    out = run_gpucat(
+        "train",
+        "--device",
+        "cpu",
+        "--layers",
+        "12288,4,1",
+        "--iterations",
+        "7",
+        "--log-every",
+        "3",
+        "--learning-rate",
+        "0.01",
+        "--seed",
+        "2",
+        "--json",
+        "--out",
+        str(tmp_path / "m.safetensors"),
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc["device"].startswith("CPU") and doc["dtype"] == "float32"

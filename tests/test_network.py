@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_impl as ref
 from conftest import RTOL, rel_err
 
-import reference_impl as ref
 from gpucat import network
 from gpucat.train import params_to_device, params_to_host
 
@@ -108,7 +108,10 @@ def test_cost_and_gradients_finite_for_saturated_logits(backend, dtype, z):
 
     # a whole network pushed to the same saturated logits: gradients stay finite
     sizes = [4, 3, 1]
-    host = [(np.full((3, 4), 1.0), np.zeros((3, 1))), (np.full((1, 3), np.sign(z)), np.full((1, 1), z))]
+    host = [
+        (np.full((3, 4), 1.0), np.zeros((3, 1))),
+        (np.full((1, 3), np.sign(z)), np.full((1, 1), z)),
+    ]
     params = params_to_device(backend, host, dtype)
     X = backend.asarray(np.ones((sizes[0], 2)), dtype)
     AL, caches = network.forward(xp, params, X)

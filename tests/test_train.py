@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+import reference_impl as ref
 from conftest import RTOL, data_dir, rel_err
 
-import reference_impl as ref
 from gpucat.errors import TrainingDiverged
 from gpucat.train import TrainConfig, accuracy, fit, predict_proba
 
@@ -41,8 +41,21 @@ def test_cli_reproduces_published_run(independent_run):
     """`gpucat train --device cpu --dtype float64 --json`, the issue's acceptance command."""
     env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
     out = subprocess.run(
-        [sys.executable, "-m", "gpucat", "train", "--device", "cpu", "--dtype", "float64", "--json"],
-        capture_output=True, text=True, env=env, check=True,
+        [
+            sys.executable,
+            "-m",
+            "gpucat",
+            "train",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float64",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc["dtype"] == "float64" and doc["backend"] == "numpy" and doc["iterations"] == 2500
@@ -67,7 +80,10 @@ def test_full_reference_run_same_accuracies_on_every_backend(backend, course_dat
     assert rel_err(c, c_ref) <= 1e-9
     acc_train, _ = accuracy(predict_proba(backend, result.params, train.X, "float64"), train.Y)
     acc_test, _ = accuracy(predict_proba(backend, result.params, test.X, "float64"), test.Y)
-    assert (acc_train, acc_test) == (independent_run["train_accuracy"], independent_run["test_accuracy"])
+    assert (acc_train, acc_test) == (
+        independent_run["train_accuracy"],
+        independent_run["test_accuracy"],
+    )
 
 
 def test_50_iterations_same_cost_trajectory(backend, dtype, course_data):
@@ -76,7 +92,12 @@ def test_50_iterations_same_cost_trajectory(backend, dtype, course_data):
     config = TrainConfig(iterations=50, log_every=1, dtype=dtype)
     import gpucat.backend as b
 
-    expected = fit(b.get_backend("cpu"), TrainConfig(iterations=50, log_every=1, dtype="float64"), train.X, train.Y)
+    expected = fit(
+        b.get_backend("cpu"),
+        TrainConfig(iterations=50, log_every=1, dtype="float64"),
+        train.X,
+        train.Y,
+    )
     got = fit(backend, config, train.X, train.Y)
     assert [i for i, _ in got.costs] == list(range(50))
     assert rel_err([c for _, c in got.costs], [c for _, c in expected.costs]) <= RTOL[dtype]

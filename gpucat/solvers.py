@@ -1,0 +1,164 @@
+"""Solvers: how one full-batch gradient-descent iteration is carried out.
+
+All of them run the same algorithm (forward, cost, backward, update of the reference
+recipe) and differ only in how they spend the arithmetic:
+
+- ``DirectSolver``: the network math as written in network.py, on any backend.
+- ``NumpyDirectSolver``: the same on NumPy, with the first layer's two products over X in
+  the memory layouts that BLAS runs fastest and with lr/m folded into dZ1 (no dW1 temporary).
+- ``GramSolver``: exact for full batch, and never touches X inside the loop. Since every
+  update of W1 is a combination of the rows of X^T, W1 = W1(0) - C @ X^T, so
+  Z1_lin = W1 @ X = W1(0) @ X - C @ G with the m x m Gram matrix G = X^T @ X. The loop
+  updates Z1_lin -= (lr/m) dZ1 @ G and C += (lr/m) dZ1; W1 is formed only when asked for.
+  See docs/gram-solver.md.
+
+Each solver's ``step`` queues one iteration and returns the cost (a 0-d device array,
+computed before the update) when asked, else None: no host sync inside.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpucat import network
+from gpucat.backend import Backend
+from gpucat.errors import GpucatError
+from gpucat.network import Array, Layer
+
+SOLVERS = ("auto", "direct", "gram")
+GRAM_MEMORY_FRACTION = 0.25  # auto uses gram only when G takes at most this share of free memory
+
+
+class DirectSolver:
+    """The reference algorithm, written once against the backend's namespace."""
+
+    def __init__(self, backend: Backend, params: list[Layer], X: Array, Y: Array, lr: float):
+        self.backend, self.xp = backend, backend.xp
+        self.params, self.X, self.Y, self.lr = params, X, Y, lr
+        self.scale = lr / X.shape[1]
+
+    def step(self, want_cost: bool) -> Array | None:
+        AL, caches = network.forward(self.xp, self.params, self.X)
+        cost = network.cost_from_logits(self.xp, caches[-1][1], self.Y) if want_cost else None
+        # lr/m in place of 1/m: the backward pass yields the update steps directly
+        steps = network.backward(self.xp, self.params, caches, AL, self.Y, scale=self.scale)
+        network.apply_steps(self.params, steps)
+        return cost
+
+    def parameters(self) -> list[Layer]:
+        """The current parameters as layers of the training dtype."""
+        return self.params
+
+
+class _FirstLayerApart(DirectSolver):
+    """Layers 2..L by the generic network code; subclasses say how layer 1 is computed."""
+
+    def __init__(self, backend, params, X, Y, lr):
+        if len(params) < 2:
+            raise GpucatError("this solver needs at least one hidden layer; use --solver direct.")
+        super().__init__(backend, params, X, Y, lr)
+        self.rest = params[1:]
+
+    def first_linear(self) -> Array:  # Z1 = W1 @ X + b1
+        raise NotImplementedError
+
+    def first_update(self, dZ1: Array) -> None:  # dZ1 comes scaled by lr/m
+        raise NotImplementedError
+
+    def step(self, want_cost: bool) -> Array | None:
+        xp = self.xp
+        Z1 = self.first_linear()
+        AL, caches = network.forward(xp, self.rest, network.relu(xp, Z1))
+        cost = network.cost_from_logits(xp, caches[-1][1], self.Y) if want_cost else None
+        steps, dA1 = network.backward_to_input(xp, self.rest, caches, AL, self.Y, scale=self.scale)
+        network.apply_steps(self.rest, steps)
+        self.first_update(network.backprop_relu(xp, dA1, Z1))
+        return cost
+
+
+class NumpyDirectSolver(_FirstLayerApart):
+    """The direct algorithm on NumPy with the first layer's products laid out for BLAS.
+
+    X is kept with examples as rows (m, n_x), as PyTorch does: Z1 = (X_rows @ W1^T)^T.
+    For dW1, float32 runs fastest as (X @ dZ1^T)^T from a column copy of X, float64 as
+    dZ1 @ X_rows (measured with OpenBLAS, docs/benchmarks.md), so float32 keeps both copies.
+    """
+
+    def __init__(self, backend, params, X, Y, lr):
+        super().__init__(backend, params, X, Y, lr)
+        self.X_rows = np.ascontiguousarray(X.T)
+        self.X_cols = np.ascontiguousarray(X) if X.dtype == np.float32 else None
+
+    def first_linear(self) -> Array:
+        W1, b1 = self.params[0].W, self.params[0].b
+        Z1 = (self.X_rows @ W1.T).T
+        Z1 += b1
+        return Z1
+
+    def first_update(self, dZ1: Array) -> None:
+        layer = self.params[0]
+        if self.X_cols is not None:
+            layer.W -= (self.X_cols @ dZ1.T).T
+        else:
+            layer.W -= dZ1 @ self.X_rows
+        layer.b -= np.sum(dZ1, axis=1, keepdims=True)
+
+
+class GramSolver(_FirstLayerApart):
+    """Exact full-batch gradient descent that multiplies by the m x m Gram matrix, not X.
+
+    Z1_lin, C and G stay float64 whatever the training dtype: they accumulate over every
+    iteration, and float32 accumulation drifts.
+    """
+
+    def __init__(self, backend, params, X, Y, lr):
+        super().__init__(backend, params, X, Y, lr)
+        xp = self.xp
+        f64 = xp.float64
+        X64 = xp.astype(X, f64)
+        self.dtype = X.dtype
+        self.W1_0 = xp.astype(params[0].W, f64)
+        self.G = X64.T @ X64  # (m, m), formed once
+        self.Z1_lin = self.W1_0 @ X64  # W1 @ X without b1
+        self.C = xp.zeros_like(self.Z1_lin)
+
+    def first_linear(self) -> Array:
+        return self.xp.astype(self.Z1_lin, self.dtype, copy=False) + self.params[0].b
+
+    def first_update(self, dZ1: Array) -> None:
+        xp = self.xp
+        step = xp.astype(dZ1, xp.float64, copy=False)  # already lr/m * dZ1
+        self.Z1_lin -= step @ self.G
+        self.C += step
+        self.params[0].b -= xp.sum(dZ1, axis=1, keepdims=True)
+
+    def parameters(self) -> list[Layer]:
+        """Materialize W1 = W1(0) - C @ X^T (one pass over X), in the training dtype."""
+        xp = self.xp
+        W1 = self.W1_0 - self.C @ xp.astype(self.X, xp.float64).T
+        self.params[0].W = xp.astype(W1, self.dtype)
+        return self.params
+
+
+def gram_bytes(m: int) -> int:
+    return 8 * m * m
+
+
+def choose_solver(name: str, backend: Backend, layers: tuple[int, ...], m: int) -> str:
+    """Resolve ``auto``: gram for m < n_x when G fits comfortably in free memory, else direct."""
+    if name not in SOLVERS:
+        raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
+    if name != "auto":
+        return name
+    if len(layers) < 3 or m >= layers[0]:
+        return "direct"
+    return "gram" if gram_bytes(m) <= GRAM_MEMORY_FRACTION * backend.free_memory() else "direct"
+
+
+def make_solver(name: str, backend: Backend, params: list[Layer], X: Array, Y: Array, lr: float):
+    """The solver object for a resolved name (``direct`` or ``gram``) on this backend."""
+    if name == "gram":
+        return GramSolver(backend, params, X, Y, lr)
+    if backend.name == "numpy" and len(params) >= 2:
+        return NumpyDirectSolver(backend, params, X, Y, lr)
+    return DirectSolver(backend, params, X, Y, lr)

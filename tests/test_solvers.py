@@ -1,0 +1,128 @@
+"""Every solver and fast path against the plain direct algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import RTOL, rel_err
+
+from gpucat import backend as backend_mod
+from gpucat import network
+from gpucat.errors import GpucatError
+from gpucat.solvers import (
+    DirectSolver,
+    GramSolver,
+    NumpyDirectSolver,
+    choose_solver,
+)
+from gpucat.train import TrainConfig, fit, params_to_device, params_to_host
+
+REF = TrainConfig(dtype="float64")
+
+
+def run_solver(cls, backend, X, Y, dtype, iterations, sizes, lr=0.0075, seed=1):
+    params = params_to_device(backend, network.init_params(sizes, seed), dtype)
+    solver = cls(backend, params, backend.asarray(X, dtype), backend.asarray(Y, dtype), lr)
+    costs = [backend.scalar(solver.step(want_cost=True)) for _ in range(iterations)]
+    return costs, params_to_host(backend, solver.parameters())
+
+
+def plain_numpy_float64(X, Y, iterations, sizes, lr=0.0075):
+    """The generic code on NumPy in float64 with the textbook update: the reference."""
+    cpu = backend_mod.get_backend("cpu")
+    params = params_to_device(cpu, network.init_params(sizes, 1), "float64")
+    costs = []
+    for _ in range(iterations):
+        AL, caches = network.forward(np, params, X)
+        costs.append(float(network.cost_from_logits(np, caches[-1][1], Y)))
+        network.update(params, network.backward(np, params, caches, AL, Y), lr)
+    return costs, params_to_host(cpu, params)
+
+
+def test_gram_equals_direct_on_reference_recipe_float64(backend, course_data):
+    """The issue's bar: the gram trajectory equals the direct one to 1e-12 relative."""
+    train, _ = course_data
+    X, Y = train.X, train.Y
+    sizes = list(REF.layers)
+    ref_costs, ref_params = plain_numpy_float64(X, Y, 300, sizes)
+    costs, params = run_solver(GramSolver, backend, X, Y, "float64", 300, sizes)
+    assert rel_err(costs, ref_costs) <= 1e-12
+    for (W, b), (W_ref, b_ref) in zip(params, ref_params):
+        assert rel_err(W, W_ref) <= 1e-12 and rel_err(b, b_ref) <= 1e-12
+
+
+def test_gram_full_run_matches_direct_costs_and_accuracy(backend, course_data):
+    train, test = course_data
+    direct = fit(
+        backend_mod.get_backend("cpu"),
+        TrainConfig(dtype="float64", solver="direct"),
+        train.X,
+        train.Y,
+    )
+    gram = fit(backend, TrainConfig(dtype="float64", solver="gram"), train.X, train.Y)
+    assert gram.solver == "gram" and direct.solver == "direct"
+    assert rel_err([c for _, c in gram.costs], [c for _, c in direct.costs]) <= 1e-12
+    for a, b in zip(
+        params_to_host(backend, gram.params),
+        params_to_host(backend_mod.get_backend("cpu"), direct.params),
+    ):
+        assert rel_err(a[0], b[0]) <= 1e-11
+
+
+@pytest.mark.parametrize("cls", [NumpyDirectSolver, DirectSolver, GramSolver])
+def test_solvers_match_reference_in_each_dtype(cls, dtype):
+    rng = np.random.default_rng(0)
+    sizes = [300, 9, 4, 1]
+    X, Y = rng.random((sizes[0], 40)), (rng.random((1, 40)) > 0.4).astype(float)
+    ref_costs, ref_params = plain_numpy_float64(X, Y, 25, sizes, lr=0.05)
+    costs, params = run_solver(cls, backend_mod.get_backend("cpu"), X, Y, dtype, 25, sizes, lr=0.05)
+    assert rel_err(costs, ref_costs) <= RTOL[dtype]
+    for (W, b), (W_ref, b_ref) in zip(params, ref_params):
+        assert rel_err(W, W_ref) <= RTOL[dtype] and rel_err(b, b_ref) <= RTOL[dtype]
+
+
+def test_gram_keeps_float64_state_when_training_float32():
+    cpu = backend_mod.get_backend("cpu")
+    rng = np.random.default_rng(1)
+    X = rng.random((50, 10)).astype(np.float32)
+    params = params_to_device(cpu, network.init_params([50, 4, 1], 1), "float32")
+    s = GramSolver(cpu, params, X, np.ones((1, 10), np.float32), 0.1)
+    assert s.G.dtype == s.Z1_lin.dtype == s.C.dtype == np.float64
+    s.step(want_cost=False)
+    assert s.parameters()[0].W.dtype == np.float32
+
+
+def test_auto_picks_gram_only_when_it_pays_and_fits(monkeypatch):
+    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: 2 * 2**30)  # 2 GiB
+    cpu = backend_mod.get_backend("cpu")
+    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 209) == "gram"
+    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 8000) == "gram"  # G: 512 MB
+    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 12000) == "direct"  # G: 1.15 GB
+    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 20000) == "direct"  # m >= n_x
+    assert choose_solver("auto", cpu, (12288, 1), 209) == "direct"  # no hidden layer
+    assert choose_solver("direct", cpu, (12288, 20, 1), 209) == "direct"
+    with pytest.raises(GpucatError, match="unknown solver"):
+        choose_solver("newton", cpu, (12288, 20, 1), 209)
+
+
+def test_gram_without_hidden_layer_is_a_clear_error():
+    cpu = backend_mod.get_backend("cpu")
+    with pytest.raises(GpucatError, match="at least one hidden layer"):
+        fit(
+            cpu,
+            TrainConfig(layers=(12288, 1), solver="gram", iterations=2),
+            np.zeros((12288, 3)),
+            np.ones((1, 3)),
+        )
+
+
+def test_logistic_regression_network_trains_with_direct(course_data):
+    """A network without hidden layers (12288-1) goes through the generic DirectSolver."""
+    train, _ = course_data
+    result = fit(
+        backend_mod.get_backend("cpu"),
+        TrainConfig(layers=(12288, 1), iterations=20, log_every=19),
+        train.X,
+        train.Y,
+    )
+    assert result.solver == "direct" and result.costs[-1][1] < result.costs[0][1]
