@@ -67,14 +67,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="save the trained model (.safetensors, or .json for the original format)",
     )
+    t.add_argument(
+        "--plot", default=None, metavar="PNG", help="draw the cost curve (needs matplotlib)"
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
+
+
+def _check_writable(*paths: str | None) -> None:
+    """Fail before long work when an output file's folder does not exist."""
+    from pathlib import Path
+
+    for p in paths:
+        if p and not Path(p).resolve().parent.is_dir():
+            raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from gpucat import data, models
     from gpucat.backend import get_backend
-    from gpucat.train import TrainConfig, accuracy, fit, params_to_host, predict_proba
+    from gpucat.train import TrainConfig, params_to_host, run_recipe
 
     config = TrainConfig(
         layers=args.layers,
@@ -86,6 +98,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         solver=args.solver,
     )
     config.check()
+    _check_writable(args.out, args.plot)
+    if args.plot:
+        from gpucat.plots import _pyplot
+
+        _pyplot()  # a missing matplotlib is reported before training, not after
     backend = get_backend(args.device)
     train_set, test_set = data.load_course_data(args.data_dir)
     print(
@@ -94,67 +111,42 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{train_set.m} examples",
         flush=True,
     )
-    result = fit(
+    result, summary = run_recipe(
         backend,
         config,
-        train_set.X,
-        train_set.Y,
+        train_set,
+        test_set,
         on_log=lambda i, c: print(f"Cost after iteration {i}: {c:.6f}", flush=True),
     )
-
-    rows = {}
-    for name, ds in (("train", train_set), ("test", test_set)):
-        p = predict_proba(backend, result.params, ds.X, config.dtype)
-        if not (p == p).all():
-            raise GpucatError(
-                "training diverged: predictions are NaN; try a smaller --learning-rate."
-            )
-        rows[name] = (*accuracy(p, ds.Y), ds.m)
-    for name, (acc, correct, m) in rows.items():
-        print(f"{name.capitalize()} accuracy: {acc:.4f} ({correct}/{m})")
+    for name in ("train", "test"):
+        print(
+            f"{name.capitalize()} accuracy: {summary[name + '_accuracy']:.4f} "
+            f"({summary[name + '_correct']}/{summary[name + '_examples']})"
+        )
     print(f"Device: {backend.label}, solver: {result.solver}")
     print(
-        f"Training time: {result.seconds:.3f} s ({1000 * result.seconds / config.iterations:.3f} ms/iteration)"
+        f"Training time: {result.seconds:.3f} s "
+        f"({summary['ms_per_iteration']:.3f} ms/iteration, device synchronized)"
     )
 
     if args.out:
-        meta = {
-            "recipe": config.to_dict(),
-            "device": backend.label,
-            "result": {
-                "train_accuracy": rows["train"][0],
-                "test_accuracy": rows["test"][0],
-                "final_cost": result.costs[-1][1],
-            },
-        }
+        result_meta = {k: summary[k] for k in ("train_accuracy", "test_accuracy", "final_cost")}
+        meta = {"recipe": config.to_dict(), "device": backend.label, "result": result_meta}
         models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
         print(f"Saved model to {args.out}")
 
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "device": backend.label,
-                    "backend": backend.name,
-                    "dtype": config.dtype,
-                    "layers": list(config.layers),
-                    "learning_rate": config.learning_rate,
-                    "iterations": config.iterations,
-                    "seed": config.seed,
-                    "solver": result.solver,
-                    "costs": [[i, c] for i, c in result.costs],
-                    "train_accuracy": rows["train"][0],
-                    "test_accuracy": rows["test"][0],
-                    "train_correct": rows["train"][1],
-                    "test_correct": rows["test"][1],
-                    "train_examples": rows["train"][2],
-                    "test_examples": rows["test"][2],
-                    "seconds": result.seconds,
-                    "ms_per_iteration": 1000 * result.seconds / config.iterations,
-                    "model": args.out,
-                }
-            )
+    if args.plot:
+        from gpucat.plots import plot_costs
+
+        plot_costs(
+            args.plot,
+            {f"{backend.name} {config.dtype}": result.costs},
+            f"gpucat {'-'.join(map(str, config.layers))}, lr {config.learning_rate:g}",
         )
+        print(f"Saved cost curve to {args.plot}")
+
+    if args.json:
+        print(json.dumps({**summary, "model": args.out}))
 
 
 COMMANDS = {"train": cmd_train}

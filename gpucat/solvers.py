@@ -77,31 +77,43 @@ class _FirstLayerApart(DirectSolver):
 
 
 class NumpyDirectSolver(_FirstLayerApart):
-    """The direct algorithm on NumPy with the first layer's products laid out for BLAS.
+    """The direct algorithm on NumPy, with the first layer's products laid out for BLAS.
 
     X is kept with examples as rows (m, n_x), as PyTorch does: Z1 = (X_rows @ W1^T)^T.
-    For dW1, float32 runs fastest as (X @ dZ1^T)^T from a column copy of X, float64 as
-    dZ1 @ X_rows (measured with OpenBLAS, docs/benchmarks.md), so float32 keeps both copies.
+    For the update, float32 runs fastest as W1^T -= X @ dZ1^T with W1 held transposed and
+    a column copy of X; float64 as W1 -= dZ1 @ X_rows (measured with OpenBLAS, see
+    docs/benchmarks.md). Either way the product lands in a reused buffer and the
+    subtraction runs over contiguous memory.
     """
 
     def __init__(self, backend, params, X, Y, lr):
         super().__init__(backend, params, X, Y, lr)
         self.X_rows = np.ascontiguousarray(X.T)
-        self.X_cols = np.ascontiguousarray(X) if X.dtype == np.float32 else None
+        self.transposed = X.dtype == np.float32
+        if self.transposed:
+            self.X_cols = np.ascontiguousarray(X)
+            self.W1T = np.ascontiguousarray(params[0].W.T)  # (n_x, n_1): the working copy
+            self.buf = np.empty_like(self.W1T)
+        else:
+            self.buf = np.empty_like(params[0].W)
 
     def first_linear(self) -> Array:
-        W1, b1 = self.params[0].W, self.params[0].b
-        Z1 = (self.X_rows @ W1.T).T
-        Z1 += b1
+        W1T = self.W1T if self.transposed else self.params[0].W.T
+        Z1 = (self.X_rows @ W1T).T
+        Z1 += self.params[0].b
         return Z1
 
     def first_update(self, dZ1: Array) -> None:
-        layer = self.params[0]
-        if self.X_cols is not None:
-            layer.W -= (self.X_cols @ dZ1.T).T
+        if self.transposed:
+            self.W1T -= np.matmul(self.X_cols, dZ1.T, out=self.buf)
         else:
-            layer.W -= dZ1 @ self.X_rows
-        layer.b -= np.sum(dZ1, axis=1, keepdims=True)
+            self.params[0].W -= np.matmul(dZ1, self.X_rows, out=self.buf)
+        self.params[0].b -= np.sum(dZ1, axis=1, keepdims=True)
+
+    def parameters(self) -> list[Layer]:
+        if self.transposed:
+            self.params[0].W = np.ascontiguousarray(self.W1T.T)
+        return self.params
 
 
 class GramSolver(_FirstLayerApart):

@@ -11,6 +11,7 @@ import numpy as np
 
 from gpucat import network
 from gpucat.backend import Backend
+from gpucat.data import Dataset
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.network import Layer
 from gpucat.solvers import SOLVERS, choose_solver, make_solver
@@ -135,6 +136,42 @@ def fit(
     backend.synchronize()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def run_recipe(
+    backend: Backend,
+    config: TrainConfig,
+    train_set: Dataset,
+    test_set: Dataset,
+    on_log: Callable[[int, float], None] | None = None,
+) -> tuple[TrainResult, dict]:
+    """Train on train_set, score both sets; returns the result and a JSON-ready summary."""
+    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log)
+    summary = {
+        "device": backend.label,
+        "backend": backend.name,
+        "dtype": config.dtype,
+        "solver": result.solver,
+        "layers": list(config.layers),
+        "learning_rate": config.learning_rate,
+        "iterations": config.iterations,
+        "seed": config.seed,
+        "costs": [[i, c] for i, c in result.costs],
+        "final_cost": result.costs[-1][1],
+        "seconds": result.seconds,
+        "ms_per_iteration": 1000 * result.seconds / config.iterations,
+    }
+    for name, ds in (("train", train_set), ("test", test_set)):
+        p = predict_proba(backend, result.params, ds.X, config.dtype)
+        if not np.isfinite(p).all():
+            raise TrainingDiverged(
+                "training diverged: the trained model predicts NaN; try a smaller --learning-rate."
+            )
+        acc, correct = accuracy(p, ds.Y)
+        summary.update(
+            {f"{name}_accuracy": acc, f"{name}_correct": correct, f"{name}_examples": ds.m}
+        )
+    return result, summary
 
 
 def predict_proba(

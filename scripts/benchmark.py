@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Benchmarks: milliseconds per iteration over a sweep, and gpucat against PyTorch eager.
+
+    python scripts/benchmark.py sweep [--quick] [--out docs/benchmark]
+        Sweeps examples m (209 .. 20,000, synthetic data of the real shape), hidden width,
+        dtype, backend and solver; a PyTorch-eager baseline of the same network when torch
+        is installed. Median ms/iteration over repeats after warm-up, device synchronized.
+        Writes OUT.csv, OUT.json and OUT.png.
+
+    python scripts/benchmark.py vs-torch [--dtype float32] [--solver direct] [--runs 3]
+        Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
+        alternating A B A B ..., training seconds from each JSON; medians and the ratio.
+
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, pin older BLAS kernels than a user's
+machine would pick: this script removes both, for every side of every comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def _unpinned_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
+
+
+def machine_info() -> dict:
+    import numpy as np
+
+    from gpucat.backend import available_backends
+
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "devices": [b.label for b in available_backends()],
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["blas"] = [
+            f"{d['internal_api']} {d['version']} {d.get('architecture')} x{d['num_threads']}"
+            for d in threadpool_info()
+            if d["user_api"] == "blas"
+        ]
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        info["torch"] = None
+    return info
+
+
+def synthetic(m: int, seed: int = 0):
+    """Random pixels 0..255 / 255 and random labels: real shape, never zeros."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(12288, m), dtype=np.uint8).astype(np.float64) / 255.0
+    Y = (rng.random((1, m)) < 0.35).astype(np.float64)
+    return X, Y
+
+
+def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> float:
+    """Median over repeats of (seconds for per_repeat steps) / per_repeat, in milliseconds."""
+    for _ in range(warmup):
+        step()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(per_repeat):
+            step()
+        sync()
+        samples.append((time.perf_counter() - t) / per_repeat)
+    return 1000 * statistics.median(samples)
+
+
+def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
+    from gpucat import network
+    from gpucat.solvers import make_solver
+    from gpucat.train import params_to_device
+
+    Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
+    params = params_to_device(backend, network.init_params(sizes, 1), dtype)
+    backend.synchronize()
+    t = time.perf_counter()
+    solver = make_solver(solver_name, backend, params, Xd, Yd, 0.0075)
+    backend.synchronize()
+    setup_ms = 1000 * (time.perf_counter() - t)
+    ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
+    return {
+        "impl": f"gpucat-{backend.name}",
+        "solver": solver_name,
+        "ms_per_iteration": ms,
+        "setup_ms": setup_ms,
+        "device": backend.label,
+    }
+
+
+def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
+    import torch
+
+    from gpucat.network import init_params
+
+    tdtype = getattr(torch, dtype)
+    Xt = torch.as_tensor(X.T, dtype=tdtype, device=device).contiguous()
+    Yt = torch.as_tensor(Y.T, dtype=tdtype, device=device).contiguous()
+    mods = []
+    for W, b in init_params(sizes, 1):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=tdtype, device=device)
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(W))
+            lin.bias.copy_(torch.as_tensor(b.ravel()))
+        mods += [lin, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*mods[:-1])
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0075)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(Xt), Yt).backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    ms = time_steps(step, sync, repeats, per_repeat)
+    return {
+        "impl": f"torch-{device}",
+        "solver": "autograd",
+        "ms_per_iteration": ms,
+        "setup_ms": 0.0,
+        "device": device,
+    }
+
+
+def sweep(args) -> None:
+    from gpucat.backend import available_backends
+    from gpucat.solvers import gram_bytes
+
+    try:
+        import torch  # noqa: F401
+
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    ms_list = [209, 1000] if args.quick else [209, 1000, 5000, 20000]
+    widths = [20] if args.quick else [20, 100, 400]
+    cases = [(m, 20) for m in ms_list] + [(209, w) for w in widths if w != 20]
+    rows = []
+    for m, width in cases:
+        X, Y = synthetic(m)
+        sizes = [12288, width, 7, 5, 1]
+        # big problems take long per step: fewer steps per repeat keeps the sweep bounded
+        per_repeat = max(1, min(20, int(20 * 1000 / m)))
+        for dtype in ("float32", "float64"):
+            for backend in available_backends():
+                for solver in ("direct", "gram"):
+                    if solver == "gram" and (
+                        m >= 12288 or gram_bytes(m) > 0.25 * backend.free_memory()
+                    ):
+                        continue
+                    r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
+                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
+                    print(json.dumps(rows[-1]), flush=True)
+            if have_torch:
+                import torch
+
+                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+                for dev in devices:
+                    r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev)
+                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
+                    print(json.dumps(rows[-1]), flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot_sweep(rows, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.csv')}, .json and .png", file=sys.stderr)
+
+
+def plot_sweep(rows, path) -> None:
+    try:
+        from gpucat.plots import _pyplot, _save
+
+        plt = _pyplot()
+    except Exception as e:
+        print(f"no plot: {e}", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    for ax, (key, fixed, xlabel) in zip(
+        axes,
+        (
+            ("m", ("hidden", 20), "examples m (hidden width 20)"),
+            ("hidden", ("m", 209), "hidden width (m = 209)"),
+        ),
+    ):
+        series = {}
+        for r in rows:
+            if r[fixed[0]] != fixed[1]:
+                continue
+            series.setdefault(f"{r['impl']} {r['solver']} {r['dtype']}", []).append(
+                (r[key], r["ms_per_iteration"])
+            )
+        for label, pts in sorted(series.items()):
+            pts.sort()
+            if len(pts) > 1:
+                ax.plot(
+                    *zip(*pts), marker="o", label=label, linestyle="--" if "torch" in label else "-"
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("ms per iteration (median)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
+def vs_torch(args) -> None:
+    env = _unpinned_env()
+    if args.data_dir:
+        env["GPUCAT_DATA_DIR"] = args.data_dir
+    a = [
+        sys.executable,
+        "-m",
+        "gpucat",
+        "train",
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--solver",
+        args.solver,
+        "--json",
+    ]
+    b = [
+        sys.executable,
+        "-W",
+        "ignore",
+        str(ROOT / "scripts" / "torch_baseline.py"),
+        "--dtype",
+        args.dtype,
+        "--device",
+        "cuda" if args.device == "gpu" else "cpu",
+    ]
+
+    def run(cmd):
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    pairs = []
+    for i in range(args.runs):
+        ga, tb = run(a), run(b)
+        pairs.append((ga, tb))
+        print(
+            f"run {i + 1}: gpucat {ga['seconds']:.3f} s ({ga['solver']}), torch {tb['seconds']:.3f} s, "
+            f"ratio {ga['seconds'] / tb['seconds']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    g = [p[0]["seconds"] for p in pairs]
+    t = [p[1]["seconds"] for p in pairs]
+    ratios = [x / y for x, y in zip(g, t)]
+    last = pairs[-1][0]
+    result = {
+        "machine": machine_info(),
+        "dtype": args.dtype,
+        "device": args.device,
+        "solver": last["solver"],
+        "runs": args.runs,
+        "gpucat_seconds": g,
+        "torch_seconds": t,
+        "gpucat_median_s": statistics.median(g),
+        "torch_median_s": statistics.median(t),
+        "median_ratio_gpucat_over_torch": statistics.median(ratios),
+        "speedup_torch_over_gpucat": 1 / statistics.median(ratios),
+        "gpucat_train_accuracy": last["train_accuracy"],
+        "gpucat_test_accuracy": last["test_accuracy"],
+        "torch_train_accuracy": pairs[-1][1]["train_accuracy"],
+    }
+    print(json.dumps(result))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sweep")
+    s.add_argument("--repeats", type=int, default=5)
+    s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
+    s.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
+    v = sub.add_parser("vs-torch")
+    v.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    v.add_argument("--solver", default="direct", choices=("auto", "direct", "gram"))
+    v.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    v.add_argument("--runs", type=int, default=3)
+    v.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+    if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
+        os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
+    sweep(args) if args.cmd == "sweep" else vs_torch(args)
+
+
+if __name__ == "__main__":
+    main()
