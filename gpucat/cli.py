@@ -71,6 +71,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", default=None, metavar="PNG", help="draw the cost curve (needs matplotlib)"
     )
     t.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    f = sub.add_parser("fetch-data", help="download the course data and verify its SHA-256")
+    f.add_argument(
+        "--data-dir", default=None, help="where to put it (default: GPUCAT_DATA_DIR, else data/)"
+    )
+
+    e = sub.add_parser("evaluate", help="score a model on labelled data")
+    e.add_argument(
+        "--model", required=True, help="a .safetensors model or the original program's JSON model"
+    )
+    e.add_argument(
+        "--data",
+        required=True,
+        help="an .h5 file, the original CSV, or a folder with cat/ and non-cat/",
+    )
+    _add_device(e)
+    e.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    e.add_argument(
+        "--mislabeled", default=None, metavar="PNG", help="draw the misclassified images"
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    pr = sub.add_parser("predict", help="the probability of 'cat' for images or data files")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("inputs", nargs="+", metavar="PATH", help="images, folders, .h5 or .csv files")
+    _add_device(pr)
+    pr.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 
 
@@ -104,7 +131,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         _pyplot()  # a missing matplotlib is reported before training, not after
     backend = get_backend(args.device)
-    train_set, test_set = data.load_course_data(args.data_dir)
+    folder = data.resolve_data_dir(args.data_dir)
+    if not all((folder / n).exists() for n in (data.TRAIN_FILE, data.TEST_FILE)):
+        from gpucat.fetch import fetch_data
+
+        print(f"Course data not found in {folder}; downloading it.", file=sys.stderr, flush=True)
+        fetch_data(folder)
+    train_set, test_set = data.load_course_data(folder)
     print(
         f"Training {'-'.join(map(str, config.layers))} on {backend.label}, {config.dtype}, "
         f"{config.iterations} iterations, learning rate {config.learning_rate:g}, "
@@ -149,7 +182,83 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps({**summary, "model": args.out}))
 
 
-COMMANDS = {"train": cmd_train}
+def cmd_fetch_data(args: argparse.Namespace) -> None:
+    from gpucat.fetch import fetch_data
+
+    folder = fetch_data(args.data_dir)
+    print(f"Course data verified in {folder}")
+
+
+def _model_and_backend(args: argparse.Namespace):
+    from gpucat.backend import get_backend
+    from gpucat.models import load_model
+
+    model = load_model(args.model)
+    return model, get_backend(args.device)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from gpucat.inference import probabilities, scores
+    from gpucat.inputs import load_input
+
+    _check_writable(args.mislabeled)
+    model, backend = _model_and_backend(args)
+    ds = load_input(args.data, require_labels=True)
+    p = probabilities(backend, model, ds, args.dtype, args.model)
+    s = scores(p, ds.Y)
+    print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
+    print(f"Data: {ds.source} ({ds.m} examples), device: {backend.label}")
+    print(f"Accuracy: {s['accuracy']:.4f} ({s['correct']}/{s['n']})")
+    print(
+        f"Confusion (cat = positive): TP {s['true_positives']}, TN {s['true_negatives']}, "
+        f"FP {s['false_positives']}, FN {s['false_negatives']}"
+    )
+    if args.mislabeled:
+        from gpucat.plots import plot_mislabeled
+
+        n = plot_mislabeled(args.mislabeled, ds.images, p, ds.Y.reshape(-1))
+        print(f"Saved {n} mislabeled images to {args.mislabeled}")
+    if args.json:
+        labels = [int(y) for y in ds.Y.reshape(-1)]
+        print(
+            json.dumps(
+                {
+                    **s,
+                    "model": args.model,
+                    "data": ds.source,
+                    "device": backend.label,
+                    "probabilities": p.tolist(),
+                    "labels": labels,
+                    "predicted": [int(v > 0.5) for v in p],
+                    "names": ds.names,
+                }
+            )
+        )
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from gpucat.inference import probabilities
+    from gpucat.inputs import load_input
+
+    model, backend = _model_and_backend(args)
+    rows = []
+    for path in args.inputs:
+        ds = load_input(path)
+        p = probabilities(backend, model, ds, args.dtype, args.model)
+        for k, pk in enumerate(p):
+            label = "cat" if pk > 0.5 else "non-cat"
+            rows.append({"input": ds.name(k), "probability": float(pk), "label": label})
+            print(f"{ds.name(k)}: {label} (p(cat) = {pk:.4f})")
+    if args.json:
+        print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "fetch-data": cmd_fetch_data,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

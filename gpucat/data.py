@@ -1,4 +1,4 @@
-"""Loading and checking the cat / non-cat data: course h5 files (more formats in inputs.py).
+"""Loading and checking the cat / non-cat data: the course h5 files (other formats: inputs.py).
 
 Every loader returns a host ``Dataset``; the trainer moves it to the device once. Any
 problem with a file is a GpucatError that names the file and says what to do.
@@ -30,6 +30,10 @@ class Dataset:
     Y: np.ndarray | None
     source: str
     images: np.ndarray | None = None  # uint8 (m, 64, 64, 3), kept for pictures
+    names: list[str] | None = None  # one per example, for reports
+
+    def name(self, k: int) -> str:
+        return self.names[k] if self.names else f"{Path(self.source).name}[{k}]"
 
     @property
     def m(self) -> int:
@@ -70,7 +74,7 @@ def check_labels(y: np.ndarray, m: int, path: Path) -> np.ndarray:
     bad = ~np.isin(y, (0, 1))
     if bad.any():
         raise GpucatError(
-            f"{path}: labels must be 0 (non-cat) or 1 (cat); found {y.ravel()[bad.ravel()][0]!r} "
+            f"{path}: labels must be 0 (non-cat) or 1 (cat); found {y.ravel()[bad.ravel()][0].item():g} "
             f"at example {int(np.flatnonzero(bad.ravel())[0])}."
         )
     return y.reshape(1, m).astype(np.float64)

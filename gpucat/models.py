@@ -138,7 +138,9 @@ def load_seed_json(path: Path) -> Model:
     for key, value in doc.items():
         try:
             rows, cols = (int(d) for d in value["dim"])
-            arr = np.asarray(value["data"], dtype=np.float64)
+            arr = np.asarray(value["data"], dtype=np.float64).astype(
+                np.float32
+            )  # the format is f32
             tensors[key] = arr.reshape(rows, cols)
         except (TypeError, KeyError, ValueError) as e:
             raise GpucatError(
@@ -150,14 +152,18 @@ def load_seed_json(path: Path) -> Model:
 
 
 def save_seed_json(path: str | os.PathLike, model: Model) -> None:
-    """Export in the original program's JSON format (float32 values, row-major)."""
+    """Export in the original program's JSON format: float32 values, row-major, each
+    written in the shortest form that reads back to the same float32."""
     check_shapes(model.params, str(path))
-    doc = {}
+    parts = []
     for l, (W, b) in enumerate(model.params, start=1):
         for name, a in ((f"W{l}", W), (f"b{l}", b)):
             a32 = np.asarray(a, dtype=np.float32)
-            doc[name] = {"v": 1, "dim": list(a32.shape), "data": [float(x) for x in a32.ravel()]}
-    atomic_write(path, json.dumps(doc).encode("utf-8"))
+            numbers = ",".join(str(v) for v in a32.ravel())
+            parts.append(
+                f'"{name}":{{"v":1,"dim":[{a32.shape[0]},{a32.shape[1]}],"data":[{numbers}]}}'
+            )
+    atomic_write(path, ("{" + ",".join(parts) + "}").encode("utf-8"))
 
 
 def _is_safetensors(head: bytes) -> bool:
@@ -176,7 +182,7 @@ def load_model(path: str | os.PathLike) -> Model:
         head = f.read(16)
     if _is_safetensors(head):
         return load_safetensors(path)
-    if head.lstrip()[:1] == b"{":
+    if head.lstrip()[:1] in (b"{", b"["):
         return load_seed_json(path)
     raise GpucatError(
         f"{path}: neither a safetensors nor a JSON model file; pass a file written by "

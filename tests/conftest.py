@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +70,41 @@ def course_data():
             f"{TRAIN_FILE} and {TEST_FILE}, or run `gpucat fetch-data`."
         )
     return load_course_data(d)
+
+
+def shared_data_dir() -> Path:
+    """The folder holding seed-csv/ and photos/ (GPUCAT_SHARED_DATA, else beside the course data)."""
+    d = os.environ.get("GPUCAT_SHARED_DATA")
+    return Path(d) if d else data_dir().resolve().parent
+
+
+def shared_file(relative: str) -> Path:
+    p = shared_data_dir() / relative
+    if not p.exists():
+        pytest.fail(f"{p} not found: set GPUCAT_SHARED_DATA to the shared data folder.")
+    return p
+
+
+def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = False):
+    """Run gpucat in a fresh process; hide_cupy makes `import cupy` fail there."""
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), **(env_extra or {})}
+    code = "import sys\n"
+    if hide_cupy:
+        code += "sys.modules['cupy'] = None\n"
+    code += f"from gpucat.cli import main\nsys.exit(main({list(args)!r}))\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, course_data) -> Path:
+    """The reference recipe (float64, gram) saved as safetensors."""
+    from gpucat import models
+    from gpucat.backend import get_backend
+    from gpucat.train import TrainConfig, fit, params_to_host
+
+    cpu = get_backend("cpu")
+    train, _ = course_data
+    result = fit(cpu, TrainConfig(dtype="float64"), train.X, train.Y)
+    path = tmp_path_factory.mktemp("model") / "reference.safetensors"
+    models.save_model(path, models.Model(params_to_host(cpu, result.params), {"note": "test"}))
+    return path

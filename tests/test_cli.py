@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
-from conftest import data_dir
+from conftest import run_gpucat
 
 from gpucat import backend as backend_mod
 from gpucat.cli import main
-
-
-def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = False):
-    """Run gpucat in a fresh process; hide_cupy makes `import cupy` fail there."""
-    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), **(env_extra or {})}
-    code = "import sys\n"
-    if hide_cupy:
-        code += "sys.modules['cupy'] = None\n"
-    code += f"from gpucat.cli import main\nsys.exit(main({list(args)!r}))\n"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
 
 
 def test_train_json_contract_and_flags(tmp_path):

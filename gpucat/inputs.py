@@ -1,0 +1,171 @@
+"""Every input format, to one host ``Dataset``: course h5, the original CSV, images, folders.
+
+``load_input(path)`` tells the format from the path and the content. Each loader checks
+what it reads (shape, dtype, label values, counts, finite pixels) and raises a GpucatError
+naming the file, what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from gpucat.data import (
+    HDF5_SIGNATURE,
+    IMAGE_SHAPE,
+    N_FEATURES,
+    Dataset,
+    check_images,
+    check_labels,
+    load_h5,
+    preprocess,
+)
+from gpucat.errors import GpucatError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+CAT_DIRS = ("cat", "cats")
+NONCAT_DIRS = ("non-cat", "noncat", "non_cat", "non-cats", "noncats")
+
+
+def load_csv(path: str | os.PathLike, require_labels: bool = True) -> Dataset:
+    """The original program's CSV: header 0..12287,y; one image per row, the label last."""
+    path = Path(path)
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such file.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    if not lines:
+        raise GpucatError(f"{path}: the file is empty.")
+    header = [h.strip() for h in lines[0].split(",")]
+    pixels = [str(i) for i in range(N_FEATURES)]
+    has_y = header == [*pixels, "y"]
+    if not has_y and header != pixels:
+        raise GpucatError(
+            f"{path}: not a gpucat CSV: its header has {len(header)} columns ending in "
+            f"{header[-1][:20]!r}; expected 0,1,...,{N_FEATURES - 1},y (12,288 pixel columns, "
+            "then the label y)."
+        )
+    if not has_y and require_labels:
+        raise GpucatError(
+            f"{path}: the CSV has no 'y' column, so there are no labels to evaluate against; "
+            "add the label column (1 cat, 0 non-cat) or use `gpucat predict`."
+        )
+    rows = [ln for ln in lines[1:] if ln.strip()]
+    if not rows:
+        raise GpucatError(f"{path}: the CSV has a header but no rows.")
+    n_cols = N_FEATURES + int(has_y)
+    try:
+        values = np.loadtxt(io.StringIO("\n".join(rows)), delimiter=",", dtype=np.float64, ndmin=2)
+    except ValueError:
+        raise GpucatError(_first_bad_cell(path, rows, n_cols)) from None
+    if values.shape[1] != n_cols:
+        raise GpucatError(f"{path}: rows have {values.shape[1]} values, expected {n_cols}.")
+    px = values[:, :N_FEATURES]
+    if not np.isfinite(px).all():
+        r, c = np.argwhere(~np.isfinite(px))[0]
+        raise GpucatError(
+            f"{path}: row {r + 2}, column {c}: pixel is {px[r, c]}; pixels must be finite 0..255."
+        )
+    images = check_images(px.reshape(-1, *IMAGE_SHAPE), path)
+    Y = check_labels(values[:, N_FEATURES], len(px), path) if has_y else None
+    names = [f"{path.name}:row{r + 2}" for r in range(len(px))]
+    return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8), names=names)
+
+
+def _first_bad_cell(path: Path, rows: list[str], n_cols: int) -> str:
+    for r, line in enumerate(rows, start=2):
+        cells = line.split(",")
+        if len(cells) != n_cols:
+            return f"{path}: line {r} has {len(cells)} values, expected {n_cols}."
+        for c, cell in enumerate(cells):
+            try:
+                float(cell)
+            except ValueError:
+                col = "y" if c == N_FEATURES else str(c)
+                return (
+                    f"{path}: line {r}, column {col}: {cell.strip()[:30]!r} is not a number; "
+                    "every cell must be a pixel value 0..255 (or the label 0/1)."
+                )
+    return f"{path}: the CSV could not be parsed as numbers."
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Any image Pillow reads → RGB uint8 (64, 64, 3): EXIF-upright, alpha over white,
+    center-cropped to a square, then resized with a Lanczos filter."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such file.")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, rgba)
+            im = ImageOps.fit(im.convert("RGB"), IMAGE_SHAPE[:2], Image.Resampling.LANCZOS)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise GpucatError(f"{path}: not a readable image ({e}); use PNG or JPEG.") from None
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_folder(folder: str | os.PathLike) -> Dataset:
+    """cat/ and non-cat/ subfolders give labelled data; otherwise the images in the folder."""
+    folder = Path(folder)
+    subs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    cat = next((subs[n] for n in CAT_DIRS if n in subs), None)
+    non = next((subs[n] for n in NONCAT_DIRS if n in subs), None)
+    if cat or non:
+        files = [(p, 1.0) for p in (_image_files(cat) if cat else [])]
+        files += [(p, 0.0) for p in (_image_files(non) if non else [])]
+    else:
+        files = [(p, None) for p in _image_files(folder)]
+    if not files:
+        raise GpucatError(
+            f"{folder}: no images found; put PNG/JPEG files in it, or in cat/ and non-cat/ "
+            "subfolders for labelled data."
+        )
+    images = np.stack([load_image(p) for p, _ in files])
+    labels = [y for _, y in files]
+    Y = None if labels[0] is None else np.asarray(labels, dtype=np.float64).reshape(1, -1)
+    names = [str(p.relative_to(folder)) for p, _ in files]
+    return Dataset(preprocess(images), Y, str(folder), images=images, names=names)
+
+
+def load_input(path: str | os.PathLike, require_labels: bool = False) -> Dataset:
+    """One file or folder in any supported format."""
+    path = Path(path)
+    if path.is_dir():
+        ds = load_folder(path)
+    elif not path.exists():
+        raise GpucatError(f"{path}: no such file or folder.")
+    else:
+        suffix = path.suffix.lower()
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if suffix in (".h5", ".hdf5") or head.startswith(HDF5_SIGNATURE):
+            ds = load_h5(path)
+        elif suffix == ".csv":
+            ds = load_csv(path, require_labels=require_labels)
+        elif suffix in IMAGE_SUFFIXES:
+            image = load_image(path)[None]
+            ds = Dataset(preprocess(image), None, str(path), images=image, names=[path.name])
+        else:
+            raise GpucatError(
+                f"{path}: unknown input format; give a course .h5 file, the original program's "
+                ".csv, an image (PNG, JPEG, ...) or a folder of images."
+            )
+    if require_labels and ds.Y is None:
+        raise GpucatError(
+            f"{path}: these inputs carry no labels; evaluation needs labelled data (an .h5 "
+            "file, a CSV with a 'y' column, or cat/ and non-cat/ subfolders)."
+        )
+    return ds

@@ -1,0 +1,128 @@
+"""Downloads over a loopback HTTP server: verification, fallback, nothing corrupt kept."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import shutil
+import threading
+
+import pytest
+from conftest import run_gpucat, shared_file
+
+from gpucat import fetch
+from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
+from gpucat.errors import GpucatError
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """serve(folder) -> base URL of an HTTP server on 127.0.0.1 for that folder."""
+    servers = []
+
+    def start(folder):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a, **k: None
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def good_copy(folder):
+    folder.mkdir()
+    for name in (TRAIN_FILE, TEST_FILE):
+        shutil.copy(shared_file(f"catvnoncat/{name}"), folder / name)
+    return folder
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_pinned_checksums_match_the_published_ones():
+    sums = dict(
+        reversed(line.split()) for line in shared_file("SHA256SUMS").read_text().splitlines()
+    )
+    assert fetch.SHA256[TRAIN_FILE] == sums[f"catvnoncat/{TRAIN_FILE}"]
+    assert fetch.SHA256[TEST_FILE] == sums[f"catvnoncat/{TEST_FILE}"]
+
+
+def test_download_and_verify(tmp_path, serve, monkeypatch):
+    monkeypatch.setenv("GPUCAT_DATA_URL", serve(good_copy(tmp_path / "site")))
+    dest = fetch.fetch_data(tmp_path / "data", progress=False)
+    for name in (TRAIN_FILE, TEST_FILE):
+        assert sha256(dest / name) == fetch.SHA256[name]
+    train, test = load_course_data(dest)
+    assert (train.m, test.m) == (209, 50)
+
+
+def test_corrupted_download_is_rejected_and_not_kept(tmp_path, serve):
+    site = good_copy(tmp_path / "site")
+    data = bytearray((site / TRAIN_FILE).read_bytes())
+    data[5000] ^= 0xFF  # one flipped byte
+    (site / TRAIN_FILE).write_bytes(bytes(data))
+    dest = tmp_path / "data"
+    dest.mkdir()
+    with pytest.raises(GpucatError, match="could not download a verified copy") as e:
+        fetch.fetch_file(TRAIN_FILE, dest, (serve(site),))
+    assert "SHA256" in str(e.value) or "hash" in str(e.value)
+    assert list(dest.iterdir()) == []  # neither the file nor a temporary left behind
+
+
+def test_truncated_download_is_rejected(tmp_path, serve):
+    site = good_copy(tmp_path / "site")
+    (site / TEST_FILE).write_bytes((site / TEST_FILE).read_bytes()[:1000])
+    dest = tmp_path / "data"
+    dest.mkdir()
+    with pytest.raises(GpucatError):
+        fetch.fetch_file(TEST_FILE, dest, (serve(site),))
+    assert list(dest.iterdir()) == []
+
+
+def test_falls_back_to_the_mirror(tmp_path, serve):
+    broken = tmp_path / "broken"
+    broken.mkdir()  # serves 404 for everything
+    mirror = good_copy(tmp_path / "mirror")
+    dest = tmp_path / "data"
+    dest.mkdir()
+    path = fetch.fetch_file(TEST_FILE, dest, (serve(broken), serve(mirror)))
+    assert sha256(path) == fetch.SHA256[TEST_FILE]
+
+
+def test_fetch_replaces_an_html_page_saved_as_h5(tmp_path, serve):
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / TEST_FILE).write_text("<!DOCTYPE HTML><html>not the data</html>")
+    fetch.fetch_file(TEST_FILE, dest, (serve(good_copy(tmp_path / "site")),))
+    assert sha256(dest / TEST_FILE) == fetch.SHA256[TEST_FILE]
+
+
+def test_train_downloads_missing_data_then_trains(tmp_path, serve):
+    url = serve(good_copy(tmp_path / "site"))
+    out = run_gpucat(
+        "train",
+        "--iterations",
+        "5",
+        "--data-dir",
+        str(tmp_path / "fresh"),
+        env_extra={"GPUCAT_DATA_URL": url},
+    )
+    assert out.returncode == 0, out.stderr
+    assert "downloading" in out.stderr and "Train accuracy" in out.stdout
+    assert sha256(tmp_path / "fresh" / TRAIN_FILE) == fetch.SHA256[TRAIN_FILE]
+
+
+def test_fetch_data_command(tmp_path, serve):
+    url = serve(good_copy(tmp_path / "site"))
+    out = run_gpucat(
+        "fetch-data", "--data-dir", str(tmp_path / "d"), env_extra={"GPUCAT_DATA_URL": url}
+    )
+    assert out.returncode == 0, out.stderr
+    assert "verified" in out.stdout and (tmp_path / "d" / TEST_FILE).is_file()

@@ -1,0 +1,338 @@
+"""Every input format, and every kind of bad input: one clear message, exit code 2."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+from conftest import RTOL, rel_err, run_gpucat, shared_file
+from PIL import Image
+
+from gpucat.cli import main
+from gpucat.inference import probabilities
+from gpucat.inputs import load_image, load_input
+from gpucat.models import load_model
+
+PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"]
+
+
+def fails_with(capsys, argv, *needles) -> str:
+    """Run the CLI in-process; assert exit 2 and one message holding every needle."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpucat: error:") and "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def write_h5(path, x, y, names=("test_set_x", "test_set_y")):
+    with h5py.File(path, "w") as f:
+        f[names[0]] = x
+        f[names[1]] = y
+    return path
+
+
+def good_images(m=4):
+    return np.random.default_rng(0).integers(0, 256, (m, 64, 64, 3), dtype=np.uint8)
+
+
+# --- course h5 files ---------------------------------------------------------------------
+
+
+def test_html_page_saved_as_h5(tmp_path, capsys, trained_model):
+    page = tmp_path / "test_catvnoncat.h5"
+    page.write_text("<!DOCTYPE HTML>\n<html><head><title>GitHub</title></head><body>" + "x" * 8000)
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(page)],
+        str(page),
+        "HTML web page",
+        "gpucat fetch-data",
+    )
+
+
+def test_truncated_download(tmp_path, capsys, trained_model):
+    src = shared_file("catvnoncat/test_catvnoncat.h5").read_bytes()
+    cut = tmp_path / "test_catvnoncat.h5"
+    cut.write_bytes(src[: len(src) // 2])
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(cut)],
+        str(cut),
+        "truncated or damaged",
+        "gpucat fetch-data",
+    )
+
+
+def test_missing_files(tmp_path, capsys, trained_model):
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(tmp_path / "nope.h5")],
+        "nope.h5",
+        "no such file",
+    )
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(tmp_path / "none.safetensors"), "--data", str(tmp_path)],
+        "none.safetensors",
+        "no such model file",
+    )
+
+
+def test_missing_course_data_without_network(tmp_path):
+    """train with no data anywhere: tries the download, then says what to do."""
+    out = run_gpucat(
+        "train",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        env_extra={"GPUCAT_DATA_URL": "http://127.0.0.1:9/"},
+    )  # nothing listens on port 9
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "could not download a verified copy" in out.stderr and "--data-dir" in out.stderr
+    assert not (tmp_path / "empty" / "train_catvnoncat.h5").exists()
+
+
+def test_wrong_dataset_names(tmp_path, capsys, trained_model):
+    path = write_h5(tmp_path / "x.h5", good_images(), np.ones(4, int), names=("images", "labels"))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        str(path),
+        "'*_set_x'",
+        "['images', 'labels']",
+    )
+
+
+def test_image_label_count_mismatch(tmp_path, capsys, trained_model):
+    path = write_h5(tmp_path / "x.h5", good_images(5), np.ones(4, int))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        "5 images but 4 labels",
+    )
+
+
+def test_labels_outside_0_1(tmp_path, capsys, trained_model):
+    path = write_h5(tmp_path / "x.h5", good_images(), np.array([0, 1, 2, 1]))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        "labels must be 0 (non-cat) or 1 (cat)",
+        "found 2 at example 2",
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_pixels_in_h5(tmp_path, capsys, trained_model, bad):
+    x = good_images().astype(np.float64)
+    x[1, 5, 5, 0] = bad
+    path = write_h5(tmp_path / "x.h5", x, np.ones(4, int))
+    fails_with(
+        capsys, ["evaluate", "--model", str(trained_model), "--data", str(path)], "NaN or infinity"
+    )
+
+
+# --- the original CSV --------------------------------------------------------------------
+
+
+def csv_text(rows, header=None):
+    header = header or ",".join([*map(str, range(12288)), "y"])
+    return header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n"
+
+
+def csv_rows(n=3):
+    rng = np.random.default_rng(1)
+    return [[*rng.integers(0, 256, 12288).tolist(), k % 2] for k in range(n)]
+
+
+def test_csv_non_numeric_cell(tmp_path, capsys, trained_model):
+    rows = csv_rows()
+    rows[1][17] = "abc"
+    path = tmp_path / "bad.csv"
+    path.write_text(csv_text(rows))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        str(path),
+        "line 3, column 17",
+        "'abc' is not a number",
+    )
+
+
+def test_csv_nan_pixel(tmp_path, capsys, trained_model):
+    rows = csv_rows()
+    rows[0][3] = "nan"
+    path = tmp_path / "nan.csv"
+    path.write_text(csv_text(rows))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        "row 2, column 3",
+        "must be finite",
+    )
+
+
+def test_csv_without_y_column(tmp_path, capsys, trained_model):
+    rows = [r[:-1] for r in csv_rows()]
+    path = tmp_path / "noy.csv"
+    path.write_text(csv_text(rows, header=",".join(map(str, range(12288)))))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        str(path),
+        "no 'y' column",
+    )
+    # prediction needs no labels: the same file works there
+    assert main(["predict", "--model", str(trained_model), str(path)]) == 0
+
+
+def test_csv_with_wrong_header(tmp_path, capsys, trained_model):
+    path = tmp_path / "hdr.csv"
+    path.write_text(csv_text(csv_rows(), header="a,b,c"))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        "not a gpucat CSV",
+        "0,1,...,12287,y",
+    )
+
+
+def test_csv_label_outside_0_1(tmp_path, capsys, trained_model):
+    rows = csv_rows()
+    rows[2][-1] = 7
+    path = tmp_path / "lab.csv"
+    path.write_text(csv_text(rows))
+    fails_with(
+        capsys,
+        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        "found 7 at example 2",
+    )
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16", "CMYK"])
+def test_any_image_mode_and_size_becomes_rgb_64(tmp_path, mode):
+    rng = np.random.default_rng(2)
+    im = Image.fromarray(rng.integers(0, 256, (37, 91, 3), dtype=np.uint8)).convert(
+        "RGB" if mode in ("I;16",) else mode
+    )
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (37, 91), dtype=np.uint16))
+    ext = "png" if mode != "CMYK" else "jpg"
+    im.save(tmp_path / f"x.{ext}")
+    a = load_image(tmp_path / f"x.{ext}")
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+
+
+def test_not_an_image(tmp_path, capsys, trained_model):
+    path = tmp_path / "fake.png"
+    path.write_bytes(b"definitely not a png")
+    fails_with(
+        capsys,
+        ["predict", "--model", str(trained_model), str(path)],
+        str(path),
+        "not a readable image",
+    )
+
+
+def test_labelled_and_unlabelled_folders(tmp_path):
+    for sub, files in (("cat", ["chelsea.png"]), ("non-cat", ["coffee.png", "rocket.jpg"])):
+        (tmp_path / "lab" / sub).mkdir(parents=True)
+        for f in files:
+            shutil.copy(shared_file(f"photos/{f}"), tmp_path / "lab" / sub / f)
+    ds = load_input(tmp_path / "lab", require_labels=True)
+    assert ds.m == 3 and ds.Y.tolist() == [[1.0, 0.0, 0.0]]
+    assert ds.names == ["cat/chelsea.png", "non-cat/coffee.png", "non-cat/rocket.jpg"]
+    un = load_input(shared_file("photos"))
+    assert un.Y is None and un.m == 4
+
+
+def test_predict_real_photos_on_every_backend(backend, trained_model):
+    """The pipeline on photos from outside the data set: shape, range, same on every backend."""
+    model = load_model(trained_model)
+    ds = load_input(shared_file("photos"))
+    assert ds.X.shape == (12288, 4) and 0.0 <= ds.X.min() and ds.X.max() <= 1.0
+    from gpucat.backend import get_backend
+
+    on_cpu = probabilities(get_backend("cpu"), model, ds, "float64", "m")
+    got = probabilities(backend, model, ds, "float64", "m")
+    assert ((got > 0) & (got < 1)).all()
+    assert rel_err(got, on_cpu) <= RTOL["float64"]
+    again = probabilities(backend, model, load_input(shared_file("photos")), "float64", "m")
+    np.testing.assert_array_equal(got, again)  # deterministic
+
+
+def test_predict_cli_json_on_a_photo(trained_model):
+    out = run_gpucat(
+        "predict",
+        "--model",
+        str(trained_model),
+        "--device",
+        "cpu",
+        str(shared_file("photos/chelsea.png")),
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    (row,) = doc["predictions"]
+    assert row["input"] == "chelsea.png" and 0 < row["probability"] < 1
+    assert row["label"] == ("cat" if row["probability"] > 0.5 else "non-cat")
+
+
+def test_evaluate_json_and_mislabeled_grid(tmp_path, trained_model, course_data):
+    _, test = course_data
+    png = tmp_path / "grid.png"
+    out = run_gpucat(
+        "evaluate",
+        "--model",
+        str(trained_model),
+        "--data",
+        str(shared_file("catvnoncat/test_catvnoncat.h5")),
+        "--json",
+        "--mislabeled",
+        str(png),
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["n"] == 50 and len(doc["probabilities"]) == 50
+    wrong = sum(int(p > 0.5) != y for p, y in zip(doc["probabilities"], doc["labels"]))
+    assert wrong == doc["false_positives"] + doc["false_negatives"] == 50 - doc["correct"]
+    assert f"Saved {wrong} mislabeled images" in out.stdout
+    with Image.open(png) as im:
+        assert im.size[0] > 300
+
+
+def test_missing_matplotlib_is_a_clear_message(tmp_path):
+    out = run_gpucat(
+        "train",
+        "--iterations",
+        "3",
+        "--plot",
+        str(tmp_path / "c.png"),
+        env_extra={"PYTHONPATH": str(tmp_path)},
+    )
+    assert out.returncode == 0, out.stderr  # with matplotlib: fine
+    (tmp_path / "matplotlib.py").write_text("raise ImportError('No module named matplotlib')\n")
+    out = run_gpucat(
+        "train",
+        "--iterations",
+        "3",
+        "--plot",
+        str(tmp_path / "d.png"),
+        env_extra={"PYTHONPATH": str(tmp_path)},
+    )
+    assert out.returncode == 2 and "pip install 'gpucat[plot]'" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "d.png").exists()
+
+
+def test_diverging_learning_rate_stops_with_advice():
+    out = run_gpucat("train", "--learning-rate", "1e4", "--device", "cpu")
+    assert out.returncode == 2
+    assert "training diverged" in out.stderr and "smaller --learning-rate" in out.stderr
+    assert "nan" not in out.stdout.lower() and "Train accuracy" not in out.stdout
