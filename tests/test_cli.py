@@ -73,7 +73,6 @@ def test_auto_falls_back_to_numpy_without_cupy(monkeypatch):
         (["--layers", "100,5,1"], "12288 features per example"),
         (["--iterations", "0"], "--iterations must be at least 1"),
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
-        (["--data-dir", "/nonexistent/folder"], "no such file"),
     ],
 )
 def test_bad_train_settings_exit_2(args, message, capsys):

@@ -8,9 +8,9 @@ import random
 
 import numpy as np
 import pytest
+import reference_impl as ref
 from conftest import RTOL, rel_err, shared_file
 
-import reference_impl as ref
 from gpucat import backend as backend_mod
 from gpucat import models
 from gpucat.errors import GpucatError
