@@ -58,6 +58,12 @@ class Backend:
             return x.get()
         return np.from_dlpack(x.to_device(self.xp.Device("CPU_DEVICE")))
 
+    def copy(self, x: Any) -> Any:
+        """A copy on the same device."""
+        if self.name == "strict":
+            return self.xp.asarray(x, copy=True)
+        return x.copy()
+
     def scalar(self, x: Any) -> float:
         """Read a 0-d device array as a Python float (a host sync point)."""
         return float(self.to_host(x))

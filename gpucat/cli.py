@@ -41,20 +41,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the cat classifier (defaults: the reference recipe)")
     _add_device(t)
-    t.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype)
-    t.add_argument(
-        "--layers", type=_layers, default=d.layers, help="layer sizes, e.g. 12288,20,7,5,1"
-    )
-    t.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    t.add_argument("--iterations", type=int, default=d.iterations)
-    t.add_argument("--seed", type=int, default=d.seed)
-    t.add_argument("--log-every", type=int, default=d.log_every)
-    t.add_argument(
+    # Recipe flags are recorded only when given (SUPPRESS), so that --resume can tell a
+    # flag the user typed from a default.
+    recipe = t.add_argument_group("recipe (defaults: the reference recipe)")
+
+    def opt(flag, **kw):
+        name = flag[2:].replace("-", "_")
+        default = getattr(d, name)
+        kw.setdefault("help", "")
+        kw["help"] += f" (default: {default})" if default not in (None, False) else ""
+        recipe.add_argument(flag, default=argparse.SUPPRESS, **kw)
+
+    opt("--dtype", choices=("float32", "float64"))
+    opt("--layers", type=_layers, help="layer sizes, e.g. 12288,20,7,5,1")
+    opt("--learning-rate", type=float)
+    opt("--iterations", type=int, help="parameter updates, one per mini-batch")
+    opt("--seed", type=int, help="initial weights, shuffles, dropout masks, validation split")
+    opt("--log-every", type=int, help="iterations between cost read-outs")
+    opt(
         "--solver",
         choices=("auto", "direct", "gram"),
-        default=d.solver,
-        help="gram: exact and fast for full batch with fewer examples than inputs; "
-        "auto (default) picks it when it fits in memory",
+        help="gram: exact and fast for plain full-batch training with fewer examples than "
+        "inputs; auto picks it when it applies",
+    )
+    opt(
+        "--batch-size",
+        type=int,
+        help="mini-batch size, reshuffled every epoch (default: full batch)",
+    )
+    opt("--optimizer", choices=("gd", "momentum", "adam"))
+    opt("--beta1", type=float, help="momentum's beta, Adam's beta1")
+    opt("--beta2", type=float, help="Adam's beta2")
+    opt("--epsilon", type=float, help="Adam's epsilon")
+    opt("--lr-decay", type=float, help="learning rate / (1 + decay * epoch)")
+    opt("--l2", type=float, help="L2 regularization strength lambda")
+    opt(
+        "--keep-prob",
+        type=float,
+        help="inverted dropout on hidden layers: probability to keep a unit",
+    )
+    opt("--flip", action="store_true", help="add left-right mirrored copies of the training images")
+    opt("--validation", type=float, help="fraction of the training set held out (stratified)")
+    opt("--patience", type=int, help="early stopping: log points without a better validation cost")
+    ck = t.add_argument_group("checkpoints")
+    ck.add_argument("--checkpoint", default=None, metavar="FILE", help="where checkpoints go")
+    ck.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write a checkpoint every N iterations (atomically)",
+    )
+    ck.add_argument(
+        "--resume",
+        default=None,
+        metavar="FILE",
+        help="continue from a checkpoint; ends exactly where an uninterrupted run would",
     )
     t.add_argument(
         "--data-dir",
@@ -115,17 +157,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     from gpucat.backend import get_backend
     from gpucat.train import TrainConfig, params_to_host, run_recipe
 
-    config = TrainConfig(
-        layers=args.layers,
-        learning_rate=args.learning_rate,
-        iterations=args.iterations,
-        seed=args.seed,
-        dtype=args.dtype,
-        log_every=args.log_every,
-        solver=args.solver,
-    )
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    if args.resume:
+        from gpucat.checkpoint import load_checkpoint
+
+        saved = load_checkpoint(args.resume)[0]
+        config = TrainConfig.from_dict({**saved, **given})
+    else:
+        config = TrainConfig(**given)
     config.check()
-    _check_writable(args.out, args.plot)
+    _check_writable(args.out, args.plot, args.checkpoint)
     if args.plot:
         from gpucat.plots import _pyplot
 
@@ -144,13 +185,27 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{train_set.m} examples",
         flush=True,
     )
+
+    def log(i: int, cost: float, val: float | None) -> None:
+        extra = f", validation cost {val:.6f}" if val is not None else ""
+        print(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
+
+    checkpoint = args.checkpoint or (args.resume if args.checkpoint_every else None)
     result, summary = run_recipe(
         backend,
         config,
         train_set,
         test_set,
-        on_log=lambda i, c: print(f"Cost after iteration {i}: {c:.6f}", flush=True),
+        on_log=log,
+        checkpoint=checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
+    if result.stopped_early:
+        print(
+            f"Early stopping after iteration {result.iterations_done - 1}; restored the "
+            f"parameters of iteration {result.best_iteration} (best validation cost)"
+        )
     for name in ("train", "test"):
         print(
             f"{name.capitalize()} accuracy: {summary[name + '_accuracy']:.4f} "

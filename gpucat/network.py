@@ -75,15 +75,29 @@ def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
     return xp.sum(losses) / m
 
 
-def forward(xp: Any, params: list[Layer], X: Array) -> tuple[Array, list[tuple[Array, Array]]]:
-    """The output probabilities AL and, per layer, the cache (A_prev, Z) for backward."""
+def l2_cost(xp: Any, params: list[Layer], l2: float, m: int) -> Array:
+    """The L2 term of the cost, (l2 / 2m) * sum of every squared weight (biases excluded)."""
+    return (l2 / (2 * m)) * sum(xp.sum(layer.W * layer.W) for layer in params)
+
+
+def forward(
+    xp: Any, params: list[Layer], X: Array, dropout: list[Array] | None = None
+) -> tuple[Array, list[tuple[Array, Array]]]:
+    """The output probabilities AL and, per layer, the cache (A_prev, Z) for backward.
+
+    ``dropout``: one mask per hidden layer, 0 where a unit is dropped and 1/keep_prob where
+    it is kept (inverted dropout), multiplied into that layer's activations.
+    """
     caches = []
     A = X
     last = len(params) - 1
     for l, layer in enumerate(params):
         Z = layer.W @ A + layer.b
         caches.append((A, Z))
-        A = sigmoid(xp, Z) if l == last else relu(xp, Z)
+        if l == last:
+            A = sigmoid(xp, Z)
+        else:
+            A = relu(xp, Z) if dropout is None else relu(xp, Z) * dropout[l]
     return A, caches
 
 
@@ -94,6 +108,8 @@ def backward(
     AL: Array,
     Y: Array,
     scale: float | None = None,
+    dropout: list[Array] | None = None,
+    l2: float = 0.0,
 ) -> list[Grad]:
     """Gradients of the mean cross-entropy for every layer, first layer first.
 
@@ -103,8 +119,9 @@ def backward(
 
     Every gradient is linear in dZ_L, so the 1/m of the mean is applied once, to dZ_L.
     ``scale`` replaces that 1/m: solvers pass lr/m and get the update steps lr*dW, lr*db.
+    ``dropout`` takes the masks the forward pass used; ``l2`` adds (l2/m) * W to each dW.
     """
-    return _backward(xp, params, caches, AL, Y, scale, to_input=False)[0]
+    return _backward(xp, params, caches, AL, Y, scale, False, dropout, l2)[0]
 
 
 def backward_to_input(
@@ -117,19 +134,25 @@ def backward_to_input(
 ) -> tuple[list[Grad], Array]:
     """Like ``backward``, plus dA of the network's input (times the same scale): what a
     layer in front of this network needs."""
-    return _backward(xp, params, caches, AL, Y, scale, to_input=True)
+    return _backward(xp, params, caches, AL, Y, scale, True, None, 0.0)
 
 
-def _backward(xp, params, caches, AL, Y, scale, to_input: bool):
+def _backward(xp, params, caches, AL, Y, scale, to_input: bool, dropout, l2: float):
     grads: list[Grad] = [None] * len(params)  # type: ignore[list-item]
-    dZ = (AL - Y) * (1.0 / AL.shape[1] if scale is None else scale)
+    s = 1.0 / AL.shape[1] if scale is None else scale
+    dZ = (AL - Y) * s
     dA_prev = None
     for l in range(len(params) - 1, -1, -1):
         A_prev, _ = caches[l]
-        grads[l] = Grad(dW=dZ @ A_prev.T, db=xp.sum(dZ, axis=1, keepdims=True))
+        dW = dZ @ A_prev.T
+        if l2:
+            dW = dW + (l2 * s) * params[l].W
+        grads[l] = Grad(dW=dW, db=xp.sum(dZ, axis=1, keepdims=True))
         if l > 0 or to_input:
             dA_prev = params[l].W.T @ dZ
         if l > 0:
+            if dropout is not None:
+                dA_prev = dA_prev * dropout[l - 1]  # only kept units pass gradient back
             dZ = backprop_relu(xp, dA_prev, caches[l - 1][1])
     return grads, dA_prev
 

@@ -6,6 +6,8 @@ recipe) and differ only in how they spend the arithmetic:
 - ``DirectSolver``: the network math as written in network.py, on any backend.
 - ``NumpyDirectSolver``: the same on NumPy, with the first layer's two products over X in
   the memory layouts that BLAS runs fastest and with lr/m folded into dZ1 (no dW1 temporary).
+- ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
+  Adam, learning-rate decay, L2, dropout), on the generic code.
 - ``GramSolver``: exact for full batch, and never touches X inside the loop. Since every
   update of W1 is a combination of the rows of X^T, W1 = W1(0) - C @ X^T, so
   Z1_lin = W1 @ X = W1(0) @ X - C @ G with the m x m Gram matrix G = X^T @ X. The loop
@@ -22,11 +24,20 @@ import numpy as np
 
 from gpucat import network
 from gpucat.backend import Backend
+from gpucat.config import SOLVERS, TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.network import Array, Layer
+from gpucat.optim import make_optimizer
 
-SOLVERS = ("auto", "direct", "gram")
+# Random streams are counter-based: the numbers for (seed, stream, counter) never depend on
+# what was drawn before, so a resumed run draws exactly what an uninterrupted one would.
+SHUFFLE, DROPOUT, SPLIT = 1, 2, 3
 GRAM_MEMORY_FRACTION = 0.25  # auto uses gram only when G takes at most this share of free memory
+
+
+def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:
+    """The host generator for one (seed, stream, counter): identical on every backend."""
+    return np.random.default_rng([seed, stream, counter])
 
 
 class DirectSolver:
@@ -36,6 +47,7 @@ class DirectSolver:
         self.backend, self.xp = backend, backend.xp
         self.params, self.X, self.Y, self.lr = params, X, Y, lr
         self.scale = lr / X.shape[1]
+        self.i = 0  # iterations done (set by the trainer on resume)
 
     def step(self, want_cost: bool) -> Array | None:
         AL, caches = network.forward(self.xp, self.params, self.X)
@@ -43,11 +55,18 @@ class DirectSolver:
         # lr/m in place of 1/m: the backward pass yields the update steps directly
         steps = network.backward(self.xp, self.params, caches, AL, self.Y, scale=self.scale)
         network.apply_steps(self.params, steps)
+        self.i += 1
         return cost
 
     def parameters(self) -> list[Layer]:
         """The current parameters as layers of the training dtype."""
         return self.params
+
+    def optimizer_state(self) -> dict:
+        return {}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        pass
 
 
 class _FirstLayerApart(DirectSolver):
@@ -73,6 +92,7 @@ class _FirstLayerApart(DirectSolver):
         steps, dA1 = network.backward_to_input(xp, self.rest, caches, AL, self.Y, scale=self.scale)
         network.apply_steps(self.rest, steps)
         self.first_update(network.backprop_relu(xp, dA1, Z1))
+        self.i += 1
         return cost
 
 
@@ -152,23 +172,110 @@ class GramSolver(_FirstLayerApart):
         return self.params
 
 
+class GeneralSolver(DirectSolver):
+    """Mini-batches, optimizers, learning-rate decay, L2 and dropout on the generic code.
+
+    Shuffles and dropout masks are drawn on the host from counter-based streams, so every
+    backend sees the same numbers; the index arrays and masks are copied to the device
+    (small host-to-device copies, never a read back). The logged cost is the full training
+    set's cost (with the L2 term, without dropout) before the iteration's update.
+    """
+
+    def __init__(self, backend, params, X, Y, config: TrainConfig):
+        super().__init__(backend, params, X, Y, config.learning_rate)
+        self.config = config
+        self.m = X.shape[1]
+        self.batch = min(config.batch_size or self.m, self.m)
+        self.n_batches = -(-self.m // self.batch)
+        self.opt = make_optimizer(
+            config.optimizer, self.xp, params, config.beta1, config.beta2, config.epsilon
+        )
+        self.dtype = X.dtype
+        self._perm_epoch, self._perm = None, None
+
+    def full_cost(self) -> Array:
+        xp, c = self.xp, self.config
+        _, caches = network.forward(xp, self.params, self.X)
+        cost = network.cost_from_logits(xp, caches[-1][1], self.Y)
+        return cost + network.l2_cost(xp, self.params, c.l2, self.m) if c.l2 else cost
+
+    def minibatch(self, i: int) -> tuple[Array, Array, int]:
+        epoch, k = divmod(i, self.n_batches)
+        if self.batch == self.m:
+            return self.X, self.Y, epoch
+        if self._perm_epoch != epoch:
+            self._perm = host_rng(self.config.seed, SHUFFLE, epoch).permutation(self.m)
+            self._perm_epoch = epoch
+        idx = self.backend.asarray(self._perm[k * self.batch : (k + 1) * self.batch])
+        xp = self.xp
+        return xp.take(self.X, idx, axis=1), xp.take(self.Y, idx, axis=1), epoch
+
+    def dropout_masks(self, i: int, m: int) -> list[Array] | None:
+        keep = self.config.keep_prob
+        if keep >= 1:
+            return None
+        rng = host_rng(self.config.seed, DROPOUT, i)
+        return [
+            self.backend.asarray((rng.random((n, m)) < keep) / keep, self.config.dtype)
+            for n in self.config.layers[1:-1]
+        ]
+
+    def step(self, want_cost: bool) -> Array | None:
+        xp, c = self.xp, self.config
+        cost = self.full_cost() if want_cost else None
+        Xb, Yb, epoch = self.minibatch(self.i)
+        D = self.dropout_masks(self.i, Xb.shape[1])
+        AL, caches = network.forward(xp, self.params, Xb, D)
+        grads = network.backward(xp, self.params, caches, AL, Yb, dropout=D, l2=c.l2)
+        self.opt.update(self.params, grads, c.learning_rate / (1.0 + c.lr_decay * epoch))
+        self.i += 1
+        return cost
+
+    def optimizer_state(self) -> dict:
+        return self.opt.state()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        self.opt.load_state(state)
+
+
 def gram_bytes(m: int) -> int:
     return 8 * m * m
 
 
-def choose_solver(name: str, backend: Backend, layers: tuple[int, ...], m: int) -> str:
-    """Resolve ``auto``: gram for m < n_x when G fits comfortably in free memory, else direct."""
+def choose_solver(config: TrainConfig, backend: Backend, m: int, needs_params: bool = False) -> str:
+    """Resolve ``auto``: gram for the plain recipe with m < n_x when G fits in free memory.
+
+    ``needs_params``: the trainer reads the parameters during training (validation,
+    checkpoints), which the Gram solver only forms at the end.
+    """
+    name, layers = config.solver, config.layers
     if name not in SOLVERS:
         raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
+    if not config.is_plain:
+        if name == "gram":
+            raise GpucatError(
+                "--solver gram runs plain full-batch gradient descent only; drop --solver "
+                "for mini-batches, other optimizers, --lr-decay, --l2 or --keep-prob."
+            )
+        return "general"
+    if name == "gram" and needs_params:
+        raise GpucatError(
+            "--solver gram cannot be combined with --validation or checkpoints; use direct."
+        )
     if name != "auto":
         return name
-    if len(layers) < 3 or m >= layers[0]:
+    if needs_params or len(layers) < 3 or m >= layers[0]:
         return "direct"
     return "gram" if gram_bytes(m) <= GRAM_MEMORY_FRACTION * backend.free_memory() else "direct"
 
 
-def make_solver(name: str, backend: Backend, params: list[Layer], X: Array, Y: Array, lr: float):
-    """The solver object for a resolved name (``direct`` or ``gram``) on this backend."""
+def make_solver(
+    name: str, backend: Backend, params: list[Layer], X: Array, Y: Array, config: TrainConfig
+):
+    """The solver object for a resolved name on this backend."""
+    lr = config.learning_rate
+    if name == "general":
+        return GeneralSolver(backend, params, X, Y, config)
     if name == "gram":
         return GramSolver(backend, params, X, Y, lr)
     if backend.name == "numpy" and len(params) >= 2:

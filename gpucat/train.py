@@ -1,64 +1,25 @@
-"""The training loop: full-batch gradient descent, costs read back only at logging points."""
+"""The training loop: costs read back only at logging points; validation, early stopping,
+checkpoints and resume around whichever solver carries out the iterations."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gpucat import network
 from gpucat.backend import Backend
+from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
+from gpucat.config import REFERENCE_LAYERS, TrainConfig
 from gpucat.data import Dataset
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.network import Layer
-from gpucat.solvers import SOLVERS, choose_solver, make_solver
+from gpucat.solvers import SPLIT, choose_solver, host_rng, make_solver
 
-REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
-
-
-@dataclass
-class TrainConfig:
-    """The knobs of one training run; the defaults are the reference recipe."""
-
-    layers: tuple[int, ...] = REFERENCE_LAYERS
-    learning_rate: float = 0.0075
-    iterations: int = 2500
-    seed: int = 1
-    dtype: str = "float32"
-    log_every: int = 100
-    solver: str = "auto"  # auto, direct or gram (see solvers.py)
-
-    def check(self) -> None:
-        """Raise GpucatError for settings that cannot train."""
-        if len(self.layers) < 2 or any(n < 1 for n in self.layers):
-            raise GpucatError(f"--layers needs at least two positive sizes, got {self.layers}.")
-        if self.layers[-1] != 1:
-            raise GpucatError(
-                f"--layers must end in 1 (one cat probability), got {self.layers[-1]}."
-            )
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise GpucatError(
-                f"--learning-rate must be a positive number, got {self.learning_rate}."
-            )
-        if self.iterations < 1:
-            raise GpucatError(f"--iterations must be at least 1, got {self.iterations}.")
-        if self.log_every < 1:
-            raise GpucatError(f"--log-every must be at least 1, got {self.log_every}.")
-        if self.solver not in SOLVERS:
-            raise GpucatError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
-        if self.dtype not in ("float32", "float64"):
-            raise GpucatError(f"--dtype must be float32 or float64, got {self.dtype!r}.")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["layers"] = list(self.layers)
-        return d
-
-    def is_log_point(self, i: int) -> bool:
-        return i % self.log_every == 0 or i == self.iterations - 1
+__all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
 
 
 @dataclass
@@ -69,6 +30,30 @@ class TrainResult:
     costs: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     solver: str = "direct"
+    val_costs: list[tuple[int, float]] = field(default_factory=list)
+    best_iteration: int | None = None
+    stopped_early: bool = False
+    iterations_done: int = 0
+
+
+def stratified_split(Y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): each class gives round(fraction * count) examples to
+    validation, chosen by a seeded shuffle; both lists keep the original order."""
+    y = Y.reshape(-1) > 0.5
+    rng = host_rng(seed, SPLIT, 0)
+    val = []
+    for cls in (False, True):
+        idx = np.flatnonzero(y == cls)
+        val.extend(rng.permutation(idx)[: int(round(fraction * idx.size))].tolist())
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(y.size), val_idx)
+    return train_idx, val_idx
+
+
+def mirrored(X: np.ndarray) -> np.ndarray:
+    """The images of X (columns of 64x64x3 in height-width-channel order) flipped left-right."""
+    m = X.shape[1]
+    return X.reshape(64, 64, 3, m)[:, ::-1, :, :].reshape(-1, m)
 
 
 def params_to_device(
@@ -100,12 +85,19 @@ def fit(
     Y_host: np.ndarray,
     *,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    on_log: Callable[[int, float], None] | None = None,
+    on_log: Callable[[int, float, float | None], None] | None = None,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 0,
+    resume: str | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
-    """Train on (X, Y) with full-batch gradient descent; X (n_x, m), Y (1, m) on the host.
+    """Train on (X, Y), X (n_x, m) and Y (1, m) on the host; the result's params are on the device.
 
     The data and the initial parameters go to the device once; inside the loop the only
-    device-to-host reads are the costs at logging points.
+    device-to-host reads are the costs at logging points (and the parameters when a
+    checkpoint is written). ``on_log(i, cost, validation_cost)`` reports each log point.
+    ``resume`` continues from a checkpoint; ``stop_after`` ends the run after that many
+    iterations in total, as an interruption would (for tests).
     """
     config.check()
     if X_host.shape[0] != config.layers[0]:
@@ -113,29 +105,116 @@ def fit(
             f"the data has {X_host.shape[0]} features per example but --layers starts with "
             f"{config.layers[0]}."
         )
+    if checkpoint_every and not checkpoint:
+        raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
+    X_val = Y_val = None
+    if config.validation:
+        train_idx, val_idx = stratified_split(Y_host, config.validation, config.seed)
+        if val_idx.size == 0 or train_idx.size == 0:
+            raise GpucatError(
+                f"--validation {config.validation} leaves an empty training or validation set."
+            )
+        X_val, Y_val = X_host[:, val_idx], Y_host[:, val_idx]
+        X_host, Y_host = X_host[:, train_idx], Y_host[:, train_idx]
+    if config.flip:  # after the split: validation stays unaugmented
+        X_host = np.concatenate([X_host, mirrored(X_host)], axis=1)
+        Y_host = np.concatenate([Y_host, Y_host], axis=1)
+
+    xp = backend.xp
     X = backend.asarray(X_host, config.dtype)
     Y = backend.asarray(Y_host, config.dtype)
-    params = params_to_device(
-        backend, init or network.init_params(list(config.layers), config.seed), config.dtype
-    )
-    solver_name = choose_solver(config.solver, backend, config.layers, X_host.shape[1])
-    solver = make_solver(solver_name, backend, params, X, Y, config.learning_rate)
+    Xv = backend.asarray(X_val, config.dtype) if X_val is not None else None
+    Yv = backend.asarray(Y_val, config.dtype) if Y_val is not None else None
+
+    progress, best, opt_state = Progress(), None, None
+    host_init = init or network.init_params(list(config.layers), config.seed)
+    if resume:
+        saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
+        _check_resume(config, saved, resume)
+        best = params_to_device(backend, best_host, config.dtype) if best_host else None
+    params = params_to_device(backend, host_init, config.dtype)
+    needs_params = bool(config.validation or checkpoint_every)
+    solver_name = choose_solver(config, backend, X_host.shape[1], needs_params)
+    solver = make_solver(solver_name, backend, params, X, Y, config)
+    if opt_state:
+        solver.load_optimizer_state(
+            {
+                k: backend.asarray(v) if isinstance(v, np.ndarray) else v
+                for k, v in opt_state.items()
+            }
+        )
+    solver.i = progress.next_iteration
 
     result = TrainResult(params, solver=solver_name)
+    result.costs = [tuple(c) for c in progress.costs]
+    result.val_costs = [tuple(c) for c in progress.val_costs]
+    last = config.iterations if stop_after is None else min(stop_after, config.iterations)
     backend.synchronize()
     start = time.perf_counter()
-    for i in range(config.iterations):
-        cost_dev = solver.step(want_cost=config.is_log_point(i))
+    for i in range(progress.next_iteration, last):
+        log_point = config.is_log_point(i)
+        val_cost = None
+        if log_point and Xv is not None:
+            current = solver.parameters()  # before this iteration's update
+            _, caches = network.forward(xp, current, Xv)
+            val_cost = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yv))  # host sync
+            if progress.best_cost is None or val_cost < progress.best_cost:
+                progress.best_cost, progress.best_iteration, progress.bad_log_points = (
+                    val_cost,
+                    i,
+                    0,
+                )
+                best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in current]
+            else:
+                progress.bad_log_points += 1
+        cost_dev = solver.step(want_cost=log_point)
         if cost_dev is not None:
             cost = backend.scalar(cost_dev)  # host sync, at logging points only
             check_cost(cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate)
             result.costs.append((i, cost))
+            if val_cost is not None:
+                result.val_costs.append((i, val_cost))
             if on_log:
-                on_log(i, cost)
+                on_log(i, cost, val_cost)
+        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+            progress.next_iteration = i + 1
+            progress.costs, progress.val_costs = result.costs, result.val_costs
+            _write_checkpoint(checkpoint, backend, config, solver, best, progress)
+        if config.patience and progress.bad_log_points >= config.patience:
+            result.stopped_early = True
+            break
+    result.iterations_done = solver.i
     result.params = solver.parameters()
+    if best is not None:
+        result.params = best  # restore the parameters with the best validation cost
+    result.best_iteration = progress.best_iteration
     backend.synchronize()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _write_checkpoint(path, backend, config, solver, best, progress) -> None:
+    host = lambda a: backend.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
+    save_checkpoint(
+        path,
+        config.to_dict(),
+        params_to_host(backend, solver.parameters()),
+        {k: host(v) for k, v in solver.optimizer_state().items()},
+        params_to_host(backend, best) if best else None,
+        progress,
+    )
+
+
+def _check_resume(config: TrainConfig, saved: dict, path: str) -> None:
+    """A resumed run must use the recipe it was started with (the length may change)."""
+    now = config.to_dict()
+    diff = [k for k in now if k not in ("iterations", "log_every") and now[k] != saved.get(k)]
+    if diff:
+        shown = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in diff)
+        raise GpucatError(
+            f"{path}: this checkpoint was made with a different recipe: {shown}; resume with "
+            "the same settings, or start afresh without --resume."
+        )
 
 
 def run_recipe(
@@ -143,10 +222,11 @@ def run_recipe(
     config: TrainConfig,
     train_set: Dataset,
     test_set: Dataset,
-    on_log: Callable[[int, float], None] | None = None,
+    on_log: Callable[[int, float, float | None], None] | None = None,
+    **fit_options,
 ) -> tuple[TrainResult, dict]:
     """Train on train_set, score both sets; returns the result and a JSON-ready summary."""
-    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log)
+    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log, **fit_options)
     summary = {
         "device": backend.label,
         "backend": backend.name,
@@ -157,9 +237,13 @@ def run_recipe(
         "iterations": config.iterations,
         "seed": config.seed,
         "costs": [[i, c] for i, c in result.costs],
+        "validation_costs": [[i, c] for i, c in result.val_costs],
+        "best_iteration": result.best_iteration,
+        "stopped_early": result.stopped_early,
+        "iterations_done": result.iterations_done,
         "final_cost": result.costs[-1][1],
         "seconds": result.seconds,
-        "ms_per_iteration": 1000 * result.seconds / config.iterations,
+        "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
     }
     for name, ds in (("train", train_set), ("test", test_set)):
         p = predict_proba(backend, result.params, ds.X, config.dtype)

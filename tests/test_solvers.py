@@ -11,6 +11,7 @@ from gpucat import network
 from gpucat.errors import GpucatError
 from gpucat.solvers import (
     DirectSolver,
+    GeneralSolver,
     GramSolver,
     NumpyDirectSolver,
     choose_solver,
@@ -22,7 +23,11 @@ REF = TrainConfig(dtype="float64")
 
 def run_solver(cls, backend, X, Y, dtype, iterations, sizes, lr=0.0075, seed=1):
     params = params_to_device(backend, network.init_params(sizes, seed), dtype)
-    solver = cls(backend, params, backend.asarray(X, dtype), backend.asarray(Y, dtype), lr)
+    Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
+    if cls is GeneralSolver:
+        solver = cls(backend, params, Xd, Yd, TrainConfig(layers=tuple(sizes), learning_rate=lr, dtype=dtype))
+    else:
+        solver = cls(backend, params, Xd, Yd, lr)
     costs = [backend.scalar(solver.step(want_cost=True)) for _ in range(iterations)]
     return costs, params_to_host(backend, solver.parameters())
 
@@ -69,7 +74,7 @@ def test_gram_full_run_matches_direct_costs_and_accuracy(backend, course_data):
         assert rel_err(a[0], b[0]) <= 1e-11
 
 
-@pytest.mark.parametrize("cls", [NumpyDirectSolver, DirectSolver, GramSolver])
+@pytest.mark.parametrize("cls", [NumpyDirectSolver, DirectSolver, GramSolver, GeneralSolver])
 def test_solvers_match_reference_in_each_dtype(cls, dtype):
     rng = np.random.default_rng(0)
     sizes = [300, 9, 4, 1]
@@ -95,14 +100,23 @@ def test_gram_keeps_float64_state_when_training_float32():
 def test_auto_picks_gram_only_when_it_pays_and_fits(monkeypatch):
     monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: 2 * 2**30)  # 2 GiB
     cpu = backend_mod.get_backend("cpu")
-    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 209) == "gram"
-    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 8000) == "gram"  # G: 512 MB
-    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 12000) == "direct"  # G: 1.15 GB
-    assert choose_solver("auto", cpu, (12288, 20, 7, 5, 1), 20000) == "direct"  # m >= n_x
-    assert choose_solver("auto", cpu, (12288, 1), 209) == "direct"  # no hidden layer
-    assert choose_solver("direct", cpu, (12288, 20, 1), 209) == "direct"
-    with pytest.raises(GpucatError, match="unknown solver"):
-        choose_solver("newton", cpu, (12288, 20, 1), 209)
+
+    def pick(m, layers=(12288, 20, 7, 5, 1), needs_params=False, **options):
+        return choose_solver(TrainConfig(layers=layers, **options), cpu, m, needs_params)
+
+    assert pick(209) == "gram"
+    assert pick(8000) == "gram"  # G: 512 MB
+    assert pick(12000) == "direct"  # G: 1.15 GB, more than a quarter of 2 GiB
+    assert pick(20000) == "direct"  # m >= n_x
+    assert pick(209, layers=(12288, 1)) == "direct"  # no hidden layer
+    assert pick(209, needs_params=True) == "direct"  # validation or checkpoints read W1
+    assert pick(209, solver="direct") == "direct"
+    assert pick(209, optimizer="adam") == "general"
+    assert pick(209, batch_size=64) == "general"
+    with pytest.raises(GpucatError, match="plain full-batch gradient descent only"):
+        pick(209, solver="gram", l2=0.1)
+    with pytest.raises(GpucatError, match="cannot be combined"):
+        pick(209, solver="gram", needs_params=True)
 
 
 def test_gram_without_hidden_layer_is_a_clear_error():

@@ -1,0 +1,94 @@
+"""Checkpoints: everything a resumed run needs to end exactly where an uninterrupted one would.
+
+One safetensors file (written atomically): the parameters, the optimizer's state, the best
+parameters so far (early stopping), and as metadata the recipe, the next iteration, the
+logged costs and the early-stopping counters. The random streams are counter-based
+(solvers.host_rng), so the iteration number is their whole state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gpucat import __version__
+from gpucat.errors import GpucatError
+from gpucat.models import atomic_write
+
+FORMAT = "gpucat-checkpoint-1"
+
+
+@dataclass
+class Progress:
+    """Where training stands: what the loop needs besides parameters and optimizer state."""
+
+    next_iteration: int = 0
+    costs: list = field(default_factory=list)
+    val_costs: list = field(default_factory=list)
+    best_cost: float | None = None
+    best_iteration: int | None = None
+    bad_log_points: int = 0
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    config: dict,
+    params: list[tuple[np.ndarray, np.ndarray]],
+    optimizer_state: dict,
+    best_params: list[tuple[np.ndarray, np.ndarray]] | None,
+    progress: Progress,
+) -> None:
+    from safetensors.numpy import save
+
+    tensors, counters = {}, {}
+    for l, (W, b) in enumerate(params, start=1):
+        tensors[f"param.W{l}"], tensors[f"param.b{l}"] = W, b
+    for l, (W, b) in enumerate(best_params or [], start=1):
+        tensors[f"best.W{l}"], tensors[f"best.b{l}"] = W, b
+    for k, v in optimizer_state.items():
+        if isinstance(v, np.ndarray):
+            tensors[f"opt.{k}"] = v
+        else:
+            counters[k] = v
+    meta = {
+        "format": FORMAT,
+        "gpucat_version": __version__,
+        "config": config,
+        "progress": progress.__dict__,
+        "optimizer_counters": counters,
+    }
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    atomic_write(path, save(tensors, metadata={"gpucat_checkpoint": json.dumps(meta)}))
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """(config dict, params, optimizer state, best params or None, Progress)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such checkpoint file.")
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = json.loads((f.metadata() or {})["gpucat_checkpoint"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise GpucatError(
+            f"{path}: not a gpucat checkpoint ({type(e).__name__}: {e}); pass a file written "
+            "by `gpucat train --checkpoint-every N`."
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise GpucatError(f"{path}: unknown checkpoint format {meta.get('format')!r}.")
+
+    def layers(prefix):
+        n = sum(1 for k in tensors if k.startswith(prefix + "W"))
+        return [(tensors[f"{prefix}W{l}"], tensors[f"{prefix}b{l}"]) for l in range(1, n + 1)]
+
+    opt = {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}
+    opt.update(meta.get("optimizer_counters", {}))
+    best = layers("best.") or None
+    return meta["config"], layers("param."), opt, best, Progress(**meta["progress"])

@@ -1,0 +1,103 @@
+"""TrainConfig: every knob of a training run in one dataclass; the defaults are the reference."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from gpucat.errors import GpucatError
+
+REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
+SOLVERS = ("auto", "direct", "gram")
+OPTIMIZERS = ("gd", "momentum", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """The knobs of one training run; the defaults are the reference recipe."""
+
+    layers: tuple[int, ...] = REFERENCE_LAYERS
+    learning_rate: float = 0.0075
+    iterations: int = 2500  # parameter updates (one per mini-batch)
+    seed: int = 1
+    dtype: str = "float32"
+    log_every: int = 100
+    solver: str = "auto"  # auto, direct or gram (see solvers.py)
+    # beyond the original recipe (the defaults leave it unchanged)
+    batch_size: int | None = None  # None: full batch
+    optimizer: str = "gd"
+    beta1: float = 0.9  # momentum's beta, Adam's beta1
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    lr_decay: float = 0.0  # lr = learning_rate / (1 + lr_decay * epoch)
+    l2: float = 0.0  # lambda of the L2 penalty (lambda / 2m) * sum ||W||^2
+    keep_prob: float = 1.0  # inverted dropout on hidden layers
+    flip: bool = False  # add mirrored copies of the training images
+    validation: float = 0.0  # fraction of the training data held out (stratified)
+    patience: int | None = None  # early stopping: log points without validation improvement
+
+    def check(self) -> None:
+        """Raise GpucatError for settings that cannot train."""
+        if len(self.layers) < 2 or any(n < 1 for n in self.layers):
+            raise GpucatError(f"--layers needs at least two positive sizes, got {self.layers}.")
+        if self.layers[-1] != 1:
+            raise GpucatError(
+                f"--layers must end in 1 (one cat probability), got {self.layers[-1]}."
+            )
+        positive = {"--learning-rate": self.learning_rate, "--epsilon": self.epsilon}
+        for flag, v in positive.items():
+            if not (v > 0 and math.isfinite(v)):
+                raise GpucatError(f"{flag} must be a positive number, got {v}.")
+        if self.iterations < 1:
+            raise GpucatError(f"--iterations must be at least 1, got {self.iterations}.")
+        if self.log_every < 1:
+            raise GpucatError(f"--log-every must be at least 1, got {self.log_every}.")
+        if self.solver not in SOLVERS:
+            raise GpucatError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise GpucatError(
+                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}."
+            )
+        if self.dtype not in ("float32", "float64"):
+            raise GpucatError(f"--dtype must be float32 or float64, got {self.dtype!r}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise GpucatError(f"--batch-size must be at least 1, got {self.batch_size}.")
+        for flag, v in (("--beta1", self.beta1), ("--beta2", self.beta2)):
+            if not 0 <= v < 1:
+                raise GpucatError(f"{flag} must be in [0, 1), got {v}.")
+        if self.lr_decay < 0 or self.l2 < 0:
+            raise GpucatError("--lr-decay and --l2 must not be negative.")
+        if not 0 < self.keep_prob <= 1:
+            raise GpucatError(f"--keep-prob must be in (0, 1], got {self.keep_prob}.")
+        if not 0 <= self.validation < 1:
+            raise GpucatError(f"--validation must be a fraction in [0, 1), got {self.validation}.")
+        if self.patience is not None and (self.patience < 1 or self.validation == 0):
+            raise GpucatError(
+                "--patience (early stopping) needs --validation > 0 and a value >= 1."
+            )
+
+    @property
+    def is_plain(self) -> bool:
+        """The original algorithm: full-batch gradient descent, no penalty, no dropout."""
+        return (
+            self.batch_size is None
+            and self.optimizer == "gd"
+            and self.lr_decay == 0
+            and self.l2 == 0
+            and self.keep_prob == 1
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        c = cls(**{k: v for k, v in d.items() if k in known})
+        c.layers = tuple(c.layers)
+        return c
+
+    def is_log_point(self, i: int) -> bool:
+        return i % self.log_every == 0 or i == self.iterations - 1
