@@ -133,7 +133,7 @@ def fit(
         _check_resume(config, saved, resume)
         best = params_to_device(backend, best_host, config.dtype) if best_host else None
     params = params_to_device(backend, host_init, config.dtype)
-    needs_params = bool(config.validation or checkpoint_every)
+    needs_params = bool(config.validation or checkpoint_every or resume)
     solver_name = choose_solver(config, backend, X_host.shape[1], needs_params)
     solver = make_solver(solver_name, backend, params, X, Y, config)
     if opt_state:

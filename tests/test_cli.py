@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 from conftest import run_gpucat
 
@@ -79,3 +80,53 @@ def test_bad_train_settings_exit_2(args, message, capsys):
     assert main(["train", "--device", "cpu", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("gpucat: error:")
+
+
+def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
+    """Train 20 of 40 iterations with checkpoints, resume to 40: the same model file values."""
+    from gpucat.models import load_model
+
+    common = [
+        "--device",
+        "cpu",
+        "--dtype",
+        "float64",
+        "--layers",
+        "12288,5,3,1",
+        "--optimizer",
+        "momentum",
+        "--batch-size",
+        "70",
+        "--keep-prob",
+        "0.9",
+        "--log-every",
+        "10",
+    ]
+    ck = str(tmp_path / "ck.safetensors")
+    a = run_gpucat(
+        "train", *common, "--iterations", "20", "--checkpoint", ck, "--checkpoint-every", "10"
+    )
+    assert a.returncode == 0, a.stderr
+    b = run_gpucat(
+        "train",
+        "--resume",
+        ck,
+        "--iterations",
+        "40",
+        "--out",
+        str(tmp_path / "resumed.safetensors"),
+    )
+    assert b.returncode == 0, b.stderr
+    assert "Cost after iteration 39" in b.stdout and "Cost after iteration 0" not in b.stdout
+    c = run_gpucat(
+        "train", *common, "--iterations", "40", "--out", str(tmp_path / "whole.safetensors")
+    )
+    assert c.returncode == 0, c.stderr
+    for (W, b_), (W0, b0) in zip(
+        load_model(tmp_path / "resumed.safetensors").params,
+        load_model(tmp_path / "whole.safetensors").params,
+    ):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b_, b0)
+    d = run_gpucat("train", "--resume", ck, "--learning-rate", "0.5")
+    assert d.returncode == 2 and "different recipe" in d.stderr

@@ -25,7 +25,9 @@ def run_solver(cls, backend, X, Y, dtype, iterations, sizes, lr=0.0075, seed=1):
     params = params_to_device(backend, network.init_params(sizes, seed), dtype)
     Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
     if cls is GeneralSolver:
-        solver = cls(backend, params, Xd, Yd, TrainConfig(layers=tuple(sizes), learning_rate=lr, dtype=dtype))
+        solver = cls(
+            backend, params, Xd, Yd, TrainConfig(layers=tuple(sizes), learning_rate=lr, dtype=dtype)
+        )
     else:
         solver = cls(backend, params, Xd, Yd, lr)
     costs = [backend.scalar(solver.step(want_cost=True)) for _ in range(iterations)]
