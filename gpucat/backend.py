@@ -103,8 +103,8 @@ def _numpy_backend() -> Backend:
 
 
 @cache
-def _cupy_backend() -> Backend:
-    """CuPy on device 0, or GpucatError saying why no GPU is usable."""
+def _cupy_backend(index: int = 0) -> Backend:
+    """CuPy on device ``index``, or GpucatError saying why no GPU is usable."""
     try:
         import cupy
     except ImportError as e:
@@ -122,19 +122,20 @@ def _cupy_backend() -> Backend:
         ) from None
     if count < 1:
         raise GpucatError("no usable GPU: CuPy found no CUDA device. Use --device cpu.")
-    device = cupy.cuda.Device(0)
+    index %= count  # more processes than GPUs on a node share them round-robin
+    device = cupy.cuda.Device(index)
     try:
-        props = cupy.cuda.runtime.getDeviceProperties(0)
+        props = cupy.cuda.runtime.getDeviceProperties(index)
         with device:
             cupy.zeros(1).sum().get()  # prove that a kernel really runs
     except Exception as e:
         raise GpucatError(
-            f"no usable GPU: CUDA device 0 failed to run a kernel ({type(e).__name__}: {e}). "
+            f"no usable GPU: CUDA device {index} failed to run a kernel ({type(e).__name__}: {e}). "
             "Use --device cpu."
         ) from None
     name = props["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
-    return Backend("cupy", cupy, device, f"GPU ({name})")
+    return Backend("cupy", cupy, device, f"GPU {index} ({name})")
 
 
 @cache
@@ -162,17 +163,19 @@ def gpu_available() -> bool:
     return True
 
 
-def get_backend(device: str | None = None) -> Backend:
-    """The backend for ``auto``, ``cpu``, ``gpu`` (or ``strict``); None reads GPUCAT_DEVICE."""
+def get_backend(device: str | None = None, gpu_index: int = 0) -> Backend:
+    """The backend for ``auto``, ``cpu``, ``gpu`` (or ``strict``); None reads GPUCAT_DEVICE.
+
+    ``gpu_index`` picks the CUDA device (a data-parallel rank's local GPU)."""
     if device is None:
         device = os.environ.get("GPUCAT_DEVICE", "auto")
     device = device.lower()
     if device == "cpu":
         return _numpy_backend()
     if device == "gpu":
-        return _cupy_backend()
+        return _cupy_backend(gpu_index)
     if device == "auto":
-        return _cupy_backend() if gpu_available() else _numpy_backend()
+        return _cupy_backend(gpu_index) if gpu_available() else _numpy_backend()
     if device == "strict":
         return _strict_backend()
     raise GpucatError(f"unknown device {device!r}: choose one of auto, cpu, gpu.")

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--flip", action="store_true", help="add left-right mirrored copies of the training images")
     opt("--validation", type=float, help="fraction of the training set held out (stratified)")
     opt("--patience", type=int, help="early stopping: log points without a better validation cost")
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over MPI: run as `mpiexec -n N gpucat train --distributed`",
+    )
     ck = t.add_argument_group("checkpoints")
     ck.add_argument("--checkpoint", default=None, metavar="FILE", help="where checkpoints go")
     ck.add_argument(
@@ -167,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig(**given)
     config.check()
     _check_writable(args.out, args.plot, args.checkpoint)
+    if args.distributed:
+        return _train_distributed(args, config)
     if args.plot:
         from gpucat.plots import _pyplot
 
@@ -233,6 +240,98 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
         print(f"Saved cost curve to {args.plot}")
 
+    if args.json:
+        print(json.dumps({**summary, "model": args.out}))
+
+
+def _train_distributed(args: argparse.Namespace, config) -> None:
+    """`mpiexec -n N gpucat train --distributed`: every rank trains on its shard."""
+    from gpucat import data, models
+    from gpucat.backend import get_backend
+    from gpucat.distributed import (
+        check_supported,
+        fit_distributed,
+        init_mpi,
+        limit_blas_threads,
+        local_gpu_index,
+        shard_bounds,
+    )
+    from gpucat.train import accuracy, params_to_host, predict_proba
+
+    check_supported(config)
+    if args.checkpoint_every or args.resume:
+        raise GpucatError("--distributed does not write or resume checkpoints yet.")
+    comm = init_mpi()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    say = print if rank == 0 else (lambda *a, **k: None)
+    backend = get_backend(args.device, gpu_index=local_gpu_index(comm))
+    threads = limit_blas_threads(comm) if backend.name == "numpy" else "one GPU per rank"
+    folder = data.resolve_data_dir(args.data_dir)
+    m = data.h5_length(folder / data.TRAIN_FILE)
+    start, stop = shard_bounds(m, size, rank)
+    shard = data.load_h5(folder / data.TRAIN_FILE, rows=slice(start, stop))
+    test_set = data.load_h5(folder / data.TEST_FILE)
+    say(
+        f"Training {'-'.join(map(str, config.layers))} on {size} processes ({backend.label} on "
+        f"rank 0), {config.dtype}, {config.iterations} iterations, {m} examples in shards of "
+        f"{m // size}-{-(-m // size)}; {threads}",
+        flush=True,
+    )
+    result = fit_distributed(
+        comm,
+        backend,
+        config,
+        shard.X,
+        shard.Y,
+        m,
+        start,
+        on_log=lambda i, c, v: say(f"Cost after iteration {i}: {c:.6f}", flush=True),
+    )
+    say(f"Gradients all-reduced in one buffer per iteration: {result.reduce_how}")
+    p = predict_proba(backend, result.params, shard.X, config.dtype)
+    local_correct = accuracy(p, shard.Y)[1]
+    from mpi4py import MPI
+
+    train_correct = comm.allreduce(local_correct, op=MPI.SUM)
+    test_acc, test_correct = accuracy(
+        predict_proba(backend, result.params, test_set.X, config.dtype), test_set.Y
+    )
+    summary = {
+        "device": backend.label,
+        "backend": backend.name,
+        "dtype": config.dtype,
+        "solver": "distributed",
+        "processes": size,
+        "threads": threads,
+        "reduce": result.reduce_how,
+        "layers": list(config.layers),
+        "learning_rate": config.learning_rate,
+        "iterations": config.iterations,
+        "seed": config.seed,
+        "costs": [[i, c] for i, c in result.costs],
+        "final_cost": result.costs[-1][1],
+        "train_accuracy": train_correct / m,
+        "train_correct": train_correct,
+        "train_examples": m,
+        "test_accuracy": test_acc,
+        "test_correct": test_correct,
+        "test_examples": test_set.m,
+        "seconds": result.seconds,
+        "ms_per_iteration": 1000 * result.seconds / config.iterations,
+    }
+    say(f"Train accuracy: {train_correct / m:.4f} ({train_correct}/{m})")
+    say(f"Test accuracy: {test_acc:.4f} ({test_correct}/{test_set.m})")
+    say(f"Training time: {result.seconds:.3f} s ({summary['ms_per_iteration']:.3f} ms/iteration)")
+    if rank != 0:
+        return
+    if args.out:
+        meta = {"recipe": config.to_dict(), "device": backend.label, "processes": size}
+        models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
+        print(f"Saved model to {args.out}")
+    if args.plot:
+        from gpucat.plots import plot_costs
+
+        plot_costs(args.plot, {f"{size} processes": result.costs}, "gpucat --distributed")
     if args.json:
         print(json.dumps({**summary, "model": args.out}))
 

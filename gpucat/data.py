@@ -113,8 +113,10 @@ def _sniff_not_hdf5(path: Path) -> str | None:
     return "is not an HDF5 file (wrong signature)"
 
 
-def load_h5(path: str | os.PathLike) -> Dataset:
-    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``."""
+def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
+    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``.
+
+    ``rows`` reads only those examples (a data-parallel rank's shard)."""
     import h5py  # a runtime dependency, imported where it is used
 
     path = Path(path)
@@ -132,8 +134,14 @@ def load_h5(path: str | os.PathLike) -> Dataset:
                     f"{path}: expected one '*_set_x' and one '*_set_y' dataset, found "
                     f"{sorted(f.keys())}; is this a course data file?"
                 )
-            images = np.asarray(f[xs[0]][()])
-            labels = np.asarray(f[ys[0]][()])
+            if f[xs[0]].shape[:1] != f[ys[0]].shape[:1]:
+                raise GpucatError(
+                    f"{path}: {f[xs[0]].shape[0]} images but {f[ys[0]].shape[0]} labels; "
+                    "each image needs exactly one label."
+                )
+            sel = rows if rows is not None else slice(None)
+            images = np.asarray(f[xs[0]][sel])
+            labels = np.asarray(f[ys[0]][sel])
     except GpucatError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -144,6 +152,30 @@ def load_h5(path: str | os.PathLike) -> Dataset:
     images = check_images(images, path)
     Y = check_labels(labels, images.shape[0], path)
     return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8))
+
+
+def h5_length(path: str | os.PathLike) -> int:
+    """The number of examples in a course h5 file, read from its header only."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
+    why = _sniff_not_hdf5(path)
+    if why:
+        raise GpucatError(f"{path} {why}; delete it and {FETCH_HINT}.")
+    try:
+        with h5py.File(path, "r") as f:
+            xs = [k for k in f.keys() if k.endswith("_set_x")]
+            if len(xs) != 1:
+                raise GpucatError(
+                    f"{path}: expected one '*_set_x' dataset, found {sorted(f.keys())}."
+                )
+            return int(f[xs[0]].shape[0])
+    except OSError as e:
+        raise GpucatError(
+            f"{path}: cannot be read as HDF5 ({e}); delete it and {FETCH_HINT}."
+        ) from None
 
 
 def load_course_data(data_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:
