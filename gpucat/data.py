@@ -113,10 +113,9 @@ def _sniff_not_hdf5(path: Path) -> str | None:
     return "is not an HDF5 file (wrong signature)"
 
 
-def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
-    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``.
-
-    ``rows`` reads only those examples (a data-parallel rank's shard)."""
+def _read_h5(path: str | os.PathLike, read):
+    """Open a course h5 file, check its layout, and return read(f, x_dataset, y_dataset);
+    every failure becomes a GpucatError naming the file and what to do."""
     import h5py  # a runtime dependency, imported where it is used
 
     path = Path(path)
@@ -134,14 +133,13 @@ def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
                     f"{path}: expected one '*_set_x' and one '*_set_y' dataset, found "
                     f"{sorted(f.keys())}; is this a course data file?"
                 )
-            if f[xs[0]].shape[:1] != f[ys[0]].shape[:1]:
+            x, y = f[xs[0]], f[ys[0]]
+            if x.shape[:1] != y.shape[:1]:
                 raise GpucatError(
-                    f"{path}: {f[xs[0]].shape[0]} images but {f[ys[0]].shape[0]} labels; "
+                    f"{path}: {x.shape[0]} images but {y.shape[0]} labels; "
                     "each image needs exactly one label."
                 )
-            sel = rows if rows is not None else slice(None)
-            images = np.asarray(f[xs[0]][sel])
-            labels = np.asarray(f[ys[0]][sel])
+            return read(x, y)
     except GpucatError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -149,33 +147,22 @@ def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
             f"{path}: cannot be read as HDF5 ({e}); the file is truncated or damaged: "
             f"delete it and {FETCH_HINT}."
         ) from None
-    images = check_images(images, path)
-    Y = check_labels(labels, images.shape[0], path)
+
+
+def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
+    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``.
+
+    ``rows`` reads only those examples (a data-parallel rank's shard)."""
+    sel = rows if rows is not None else slice(None)
+    images, labels = _read_h5(path, lambda x, y: (np.asarray(x[sel]), np.asarray(y[sel])))
+    images = check_images(images, Path(path))
+    Y = check_labels(labels, images.shape[0], Path(path))
     return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8))
 
 
 def h5_length(path: str | os.PathLike) -> int:
     """The number of examples in a course h5 file, read from its header only."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
-    why = _sniff_not_hdf5(path)
-    if why:
-        raise GpucatError(f"{path} {why}; delete it and {FETCH_HINT}.")
-    try:
-        with h5py.File(path, "r") as f:
-            xs = [k for k in f.keys() if k.endswith("_set_x")]
-            if len(xs) != 1:
-                raise GpucatError(
-                    f"{path}: expected one '*_set_x' dataset, found {sorted(f.keys())}."
-                )
-            return int(f[xs[0]].shape[0])
-    except OSError as e:
-        raise GpucatError(
-            f"{path}: cannot be read as HDF5 ({e}); delete it and {FETCH_HINT}."
-        ) from None
+    return _read_h5(path, lambda x, y: int(x.shape[0]))
 
 
 def load_course_data(data_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:

@@ -117,21 +117,10 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) 
 def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
     import torch
 
-    from gpucat.network import init_params
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from torch_baseline import build
 
-    tdtype = getattr(torch, dtype)
-    Xt = torch.as_tensor(X.T, dtype=tdtype, device=device).contiguous()
-    Yt = torch.as_tensor(Y.T, dtype=tdtype, device=device).contiguous()
-    mods = []
-    for W, b in init_params(sizes, 1):
-        lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=tdtype, device=device)
-        with torch.no_grad():
-            lin.weight.copy_(torch.as_tensor(W))
-            lin.bias.copy_(torch.as_tensor(b.ravel()))
-        mods += [lin, torch.nn.ReLU()]
-    model = torch.nn.Sequential(*mods[:-1])
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0075)
+    model, Xt, Yt, loss_fn, opt = build(X, Y, sizes, 0.0075, dtype, device)
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -13,17 +13,8 @@ import time
 import numpy as np
 
 
-def train_torch(
-    X: np.ndarray,
-    Y: np.ndarray,
-    layers,
-    lr: float,
-    iterations: int,
-    dtype: str,
-    device: str = "cpu",
-    seed: int = 1,
-    log_every: int = 100,
-) -> dict:
+def build(X, Y, layers, lr: float, dtype: str, device: str = "cpu", seed: int = 1):
+    """The reference network in PyTorch with gpucat's initial weights: (model, X, Y, loss, SGD)."""
     import torch
 
     from gpucat.network import init_params
@@ -39,8 +30,23 @@ def train_torch(
             lin.bias.copy_(torch.as_tensor(b.ravel()))
         mods += [lin, torch.nn.ReLU()]
     model = torch.nn.Sequential(*mods[:-1])
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    return model, Xt, Yt, torch.nn.BCEWithLogitsLoss(), torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def train_torch(
+    X: np.ndarray,
+    Y: np.ndarray,
+    layers,
+    lr: float,
+    iterations: int,
+    dtype: str,
+    device: str = "cpu",
+    seed: int = 1,
+    log_every: int = 100,
+) -> dict:
+    import torch
+
+    model, Xt, Yt, loss_fn, opt = build(X, Y, layers, lr, dtype, device, seed)
     costs = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()

@@ -53,6 +53,22 @@ def rel_err(a, b) -> float:
     return float(np.linalg.norm(a - b) / (scale if scale > 0 else 1.0))
 
 
+def assert_matches_central_differences(params, grads, J, h: float = 1e-6) -> None:
+    """Every dW, db against (J(p + h) - J(p - h)) / 2h, float64. Central differences err by
+    O(h^2) plus rounding of order eps/h ~ 1e-10, so 1e-7 relative is a safe bound."""
+    for layer, g in zip(params, grads):
+        for P, dP in ((layer.W, g.dW), (layer.b, g.db)):
+            numeric = np.zeros_like(P)
+            for idx in np.ndindex(P.shape):
+                old = P[idx]
+                P[idx] = old + h
+                up = J()
+                P[idx] = old - h
+                numeric[idx] = (up - J()) / (2 * h)
+                P[idx] = old
+            assert rel_err(dP, numeric) < 1e-7
+
+
 def data_dir() -> Path:
     d = os.environ.get("GPUCAT_DATA_DIR")
     if d:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_impl as ref
-from conftest import RTOL, rel_err
+from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import network
 from gpucat.train import params_to_device, params_to_host
@@ -79,21 +79,7 @@ def test_gradients_match_central_differences():
         return float(network.cost_from_logits(np, caches[-1][1], Y))
 
     AL, caches = network.forward(np, params, X)
-    grads = network.backward(np, params, caches, AL, Y)
-    h = 1e-6
-    for layer, g in zip(params, grads):
-        for P, dP in ((layer.W, g.dW), (layer.b, g.db)):
-            numeric = np.zeros_like(P)
-            for idx in np.ndindex(P.shape):
-                old = P[idx]
-                P[idx] = old + h
-                up = J()
-                P[idx] = old - h
-                down = J()
-                P[idx] = old
-                numeric[idx] = (up - down) / (2 * h)
-            # central differences err by O(h^2) plus rounding of order eps/h ~ 1e-10
-            assert rel_err(dP, numeric) < 1e-7
+    assert_matches_central_differences(params, network.backward(np, params, caches, AL, Y), J)
 
 
 @pytest.mark.parametrize("z", [50.0, -50.0, 800.0, -800.0, 1e6, -1e6])

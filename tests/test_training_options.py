@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import RTOL, rel_err
+from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat import network
@@ -114,18 +114,7 @@ def test_l2_and_dropout_gradients_match_central_differences():
 
     AL, caches = network.forward(np, params, X, D)
     grads = network.backward(np, params, caches, AL, Y, dropout=D, l2=l2)
-    h = 1e-6
-    for layer, g in zip(params, grads):
-        for P, dP in ((layer.W, g.dW), (layer.b, g.db)):
-            num = np.zeros_like(P)
-            for idx in np.ndindex(P.shape):
-                old = P[idx]
-                P[idx] = old + h
-                up = J()
-                P[idx] = old - h
-                num[idx] = (up - J()) / (2 * h)
-                P[idx] = old
-            assert rel_err(dP, num) < 1e-7
+    assert_matches_central_differences(params, grads, J)
 
 
 def test_resume_is_bit_identical(tmp_path, course_data):
