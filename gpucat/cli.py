@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gpucat", description=__doc__.splitlines()[0] if __doc__ else None
     )
+    from gpucat import __version__
+
+    parser.add_argument("--version", action="version", version=f"gpucat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train the cat classifier (defaults: the reference recipe)")

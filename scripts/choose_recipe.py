@@ -40,6 +40,10 @@ CANDIDATES = {
     "adam 0.0005, batch 64, 800 it, l2 0.5": dict(
         optimizer="adam", learning_rate=0.0005, batch_size=64, iterations=800, l2=0.5
     ),
+    "adam 0.0002, full batch, 1500 it, flips": dict(
+        optimizer="adam", learning_rate=0.0002, iterations=1500, flip=True
+    ),
+    "gd + flips + l2 0.5": dict(flip=True, l2=0.5),
     "momentum 0.02, batch 64, 1500 it": dict(
         optimizer="momentum", learning_rate=0.02, batch_size=64, iterations=1500
     ),
