@@ -1,11 +1,11 @@
-"""Solvers: how one full-batch gradient-descent iteration is carried out.
+"""Solvers: how one training iteration is carried out.
 
 All of them run the same algorithm (forward, cost, backward, update of the reference
 recipe) and differ only in how they spend the arithmetic:
 
 - ``DirectSolver``: the network math as written in network.py, on any backend.
-- ``NumpyDirectSolver``: the same on NumPy, with the first layer's two products over X in
-  the memory layouts that BLAS runs fastest and with lr/m folded into dZ1 (no dW1 temporary).
+- ``NumpyDirectSolver``: the same on NumPy in float32, with the first layer's two products
+  over X in the memory layouts that BLAS runs fastest.
 - ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
   Adam, learning-rate decay, L2, dropout), on the generic code.
 - ``GramSolver``: exact for full batch, and never touches X inside the loop. Since every
@@ -97,42 +97,32 @@ class _FirstLayerApart(DirectSolver):
 
 
 class NumpyDirectSolver(_FirstLayerApart):
-    """The direct algorithm on NumPy, with the first layer's products laid out for BLAS.
-
-    X is kept with examples as rows (m, n_x), as PyTorch does: Z1 = (X_rows @ W1^T)^T.
-    For the update, float32 runs fastest as W1^T -= X @ dZ1^T with W1 held transposed and
-    a column copy of X; float64 as W1 -= dZ1 @ X_rows (measured with OpenBLAS, see
-    docs/benchmarks.md). Either way the product lands in a reused buffer and the
-    subtraction runs over contiguous memory.
+    """The direct algorithm on NumPy in float32, with the first layer's products laid out
+    for BLAS: X kept both with examples as rows (m, n_x), as PyTorch does, for the forward
+    product Z1 = (X_rows @ W1^T)^T, and as columns for the update W1^T -= X @ dZ1^T, with
+    W1 held transposed so that the update lands in a reused buffer and runs over contiguous
+    memory. In float64 the plain layout (DirectSolver) is as fast at m = 209 and up to 1.5x
+    faster for m >= 1000 with OpenBLAS (docs/benchmarks.md), so float64 uses that.
     """
 
     def __init__(self, backend, params, X, Y, lr):
         super().__init__(backend, params, X, Y, lr)
         self.X_rows = np.ascontiguousarray(X.T)
-        self.transposed = X.dtype == np.float32
-        if self.transposed:
-            self.X_cols = np.ascontiguousarray(X)
-            self.W1T = np.ascontiguousarray(params[0].W.T)  # (n_x, n_1): the working copy
-            self.buf = np.empty_like(self.W1T)
-        else:
-            self.buf = np.empty_like(params[0].W)
+        self.X_cols = np.ascontiguousarray(X)
+        self.W1T = np.ascontiguousarray(params[0].W.T)  # (n_x, n_1): the working copy
+        self.buf = np.empty_like(self.W1T)
 
     def first_linear(self) -> Array:
-        W1T = self.W1T if self.transposed else self.params[0].W.T
-        Z1 = (self.X_rows @ W1T).T
+        Z1 = (self.X_rows @ self.W1T).T
         Z1 += self.params[0].b
         return Z1
 
     def first_update(self, dZ1: Array) -> None:
-        if self.transposed:
-            self.W1T -= np.matmul(self.X_cols, dZ1.T, out=self.buf)
-        else:
-            self.params[0].W -= np.matmul(dZ1, self.X_rows, out=self.buf)
+        self.W1T -= np.matmul(self.X_cols, dZ1.T, out=self.buf)
         self.params[0].b -= np.sum(dZ1, axis=1, keepdims=True)
 
     def parameters(self) -> list[Layer]:
-        if self.transposed:
-            self.params[0].W = np.ascontiguousarray(self.W1T.T)
+        self.params[0].W = np.ascontiguousarray(self.W1T.T)
         return self.params
 
 
@@ -278,6 +268,6 @@ def make_solver(
         return GeneralSolver(backend, params, X, Y, config)
     if name == "gram":
         return GramSolver(backend, params, X, Y, lr)
-    if backend.name == "numpy" and len(params) >= 2:
+    if backend.name == "numpy" and len(params) >= 2 and X.dtype == np.float32:
         return NumpyDirectSolver(backend, params, X, Y, lr)
     return DirectSolver(backend, params, X, Y, lr)

@@ -185,6 +185,12 @@ def fit(
             break
     result.iterations_done = solver.i
     result.params = solver.parameters()
+    if Xv is not None and not result.stopped_early:
+        # the final update's parameters compete too (iteration number: one past the last)
+        _, caches = network.forward(xp, result.params, Xv)
+        final = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yv))
+        if progress.best_cost is None or final < progress.best_cost:
+            progress.best_cost, progress.best_iteration, best = final, solver.i, None
     if best is not None:
         result.params = best  # restore the parameters with the best validation cost
     result.best_iteration = progress.best_iteration
