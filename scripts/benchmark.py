@@ -94,6 +94,7 @@ def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> fl
 
 def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
     from gpucat import network
+    from gpucat.config import TrainConfig
     from gpucat.solvers import make_solver
     from gpucat.train import params_to_device
 
@@ -101,7 +102,8 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) 
     params = params_to_device(backend, network.init_params(sizes, 1), dtype)
     backend.synchronize()
     t = time.perf_counter()
-    solver = make_solver(solver_name, backend, params, Xd, Yd, 0.0075)
+    config = TrainConfig(layers=tuple(sizes), dtype=dtype)
+    solver = make_solver(solver_name, backend, params, Xd, Yd, config)
     backend.synchronize()
     setup_ms = 1000 * (time.perf_counter() - t)
     ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
