@@ -29,6 +29,11 @@ def fails_with(capsys, argv, *needles) -> str:
     return err
 
 
+def evaluate_fails(capsys, model, data, *needles) -> str:
+    """`gpucat evaluate --model MODEL --data DATA` fails with one clear message."""
+    return fails_with(capsys, ["evaluate", "--model", str(model), "--data", str(data)], *needles)
+
+
 def write_h5(path, x, y, names=("test_set_x", "test_set_y")):
     with h5py.File(path, "w") as f:
         f[names[0]] = x
@@ -46,9 +51,10 @@ def good_images(m=4):
 def test_html_page_saved_as_h5(tmp_path, capsys, trained_model):
     page = tmp_path / "test_catvnoncat.h5"
     page.write_text("<!DOCTYPE HTML>\n<html><head><title>GitHub</title></head><body>" + "x" * 8000)
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(page)],
+        trained_model,
+        page,
         str(page),
         "HTML web page",
         "gpucat fetch-data",
@@ -59,9 +65,10 @@ def test_truncated_download(tmp_path, capsys, trained_model):
     src = shared_file("catvnoncat/test_catvnoncat.h5").read_bytes()
     cut = tmp_path / "test_catvnoncat.h5"
     cut.write_bytes(src[: len(src) // 2])
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(cut)],
+        trained_model,
+        cut,
         str(cut),
         "truncated or damaged",
         "gpucat fetch-data",
@@ -69,9 +76,10 @@ def test_truncated_download(tmp_path, capsys, trained_model):
 
 
 def test_missing_files(tmp_path, capsys, trained_model):
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(tmp_path / "nope.h5")],
+        trained_model,
+        tmp_path / "nope.h5",
         "nope.h5",
         "no such file",
     )
@@ -98,9 +106,10 @@ def test_missing_course_data_without_network(tmp_path):
 
 def test_wrong_dataset_names(tmp_path, capsys, trained_model):
     path = write_h5(tmp_path / "x.h5", good_images(), np.ones(4, int), names=("images", "labels"))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         str(path),
         "'*_set_x'",
         "['images', 'labels']",
@@ -109,18 +118,20 @@ def test_wrong_dataset_names(tmp_path, capsys, trained_model):
 
 def test_image_label_count_mismatch(tmp_path, capsys, trained_model):
     path = write_h5(tmp_path / "x.h5", good_images(5), np.ones(4, int))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         "5 images but 4 labels",
     )
 
 
 def test_labels_outside_0_1(tmp_path, capsys, trained_model):
     path = write_h5(tmp_path / "x.h5", good_images(), np.array([0, 1, 2, 1]))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         "labels must be 0 (non-cat) or 1 (cat)",
         "found 2 at example 2",
     )
@@ -154,9 +165,10 @@ def test_csv_non_numeric_cell(tmp_path, capsys, trained_model):
     rows[1][17] = "abc"
     path = tmp_path / "bad.csv"
     path.write_text(csv_text(rows))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         str(path),
         "line 3, column 17",
         "'abc' is not a number",
@@ -168,9 +180,10 @@ def test_csv_nan_pixel(tmp_path, capsys, trained_model):
     rows[0][3] = "nan"
     path = tmp_path / "nan.csv"
     path.write_text(csv_text(rows))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         "row 2, column 3",
         "must be finite",
     )
@@ -180,9 +193,10 @@ def test_csv_without_y_column(tmp_path, capsys, trained_model):
     rows = [r[:-1] for r in csv_rows()]
     path = tmp_path / "noy.csv"
     path.write_text(csv_text(rows, header=",".join(map(str, range(12288)))))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         str(path),
         "no 'y' column",
     )
@@ -193,9 +207,10 @@ def test_csv_without_y_column(tmp_path, capsys, trained_model):
 def test_csv_with_wrong_header(tmp_path, capsys, trained_model):
     path = tmp_path / "hdr.csv"
     path.write_text(csv_text(csv_rows(), header="a,b,c"))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         "not a gpucat CSV",
         "0,1,...,12287,y",
     )
@@ -206,9 +221,10 @@ def test_csv_label_outside_0_1(tmp_path, capsys, trained_model):
     rows[2][-1] = 7
     path = tmp_path / "lab.csv"
     path.write_text(csv_text(rows))
-    fails_with(
+    evaluate_fails(
         capsys,
-        ["evaluate", "--model", str(trained_model), "--data", str(path)],
+        trained_model,
+        path,
         "found 7 at example 2",
     )
 
