@@ -221,6 +221,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             f"{name.capitalize()} accuracy: {summary[name + '_accuracy']:.4f} "
             f"({summary[name + '_correct']}/{summary[name + '_examples']})"
         )
+    if summary["dead_layers"]:
+        print(
+            f"gpucat: warning: every unit of hidden layer {summary['dead_layers'][0]} is inactive "
+            "for every training image, so the model gives all inputs the same probability "
+            "(a 'dead' ReLU network). Try another --seed or a smaller --learning-rate.",
+            file=sys.stderr,
+        )
     print(f"Device: {backend.label}, solver: {result.solver}")
     print(
         f"Training time: {result.seconds:.3f} s "

@@ -171,6 +171,18 @@ def apply_steps(params: list[Layer], steps: list[Grad]) -> None:
         layer.b -= s.db
 
 
+def dead_layers(xp: Any, params: list[Layer], X: Array) -> Array:
+    """A 0/1 flag per hidden layer: 1 when every unit is inactive (ReLU output 0) for every
+    example of X. A layer like that cuts the input off: the network then predicts the same
+    probability for every image, whatever it shows."""
+    flags = []
+    A = X
+    for layer in params[:-1]:
+        A = relu(xp, layer.W @ A + layer.b)
+        flags.append(xp.max(A) <= 0.0)
+    return xp.stack(flags) if flags else None
+
+
 def predict_proba(xp: Any, params: list[Layer], X: Array) -> Array:
     """The probability of "cat" for each column of X, shape (1, m)."""
     AL, _ = forward(xp, params, X)

@@ -251,6 +251,11 @@ def run_recipe(
         "seconds": result.seconds,
         "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
     }
+    flags = network.dead_layers(
+        backend.xp, result.params, backend.asarray(train_set.X, config.dtype)
+    )
+    dead = [] if flags is None else [l + 1 for l, f in enumerate(backend.to_host(flags)) if f]
+    summary["dead_layers"] = dead  # hidden layers whose units are all inactive on every image
     for name, ds in (("train", train_set), ("test", test_set)):
         p = predict_proba(backend, result.params, ds.X, config.dtype)
         if not np.isfinite(p).all():

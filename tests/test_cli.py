@@ -40,6 +40,7 @@ def test_train_json_contract_and_flags(tmp_path):
     assert all(0 <= doc[k] <= 1 for k in ("train_accuracy", "test_accuracy"))
     assert doc["seconds"] > 0
     assert (tmp_path / "m.safetensors").stat().st_size > 12288 * 4 * 4
+    assert doc["dead_layers"] == [] and "warning" not in out.stderr
 
 
 def test_gpu_requested_without_gpu_is_one_clear_message():

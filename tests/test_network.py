@@ -124,3 +124,17 @@ def test_strict_device_refuses_host_arrays():
         a + np.ones((2, 2))  # a host array mixed into device code
     with pytest.raises(RuntimeError):
         np.asarray(a)  # an implicit device-to-host conversion
+
+
+def test_dead_layers_flags_a_layer_inactive_for_every_example(backend):
+    sizes = [30, 8, 5, 3, 1]
+    X, _ = small_problem(sizes=sizes)
+    host = network.init_params(sizes, seed=1)
+    params = params_to_device(backend, host, "float64")
+    Xd = backend.asarray(X, "float64")
+    assert backend.to_host(network.dead_layers(backend.xp, params, Xd)).tolist() == [False] * 3
+    W2, b2 = host[1]
+    host[1] = (W2, np.full_like(b2, -100.0))  # layer 2 can never fire on inputs in [0, 1]
+    params = params_to_device(backend, host, "float64")
+    flags = backend.to_host(network.dead_layers(backend.xp, params, Xd)).tolist()
+    assert flags == [False, True, True]  # and so layer 3 only ever sees zeros plus its bias
