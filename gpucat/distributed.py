@@ -152,6 +152,7 @@ def fit_distributed(
     reducer = Reducer(comm, backend, n, config.dtype)
     m_local = X_host.shape[1]
     keep = config.keep_prob
+    concat = getattr(xp, "concat", None) or xp.concatenate  # array API name, NumPy 1 name
 
     result = DistributedResult(params, reduce_how=reducer.how)
     first = None
@@ -185,7 +186,7 @@ def fit_distributed(
                 on_log(i, cost, None)
         # gradients summed over the shard (scale 1), L2 added once after the sum
         grads = network.backward(xp, params, caches, AL, Y, scale=1.0, dropout=D)
-        flat = xp.concat([xp.reshape(a, (-1,)) for g in grads for a in (g.dW, g.db)])
+        flat = concat([xp.reshape(a, (-1,)) for g in grads for a in (g.dW, g.db)])
         flat = reducer.allreduce(flat)
         grads = _unflatten(xp, flat, sizes, params, config.l2, m_global)
         opt.update(params, grads, config.learning_rate / (1.0 + config.lr_decay * i))
