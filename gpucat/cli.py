@@ -34,11 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     from gpucat.train import TrainConfig
 
     d = TrainConfig()
-    parser = argparse.ArgumentParser(
-        prog="gpucat", description=__doc__.splitlines()[0] if __doc__ else None
-    )
+    from gpucat import __doc__ as about
     from gpucat import __version__
 
+    parser = argparse.ArgumentParser(prog="gpucat", description=about.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gpucat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
