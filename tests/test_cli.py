@@ -131,3 +131,54 @@ def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(b_, b0)
     d = run_gpucat("train", "--resume", ck, "--learning-rate", "0.5")
     assert d.returncode == 2 and "different recipe" in d.stderr
+
+
+def _fake_cupy(device_count):
+    """A stand-in `cupy` module whose driver reports `device_count` (or raises it)."""
+    import types
+
+    def count():
+        if isinstance(device_count, Exception):
+            raise device_count
+        return device_count
+
+    runtime = types.SimpleNamespace(getDeviceCount=count)
+    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
+
+
+@pytest.mark.parametrize(
+    "fake, message",
+    [
+        (0, "CuPy found no CUDA device"),
+        (
+            RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient"),
+            "the CUDA driver did not answer (RuntimeError: cudaErrorInsufficientDriver",
+        ),
+    ],
+)
+def test_gpu_unusable_says_why(monkeypatch, capsys, fake, message):
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(fake))
+    backend_mod._cupy_backend.cache_clear()
+    try:
+        assert main(["train", "--device", "gpu", "--iterations", "1"]) == 2
+        assert not backend_mod.gpu_available()
+        assert backend_mod.get_backend("auto").name == "numpy"  # auto falls back quietly
+    finally:
+        backend_mod._cupy_backend.cache_clear()
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("gpucat: error: no usable GPU") and message in err and "--device cpu" in err
+    )
+
+
+def test_interrupted_training_saves_nothing(monkeypatch, capsys, tmp_path):
+    import gpucat.train
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gpucat.train, "fit", interrupted)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--device", "cpu", "--out", str(out)]) == 130
+    assert "interrupted; nothing was saved" in capsys.readouterr().err
+    assert not out.exists()
