@@ -8,7 +8,7 @@ recipe) and differ only in how they spend the arithmetic:
   over X in the memory layouts that BLAS runs fastest.
 - ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
   Adam, learning-rate decay, L2, dropout), on the generic code.
-- ``GramSolver``: exact for full batch, and never touches X inside the loop. Since every
+- ``GramSolver`` (``NumpyGramSolver`` on NumPy): exact for full batch, and never touches X inside the loop. Since every
   update of W1 is a combination of the rows of X^T, W1 = W1(0) - C @ X^T, so
   Z1_lin = W1 @ X = W1(0) @ X - C @ G with the m x m Gram matrix G = X^T @ X. The loop
   updates Z1_lin -= (lr/m) dZ1 @ G and C += (lr/m) dZ1; W1 is formed only when asked for.
@@ -162,6 +162,41 @@ class GramSolver(_FirstLayerApart):
         return self.params
 
 
+class NumpyGramSolver(GramSolver):
+    """GramSolver's iteration on NumPy in fewer, cheaper calls: biases added in place,
+    ReLU' as a multiply by the mask, sums as array methods, the update applied layer by
+    layer. The same operations in the same order, so the results are bit-identical to
+    GramSolver (tested); about 25 % less time per iteration (docs/benchmarks.md).
+    """
+
+    def step(self, want_cost: bool) -> Array | None:
+        p, last = self.params, len(self.params) - 1
+        Z = self.Z1_lin.astype(self.dtype, copy=False) + p[0].b
+        Zs, As = [Z], []
+        A = np.maximum(Z, 0.0)
+        for l in range(1, last + 1):
+            As.append(A)
+            Z = p[l].W @ A
+            Z += p[l].b
+            Zs.append(Z)
+            A = network.sigmoid(np, Z) if l == last else np.maximum(Z, 0.0)
+        cost = network.cost_from_logits(np, Z, self.Y) if want_cost else None
+        dZ = A - self.Y
+        dZ *= self.scale
+        for l in range(last, 0, -1):
+            dA = p[l].W.T @ dZ  # with W before its update, as in backward()
+            p[l].W -= dZ @ As[l - 1].T
+            p[l].b -= dZ.sum(axis=1, keepdims=True)
+            dA *= Zs[l - 1] > 0.0
+            dZ = dA
+        step = dZ.astype(np.float64, copy=False)
+        self.Z1_lin -= step @ self.G
+        self.C += step
+        p[0].b -= dZ.sum(axis=1, keepdims=True)
+        self.i += 1
+        return cost
+
+
 class GeneralSolver(DirectSolver):
     """Mini-batches, optimizers, learning-rate decay, L2 and dropout on the generic code.
 
@@ -267,7 +302,8 @@ def make_solver(
     if name == "general":
         return GeneralSolver(backend, params, X, Y, config)
     if name == "gram":
-        return GramSolver(backend, params, X, Y, lr)
+        cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
+        return cls(backend, params, X, Y, lr)
     if backend.name == "numpy" and len(params) >= 2 and X.dtype == np.float32:
         return NumpyDirectSolver(backend, params, X, Y, lr)
     return DirectSolver(backend, params, X, Y, lr)

@@ -14,6 +14,7 @@ from gpucat.solvers import (
     GeneralSolver,
     GramSolver,
     NumpyDirectSolver,
+    NumpyGramSolver,
     choose_solver,
 )
 from gpucat.train import TrainConfig, fit, params_to_device, params_to_host
@@ -142,3 +143,15 @@ def test_logistic_regression_network_trains_with_direct(course_data):
         train.Y,
     )
     assert result.solver == "direct" and result.costs[-1][1] < result.costs[0][1]
+
+
+def test_numpy_gram_fast_path_is_bit_identical_to_gram(dtype, course_data):
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    sizes = [12288, 20, 7, 5, 1]
+    costs, params = run_solver(GramSolver, cpu, train.X, train.Y, dtype, 60, sizes)
+    fast_costs, fast_params = run_solver(NumpyGramSolver, cpu, train.X, train.Y, dtype, 60, sizes)
+    assert fast_costs == costs
+    for (W, b), (W0, b0) in zip(fast_params, params):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
