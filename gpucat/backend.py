@@ -35,10 +35,6 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "cupy"
 
-    def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for "float32" or "float64"."""
-        return getattr(self.xp, name)
-
     def asarray(self, host: np.ndarray, dtype: str | None = None) -> Any:
         """Copy a host (NumPy) array to this device, optionally casting it."""
         if dtype is not None:

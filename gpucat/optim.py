@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpucat import network
 from gpucat.network import Grad, Layer
 
 
@@ -20,9 +21,7 @@ class GradientDescent:
         self.xp = xp
 
     def update(self, params: list[Layer], grads: list[Grad], lr: float) -> None:
-        for layer, g in zip(params, grads):
-            layer.W -= lr * g.dW
-            layer.b -= lr * g.db
+        network.update(params, grads, lr)
 
     def state(self) -> dict[str, Any]:
         return {}
