@@ -129,6 +129,9 @@ def _cupy_backend(index: int = 0) -> Backend:
             f"no usable GPU: CUDA device {index} failed to run a kernel ({type(e).__name__}: {e}). "
             "Use --device cpu."
         ) from None
+    # CuPy runs kernels on the current device: make this one current for the process
+    # (a data-parallel rank owns one GPU; a single process uses GPU 0, the default anyway).
+    device.use()
     name = props["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
     return Backend("cupy", cupy, device, f"GPU {index} ({name})")
