@@ -6,10 +6,12 @@ flat buffer per iteration (one Allreduce), divide by the global m and apply the 
 update, so all ranks hold identical parameters. Costs and accuracies are reduced the same
 way; rank 0 logs, plots and saves.
 
-Supported: full-batch training with any optimizer, learning-rate decay, L2 and dropout
-(masks are drawn for all m examples from the seed and each rank takes its columns, so the
-run equals the single-process one). Not supported yet: mini-batches, validation, flips and
-checkpoints (a clear error says so).
+Supported: full-batch and mini-batch training with any optimizer, learning-rate decay, L2
+and dropout. The epoch's shuffle and each iteration's dropout masks are drawn for the whole
+(mini-)batch from the seed, exactly as a single process draws them, and each rank takes
+the examples and mask columns that belong to its shard, so the run equals the
+single-process one. Not supported yet: validation, flips and checkpoints (a clear error
+says so).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.network import Grad, Layer
 from gpucat.optim import make_optimizer
-from gpucat.solvers import DROPOUT, host_rng
+from gpucat.solvers import DROPOUT, SHUFFLE, host_rng
 
 
 def init_mpi():
@@ -58,15 +60,12 @@ def shard_bounds(m: int, size: int, rank: int) -> tuple[int, int]:
 
 def check_supported(config: TrainConfig) -> None:
     unsupported = {
-        "--batch-size": config.batch_size is not None,
         "--validation": config.validation > 0,
         "--flip": config.flip,
     }
     bad = [k for k, v in unsupported.items() if v]
     if bad:
-        raise GpucatError(
-            f"--distributed supports full-batch training only for now; drop {', '.join(bad)}."
-        )
+        raise GpucatError(f"--distributed does not support {', '.join(bad)} yet; drop it.")
 
 
 class Reducer:
@@ -154,24 +153,41 @@ def fit_distributed(
     keep = config.keep_prob
     concat = getattr(xp, "concat", None) or xp.concatenate  # array API name, NumPy 1 name
 
+    batch = min(config.batch_size or m_global, m_global)
+    n_batches = -(-m_global // batch)
+    mine = slice(None)  # full batch: all of this rank's columns, in order
+    perm_epoch = perm = None
+
     result = DistributedResult(params, reduce_how=reducer.how)
     first = None
     backend.synchronize()
     t0 = time.perf_counter()
     for i in range(config.iterations):
-        D = None
-        if keep < 1:  # the masks of all m examples, this rank's columns of them
-            rng = host_rng(config.seed, DROPOUT, i)
-            D = [
-                backend.asarray(
-                    ((rng.random((k, m_global)) < keep) / keep)[:, start : start + m_local],
-                    config.dtype,
+        epoch, k = divmod(i, n_batches)
+        Xb, Yb, m_b = X, Y, m_global
+        if batch < m_global:  # the global mini-batch, and which of its examples live here
+            if perm_epoch != epoch:
+                perm, perm_epoch = (
+                    host_rng(config.seed, SHUFFLE, epoch).permutation(m_global),
+                    epoch,
                 )
-                for k in config.layers[1:-1]
+            members = perm[k * batch : (k + 1) * batch]
+            mine = np.flatnonzero((members >= start) & (members < start + m_local))
+            idx = backend.asarray(members[mine] - start)
+            Xb, Yb, m_b = xp.take(X, idx, axis=1), xp.take(Y, idx, axis=1), members.size
+        D = None
+        if keep < 1:  # the masks of the whole (mini-)batch, this rank's columns of them
+            rng = host_rng(config.seed, DROPOUT, i)
+            cols = mine if batch < m_global else slice(start, start + m_local)
+            D = [
+                backend.asarray(((rng.random((n, m_b)) < keep) / keep)[:, cols], config.dtype)
+                for n in config.layers[1:-1]
             ]
-        AL, caches = network.forward(xp, params, X, D)
+        AL, caches = network.forward(xp, params, Xb, D)
         if config.is_log_point(i):
-            _, clean = network.forward(xp, params, X) if D is not None else (AL, caches)
+            # the whole training set's cost, without dropout, before this update
+            plain = D is None and batch == m_global
+            _, clean = (AL, caches) if plain else network.forward(xp, params, X)
             local = backend.scalar(network.cost_from_logits(xp, clean[-1][1], Y)) * m_local
             (total,) = reducer.sum_scalars(local)
             cost = total / m_global
@@ -184,12 +200,12 @@ def fit_distributed(
             result.costs.append((i, cost))
             if on_log:
                 on_log(i, cost, None)
-        # gradients summed over the shard (scale 1), L2 added once after the sum
-        grads = network.backward(xp, params, caches, AL, Y, scale=1.0, dropout=D)
+        # gradients summed over this rank's part of the batch (scale 1), L2 added once after
+        grads = network.backward(xp, params, caches, AL, Yb, scale=1.0, dropout=D)
         flat = concat([xp.reshape(a, (-1,)) for g in grads for a in (g.dW, g.db)])
         flat = reducer.allreduce(flat)
-        grads = _unflatten(xp, flat, sizes, params, config.l2, m_global)
-        opt.update(params, grads, config.learning_rate / (1.0 + config.lr_decay * i))
+        grads = _unflatten(xp, flat, sizes, params, config.l2, m_b)
+        opt.update(params, grads, config.learning_rate / (1.0 + config.lr_decay * epoch))
     backend.synchronize()
     result.seconds = time.perf_counter() - t0
     return result

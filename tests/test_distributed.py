@@ -64,6 +64,9 @@ def single_process(course_data, **options):
     [
         (2, {}),  # 209 = 105 + 104: not divisible
         (3, {"optimizer": "adam", "learning_rate": 0.001, "l2": 0.3, "keep_prob": 0.9}),
+        # mini-batches of 64: 209 = 3 x 64 + 17, so each epoch ends on a short batch
+        (2, {"batch_size": 64, "optimizer": "momentum", "lr_decay": 0.3, "keep_prob": 0.8}),
+        (3, {"batch_size": 50, "l2": 0.5}),
     ],
 )
 def test_mpiexec_equals_single_process(tmp_path, course_data, n, options):
@@ -126,5 +129,5 @@ def test_missing_mpi4py_is_a_clear_message():
 
 
 def test_unsupported_options_are_refused():
-    out = run_gpucat("train", "--distributed", "--batch-size", "32")
-    assert out.returncode == 2 and "full-batch training only" in out.stderr
+    out = run_gpucat("train", "--distributed", "--validation", "0.2")
+    assert out.returncode == 2 and "does not support --validation yet" in out.stderr
