@@ -253,12 +253,40 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps({**summary, "model": args.out}))
 
 
+def _distributed_shards(data, train_file, config, size: int, rank: int):
+    """This rank's training shard, its first position, the global training count, its part
+    of the validation set and the validation count: the same examples, in the same order,
+    as a single process trains on (validation held out first, then mirrored copies)."""
+    import numpy as np
+
+    from gpucat.distributed import shard_bounds
+    from gpucat.train import mirrored, stratified_split
+
+    m_file = data.h5_length(train_file)
+    rows, val_rows = np.arange(m_file), np.zeros(0, dtype=np.int64)
+    if config.validation:
+        rows, val_rows = stratified_split(
+            data.h5_labels(train_file), config.validation, config.seed
+        )
+    n_train = rows.size
+    m = n_train * (2 if config.flip else 1)
+    start, stop = shard_bounds(m, size, rank)
+    positions = np.arange(start, stop)
+    plain = data.load_h5(train_file, rows=rows[positions[positions < n_train]])
+    X, Y = plain.X, plain.Y
+    if config.flip:  # positions past n_train are mirrored copies of the training rows
+        flipped = data.load_h5(train_file, rows=rows[positions[positions >= n_train] - n_train])
+        X = np.concatenate([X, mirrored(flipped.X)], axis=1)
+        Y = np.concatenate([Y, flipped.Y], axis=1)
+    val = data.load_h5(train_file, rows=np.array_split(val_rows, size)[rank])
+    return data.Dataset(X, Y, str(train_file)), start, m, val, val_rows.size
+
+
 def _train_distributed(args: argparse.Namespace, config) -> None:
     """`mpiexec -n N gpucat train --distributed`: every rank trains on its shard."""
     from gpucat import data, models
     from gpucat.backend import get_backend
     from gpucat.distributed import (
-        check_supported,
         fit_distributed,
         init_mpi,
         limit_blas_threads,
@@ -267,7 +295,6 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
     )
     from gpucat.train import accuracy, params_to_host, predict_proba
 
-    check_supported(config)
     if args.checkpoint_every or args.resume:
         raise GpucatError("--distributed does not write or resume checkpoints yet.")
     comm = init_mpi()
@@ -276,9 +303,8 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
     backend = get_backend(args.device, gpu_index=local_gpu_index(comm))
     threads = limit_blas_threads(comm) if backend.name == "numpy" else "one GPU per rank"
     folder = data.resolve_data_dir(args.data_dir)
-    m = data.h5_length(folder / data.TRAIN_FILE)
-    start, stop = shard_bounds(m, size, rank)
-    shard = data.load_h5(folder / data.TRAIN_FILE, rows=slice(start, stop))
+    train_file = folder / data.TRAIN_FILE
+    shard, start, m, val, n_val = _distributed_shards(data, train_file, config, size, rank)
     test_set = data.load_h5(folder / data.TEST_FILE)
     say(
         f"Training {'-'.join(map(str, config.layers))} on {size} processes ({backend.label} on "
@@ -286,6 +312,11 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         f"{m // size}-{-(-m // size)}; {threads}",
         flush=True,
     )
+
+    def log(i: int, cost: float, v: float | None) -> None:
+        extra = f", validation cost {v:.6f}" if v is not None else ""
+        say(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
+
     result = fit_distributed(
         comm,
         backend,
@@ -294,8 +325,19 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         shard.Y,
         m,
         start,
-        on_log=lambda i, c, v: say(f"Cost after iteration {i}: {c:.6f}", flush=True),
+        on_log=log,
+        X_val=val.X,
+        Y_val=val.Y,
+        n_val=n_val,
     )
+    if result.stopped_early:
+        say(
+            f"Early stopping after iteration {result.iterations_done - 1}; restored the "
+            f"parameters of iteration {result.best_iteration} (best validation cost)"
+        )
+    # accuracy over the whole training file, as a single process reports it
+    m = data.h5_length(train_file)
+    shard = data.load_h5(train_file, rows=slice(*shard_bounds(m, size, rank)))
     say(f"Gradients all-reduced in one buffer per iteration: {result.reduce_how}")
     p = predict_proba(backend, result.params, shard.X, config.dtype)
     local_correct = accuracy(p, shard.Y)[1]
@@ -318,6 +360,10 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         "iterations": config.iterations,
         "seed": config.seed,
         "costs": [[i, c] for i, c in result.costs],
+        "validation_costs": [[i, c] for i, c in result.val_costs],
+        "best_iteration": result.best_iteration,
+        "stopped_early": result.stopped_early,
+        "iterations_done": result.iterations_done,
         "final_cost": result.costs[-1][1],
         "train_accuracy": train_correct / m,
         "train_correct": train_correct,
@@ -326,7 +372,7 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         "test_correct": test_correct,
         "test_examples": test_set.m,
         "seconds": result.seconds,
-        "ms_per_iteration": 1000 * result.seconds / config.iterations,
+        "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
     }
     say(f"Train accuracy: {train_correct / m:.4f} ({train_correct}/{m})")
     say(f"Test accuracy: {test_acc:.4f} ({test_correct}/{test_set.m})")

@@ -149,12 +149,23 @@ def _read_h5(path: str | os.PathLike, read):
         ) from None
 
 
-def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
+def load_h5(path: str | os.PathLike, rows: slice | np.ndarray | None = None) -> Dataset:
     """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``.
 
-    ``rows`` reads only those examples (a data-parallel rank's shard)."""
+    ``rows`` reads only those examples (a slice, or increasing indices): a data-parallel
+    rank's shard."""
     sel = rows if rows is not None else slice(None)
-    images, labels = _read_h5(path, lambda x, y: (np.asarray(x[sel]), np.asarray(y[sel])))
+
+    def read(x, y):
+        if isinstance(sel, np.ndarray):
+            if sel.size == 0:  # an empty shard: no examples, the right shapes
+                return np.zeros((0, *x.shape[1:]), x.dtype), np.zeros((0,), y.dtype)
+            return np.asarray(x[sel.tolist()]), np.asarray(y[sel.tolist()])
+        return np.asarray(x[sel]), np.asarray(y[sel])
+
+    images, labels = _read_h5(path, read)
+    if images.shape[0] == 0:
+        return Dataset(np.zeros((N_FEATURES, 0)), np.zeros((1, 0)), str(path), images=images)
     images = check_images(images, Path(path))
     Y = check_labels(labels, images.shape[0], Path(path))
     return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8))
@@ -163,6 +174,12 @@ def load_h5(path: str | os.PathLike, rows: slice | None = None) -> Dataset:
 def h5_length(path: str | os.PathLike) -> int:
     """The number of examples in a course h5 file, read from its header only."""
     return _read_h5(path, lambda x, y: int(x.shape[0]))
+
+
+def h5_labels(path: str | os.PathLike) -> np.ndarray:
+    """The labels of a course h5 file as a (1, m) row, without reading the images."""
+    labels = _read_h5(path, lambda x, y: np.asarray(y[()]))
+    return check_labels(labels, labels.size, Path(path))
 
 
 def load_course_data(data_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:

@@ -6,12 +6,11 @@ flat buffer per iteration (one Allreduce), divide by the global m and apply the 
 update, so all ranks hold identical parameters. Costs and accuracies are reduced the same
 way; rank 0 logs, plots and saves.
 
-Supported: full-batch and mini-batch training with any optimizer, learning-rate decay, L2
-and dropout. The epoch's shuffle and each iteration's dropout masks are drawn for the whole
-(mini-)batch from the seed, exactly as a single process draws them, and each rank takes
-the examples and mask columns that belong to its shard, so the run equals the
-single-process one. Not supported yet: validation, flips and checkpoints (a clear error
-says so).
+Supported: every training option except checkpoints. The epoch's shuffle and each
+iteration's dropout masks are drawn for the whole (mini-)batch from the seed, exactly as a
+single process draws them, and each rank takes the examples and mask columns that belong
+to its shard; the validation split and the mirrored copies are made as a single process
+makes them (cli._distributed_shards). So the run equals the single-process one.
 """
 
 from __future__ import annotations
@@ -56,16 +55,6 @@ def shard_bounds(m: int, size: int, rank: int) -> tuple[int, int]:
     base, extra = divmod(m, size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
-
-
-def check_supported(config: TrainConfig) -> None:
-    unsupported = {
-        "--validation": config.validation > 0,
-        "--flip": config.flip,
-    }
-    bad = [k for k, v in unsupported.items() if v]
-    if bad:
-        raise GpucatError(f"--distributed does not support {', '.join(bad)} yet; drop it.")
 
 
 class Reducer:
@@ -123,6 +112,10 @@ class DistributedResult:
     costs: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     reduce_how: str = ""
+    val_costs: list[tuple[int, float]] = field(default_factory=list)
+    best_iteration: int | None = None
+    stopped_early: bool = False
+    iterations_done: int = 0
 
 
 def fit_distributed(
@@ -134,10 +127,16 @@ def fit_distributed(
     m_global: int,
     start: int,
     on_log=None,
+    X_val: np.ndarray | None = None,
+    Y_val: np.ndarray | None = None,
+    n_val: int = 0,
 ) -> DistributedResult:
-    """Train on this rank's shard (X_host, Y_host: columns start .. start + m_local)."""
+    """Train on this rank's shard (X_host, Y_host: columns start .. start + m_local).
+
+    With validation, (X_val, Y_val) is this rank's part of the n_val held-out examples: the
+    validation cost is reduced like the training cost, so every rank takes the same
+    early-stopping decisions and keeps the same best parameters."""
     config.check()
-    check_supported(config)
     xp = backend.xp
     X = backend.asarray(X_host, config.dtype)
     Y = backend.asarray(Y_host, config.dtype)
@@ -158,7 +157,16 @@ def fit_distributed(
     mine = slice(None)  # full batch: all of this rank's columns, in order
     perm_epoch = perm = None
 
+    Xv = backend.asarray(X_val, config.dtype) if n_val else None
+    Yv = backend.asarray(Y_val, config.dtype) if n_val else None
+
+    def val_cost() -> float:
+        _, caches = network.forward(xp, params, Xv)
+        local = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yv)) * Xv.shape[1]
+        return reducer.sum_scalars(local)[0] / n_val
+
     result = DistributedResult(params, reduce_how=reducer.how)
+    best, best_cost, bad = None, None, 0
     first = None
     backend.synchronize()
     t0 = time.perf_counter()
@@ -183,6 +191,14 @@ def fit_distributed(
                 backend.asarray(((rng.random((n, m_b)) < keep) / keep)[:, cols], config.dtype)
                 for n in config.layers[1:-1]
             ]
+        v = None
+        if Xv is not None and config.is_log_point(i):  # before this iteration's update
+            v = val_cost()
+            if best_cost is None or v < best_cost:
+                best_cost, result.best_iteration, bad = v, i, 0
+                best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in params]
+            else:
+                bad += 1
         AL, caches = network.forward(xp, params, Xb, D)
         if config.is_log_point(i):
             # the whole training set's cost, without dropout, before this update
@@ -198,14 +214,26 @@ def fit_distributed(
 
             check_cost(cost, first, i, config.learning_rate)
             result.costs.append((i, cost))
+            if v is not None:
+                result.val_costs.append((i, v))
             if on_log:
-                on_log(i, cost, None)
+                on_log(i, cost, v)
         # gradients summed over this rank's part of the batch (scale 1), L2 added once after
         grads = network.backward(xp, params, caches, AL, Yb, scale=1.0, dropout=D)
         flat = concat([xp.reshape(a, (-1,)) for g in grads for a in (g.dW, g.db)])
         flat = reducer.allreduce(flat)
         grads = _unflatten(xp, flat, sizes, params, config.l2, m_b)
         opt.update(params, grads, config.learning_rate / (1.0 + config.lr_decay * epoch))
+        result.iterations_done = i + 1
+        if config.patience and bad >= config.patience:
+            result.stopped_early = True
+            break
+    if Xv is not None and not result.stopped_early:
+        v = val_cost()  # the final update's parameters compete too, as in a single process
+        if best_cost is None or v < best_cost:
+            best_cost, result.best_iteration, best = v, result.iterations_done, None
+    if best is not None:
+        result.params = best
     backend.synchronize()
     result.seconds = time.perf_counter() - t0
     return result

@@ -53,7 +53,7 @@ def stratified_split(Y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
 def mirrored(X: np.ndarray) -> np.ndarray:
     """The images of X (columns of 64x64x3 in height-width-channel order) flipped left-right."""
     m = X.shape[1]
-    return X.reshape(64, 64, 3, m)[:, ::-1, :, :].reshape(-1, m)
+    return X.reshape(64, 64, 3, m)[:, ::-1, :, :].reshape(64 * 64 * 3, m)
 
 
 def params_to_device(

@@ -67,10 +67,33 @@ def single_process(course_data, **options):
         # mini-batches of 64: 209 = 3 x 64 + 17, so each epoch ends on a short batch
         (2, {"batch_size": 64, "optimizer": "momentum", "lr_decay": 0.3, "keep_prob": 0.8}),
         (3, {"batch_size": 50, "l2": 0.5}),
+        # held-out validation (the best parameters come back), mirrored copies, early stopping
+        (
+            2,
+            {
+                "validation": 0.25,
+                "flip": True,
+                "batch_size": 40,
+                "optimizer": "adam",
+                "learning_rate": 0.003,
+            },
+        ),
+        (
+            3,
+            {
+                "validation": 0.3,
+                "patience": 1,
+                "optimizer": "adam",
+                "learning_rate": 0.02,
+                "batch_size": 32,
+            },
+        ),
     ],
 )
 def test_mpiexec_equals_single_process(tmp_path, course_data, n, options):
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    flags = [
+        f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()
+    ]
     out = run_mpi(
         n,
         "--dtype",
@@ -90,6 +113,13 @@ def test_mpiexec_equals_single_process(tmp_path, course_data, n, options):
     assert out.stdout.count("Cost after iteration 0") == 1  # rank 0 alone logs
     ref, ref_params = single_process(course_data, **options)
     assert rel_err([c for _, c in doc["costs"]], [c for _, c in ref.costs]) <= 1e-12
+    assert [i for i, _ in doc["validation_costs"]] == [i for i, _ in ref.val_costs]
+    if ref.val_costs:
+        assert (
+            rel_err([c for _, c in doc["validation_costs"]], [c for _, c in ref.val_costs]) <= 1e-12
+        )
+    assert doc["best_iteration"] == ref.best_iteration and doc["stopped_early"] == ref.stopped_early
+    assert doc["iterations_done"] == ref.iterations_done
     for (W, b), (W0, b0) in zip(load_model(tmp_path / "dist.safetensors").params, ref_params):
         assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
 
@@ -128,6 +158,6 @@ def test_missing_mpi4py_is_a_clear_message():
     )
 
 
-def test_unsupported_options_are_refused():
-    out = run_gpucat("train", "--distributed", "--validation", "0.2")
-    assert out.returncode == 2 and "does not support --validation yet" in out.stderr
+def test_checkpoints_are_refused():
+    out = run_gpucat("train", "--distributed", "--checkpoint", "x", "--checkpoint-every", "5")
+    assert out.returncode == 2 and "does not write or resume checkpoints" in out.stderr
