@@ -295,8 +295,8 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
     )
     from gpucat.train import accuracy, params_to_host, predict_proba
 
-    if args.checkpoint_every or args.resume:
-        raise GpucatError("--distributed does not write or resume checkpoints yet.")
+    if args.checkpoint_every and not (args.checkpoint or args.resume):
+        raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
     comm = init_mpi()
     rank, size = comm.Get_rank(), comm.Get_size()
     say = print if rank == 0 else (lambda *a, **k: None)
@@ -329,6 +329,9 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         X_val=val.X,
         Y_val=val.Y,
         n_val=n_val,
+        checkpoint=args.checkpoint or args.resume,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
     if result.stopped_early:
         say(

@@ -6,7 +6,7 @@ flat buffer per iteration (one Allreduce), divide by the global m and apply the 
 update, so all ranks hold identical parameters. Costs and accuracies are reduced the same
 way; rank 0 logs, plots and saves.
 
-Supported: every training option except checkpoints. The epoch's shuffle and each
+Supported: every training option, checkpoints and --resume included. The epoch's shuffle and each
 iteration's dropout masks are drawn for the whole (mini-)batch from the seed, exactly as a
 single process draws them, and each rank takes the examples and mask columns that belong
 to its shard; the validation split and the mirrored copies are made as a single process
@@ -130,21 +130,39 @@ def fit_distributed(
     X_val: np.ndarray | None = None,
     Y_val: np.ndarray | None = None,
     n_val: int = 0,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 0,
+    resume: str | None = None,
 ) -> DistributedResult:
     """Train on this rank's shard (X_host, Y_host: columns start .. start + m_local).
 
     With validation, (X_val, Y_val) is this rank's part of the n_val held-out examples: the
     validation cost is reduced like the training cost, so every rank takes the same
-    early-stopping decisions and keeps the same best parameters."""
+    early-stopping decisions and keeps the same best parameters. Every rank holds the same
+    state, so rank 0 alone writes checkpoints; on ``resume`` every rank reads one."""
+    from gpucat.checkpoint import Progress, load_checkpoint
+    from gpucat.train import _check_resume, params_to_device
+
     config.check()
     xp = backend.xp
     X = backend.asarray(X_host, config.dtype)
     Y = backend.asarray(Y_host, config.dtype)
-    params = [
-        Layer(backend.asarray(W, config.dtype), backend.asarray(b, config.dtype))
-        for W, b in network.init_params(list(config.layers), config.seed)
-    ]
+    progress, best, host_init, opt_state = Progress(), None, None, None
+    if resume:
+        saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
+        _check_resume(config, saved, resume)
+        best = params_to_device(backend, best_host, config.dtype) if best_host else None
+    params = params_to_device(
+        backend, host_init or network.init_params(list(config.layers), config.seed), config.dtype
+    )
     opt = make_optimizer(config.optimizer, xp, params, config.beta1, config.beta2, config.epsilon)
+    if opt_state:
+        opt.load_state(
+            {
+                k: backend.asarray(v) if isinstance(v, np.ndarray) else v
+                for k, v in opt_state.items()
+            }
+        )
     sizes = [(p.W.shape, p.b.shape) for p in params]
     n = sum(int(np.prod(w)) + int(np.prod(b)) for w, b in sizes)
     reducer = Reducer(comm, backend, n, config.dtype)
@@ -166,11 +184,14 @@ def fit_distributed(
         return reducer.sum_scalars(local)[0] / n_val
 
     result = DistributedResult(params, reduce_how=reducer.how)
-    best, best_cost, bad = None, None, 0
-    first = None
+    result.costs = [tuple(c) for c in progress.costs]
+    result.val_costs = [tuple(c) for c in progress.val_costs]
+    result.best_iteration, result.iterations_done = progress.best_iteration, progress.next_iteration
+    best_cost, bad = progress.best_cost, progress.bad_log_points
+    first = result.costs[0][1] if result.costs else None
     backend.synchronize()
     t0 = time.perf_counter()
-    for i in range(config.iterations):
+    for i in range(progress.next_iteration, config.iterations):
         epoch, k = divmod(i, n_batches)
         Xb, Yb, m_b = X, Y, m_global
         if batch < m_global:  # the global mini-batch, and which of its examples live here
@@ -225,6 +246,8 @@ def fit_distributed(
         grads = _unflatten(xp, flat, sizes, params, config.l2, m_b)
         opt.update(params, grads, config.learning_rate / (1.0 + config.lr_decay * epoch))
         result.iterations_done = i + 1
+        if checkpoint_every and (i + 1) % checkpoint_every == 0 and comm.Get_rank() == 0:
+            _save(checkpoint, backend, config, params, opt, best, result, best_cost, bad)
         if config.patience and bad >= config.patience:
             result.stopped_early = True
             break
@@ -237,6 +260,27 @@ def fit_distributed(
     backend.synchronize()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _save(path, backend, config, params, opt, best, result, best_cost, bad) -> None:
+    from gpucat.checkpoint import Progress, save_checkpoint
+    from gpucat.train import params_to_host
+
+    progress = Progress(
+        result.iterations_done,
+        result.costs,
+        result.val_costs,
+        best_cost,
+        result.best_iteration,
+        bad,
+    )
+    state = {
+        k: v if isinstance(v, (int, float)) else backend.to_host(v) for k, v in opt.state().items()
+    }
+    best_host = params_to_host(backend, best) if best else None
+    save_checkpoint(
+        path, config.to_dict(), params_to_host(backend, params), state, best_host, progress
+    )
 
 
 def _unflatten(xp, flat, sizes, params, l2: float, m: int) -> list[Grad]:

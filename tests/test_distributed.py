@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import data_dir, rel_err, run_gpucat
+from conftest import data_dir, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat.distributed import shard_bounds
@@ -158,6 +158,40 @@ def test_missing_mpi4py_is_a_clear_message():
     )
 
 
-def test_checkpoints_are_refused():
-    out = run_gpucat("train", "--distributed", "--checkpoint", "x", "--checkpoint-every", "5")
-    assert out.returncode == 2 and "does not write or resume checkpoints" in out.stderr
+def test_distributed_resume_is_bit_identical(tmp_path):
+    """2 ranks, stopped at 20 of 40 iterations (checkpoints every 10), resumed on 2 ranks: the
+    same parameters, bit for bit, as 2 ranks running all 40 iterations."""
+    common = [
+        "--dtype",
+        "float64",
+        "--layers",
+        "12288,6,4,1",
+        "--optimizer",
+        "adam",
+        "--learning-rate",
+        "0.002",
+        "--batch-size",
+        "48",
+        "--keep-prob",
+        "0.9",
+        "--validation",
+        "0.2",
+        "--log-every",
+        "10",
+    ]
+    ck = str(tmp_path / "ck.safetensors")
+    a = run_mpi(2, *common, "--iterations", "20", "--checkpoint", ck, "--checkpoint-every", "10")
+    assert a.returncode == 0, a.stderr[-2000:]
+    b = run_mpi(
+        2, "--resume", ck, "--iterations", "40", "--out", str(tmp_path / "resumed.safetensors")
+    )
+    assert b.returncode == 0, b.stderr[-2000:]
+    assert "Cost after iteration 39" in b.stdout and "Cost after iteration 0:" not in b.stdout
+    c = run_mpi(2, *common, "--iterations", "40", "--out", str(tmp_path / "whole.safetensors"))
+    assert c.returncode == 0, c.stderr[-2000:]
+    for (W, b_), (W0, b0) in zip(
+        load_model(tmp_path / "resumed.safetensors").params,
+        load_model(tmp_path / "whole.safetensors").params,
+    ):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b_, b0)
