@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cost_logger(out):
+    """on_log for the trainers: one line per logging point, through ``out`` (print on rank 0)."""
+
+    def log(i: int, cost: float, val: float | None) -> None:
+        extra = f", validation cost {val:.6f}" if val is not None else ""
+        out(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
+
+    return log
+
+
 def _check_writable(*paths: str | None) -> None:
     """Fail before long work when an output file's folder does not exist."""
     from pathlib import Path
@@ -195,10 +205,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         flush=True,
     )
 
-    def log(i: int, cost: float, val: float | None) -> None:
-        extra = f", validation cost {val:.6f}" if val is not None else ""
-        print(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
-
+    log = _cost_logger(print)
     checkpoint = args.checkpoint or (args.resume if args.checkpoint_every else None)
     result, summary = run_recipe(
         backend,
@@ -293,7 +300,7 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         local_gpu_index,
         shard_bounds,
     )
-    from gpucat.train import accuracy, params_to_host, predict_proba
+    from gpucat.train import accuracy, params_to_host, predict_proba, summarize
 
     if args.checkpoint_every and not (args.checkpoint or args.resume):
         raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
@@ -313,10 +320,7 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         flush=True,
     )
 
-    def log(i: int, cost: float, v: float | None) -> None:
-        extra = f", validation cost {v:.6f}" if v is not None else ""
-        say(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
-
+    log = _cost_logger(say)
     result = fit_distributed(
         comm,
         backend,
@@ -351,31 +355,16 @@ def _train_distributed(args: argparse.Namespace, config) -> None:
         predict_proba(backend, result.params, test_set.X, config.dtype), test_set.Y
     )
     summary = {
-        "device": backend.label,
-        "backend": backend.name,
-        "dtype": config.dtype,
-        "solver": "distributed",
+        **summarize(backend, config, result),
         "processes": size,
         "threads": threads,
         "reduce": result.reduce_how,
-        "layers": list(config.layers),
-        "learning_rate": config.learning_rate,
-        "iterations": config.iterations,
-        "seed": config.seed,
-        "costs": [[i, c] for i, c in result.costs],
-        "validation_costs": [[i, c] for i, c in result.val_costs],
-        "best_iteration": result.best_iteration,
-        "stopped_early": result.stopped_early,
-        "iterations_done": result.iterations_done,
-        "final_cost": result.costs[-1][1],
         "train_accuracy": train_correct / m,
         "train_correct": train_correct,
         "train_examples": m,
         "test_accuracy": test_acc,
         "test_correct": test_correct,
         "test_examples": test_set.m,
-        "seconds": result.seconds,
-        "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
     }
     say(f"Train accuracy: {train_correct / m:.4f} ({train_correct}/{m})")
     say(f"Test accuracy: {test_acc:.4f} ({test_correct}/{test_set.m})")

@@ -17,18 +17,26 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from gpucat import network
 from gpucat.backend import Backend
+from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.network import Grad, Layer
 from gpucat.optim import make_optimizer
 from gpucat.solvers import DROPOUT, SHUFFLE, host_rng
+from gpucat.train import (
+    TrainResult,
+    check_cost,
+    check_resume,
+    params_to_device,
+    params_to_host,
+)
 
 
 def init_mpi():
@@ -107,15 +115,11 @@ def _copy_into(host: np.ndarray, buf) -> np.ndarray:
 
 
 @dataclass
-class DistributedResult:
-    params: list[Layer]
-    costs: list[tuple[int, float]] = field(default_factory=list)
-    seconds: float = 0.0
+class DistributedResult(TrainResult):
+    """A TrainResult plus how the gradients crossed between ranks."""
+
+    solver: str = "distributed"
     reduce_how: str = ""
-    val_costs: list[tuple[int, float]] = field(default_factory=list)
-    best_iteration: int | None = None
-    stopped_early: bool = False
-    iterations_done: int = 0
 
 
 def fit_distributed(
@@ -140,9 +144,6 @@ def fit_distributed(
     validation cost is reduced like the training cost, so every rank takes the same
     early-stopping decisions and keeps the same best parameters. Every rank holds the same
     state, so rank 0 alone writes checkpoints; on ``resume`` every rank reads one."""
-    from gpucat.checkpoint import Progress, load_checkpoint
-    from gpucat.train import _check_resume, params_to_device
-
     config.check()
     xp = backend.xp
     X = backend.asarray(X_host, config.dtype)
@@ -150,7 +151,7 @@ def fit_distributed(
     progress, best, host_init, opt_state = Progress(), None, None, None
     if resume:
         saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
-        _check_resume(config, saved, resume)
+        check_resume(config, saved, resume)
         best = params_to_device(backend, best_host, config.dtype) if best_host else None
     params = params_to_device(
         backend, host_init or network.init_params(list(config.layers), config.seed), config.dtype
@@ -231,8 +232,6 @@ def fit_distributed(
             if config.l2:
                 cost += backend.scalar(network.l2_cost(xp, params, config.l2, m_global))
             first = cost if first is None else first
-            from gpucat.train import check_cost
-
             check_cost(cost, first, i, config.learning_rate)
             result.costs.append((i, cost))
             if v is not None:
@@ -263,9 +262,6 @@ def fit_distributed(
 
 
 def _save(path, backend, config, params, opt, best, result, best_cost, bad) -> None:
-    from gpucat.checkpoint import Progress, save_checkpoint
-    from gpucat.train import params_to_host
-
     progress = Progress(
         result.iterations_done,
         result.costs,

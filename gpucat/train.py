@@ -130,7 +130,7 @@ def fit(
     host_init = init or network.init_params(list(config.layers), config.seed)
     if resume:
         saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
-        _check_resume(config, saved, resume)
+        check_resume(config, saved, resume)
         best = params_to_device(backend, best_host, config.dtype) if best_host else None
     params = params_to_device(backend, host_init, config.dtype)
     needs_params = bool(config.validation or checkpoint_every or resume)
@@ -211,7 +211,7 @@ def _write_checkpoint(path, backend, config, solver, best, progress) -> None:
     )
 
 
-def _check_resume(config: TrainConfig, saved: dict, path: str) -> None:
+def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
     """A resumed run must use the recipe it was started with (the length may change)."""
     now = config.to_dict()
     diff = [k for k in now if k not in ("iterations", "log_every") and now[k] != saved.get(k)]
@@ -223,17 +223,9 @@ def _check_resume(config: TrainConfig, saved: dict, path: str) -> None:
         )
 
 
-def run_recipe(
-    backend: Backend,
-    config: TrainConfig,
-    train_set: Dataset,
-    test_set: Dataset,
-    on_log: Callable[[int, float, float | None], None] | None = None,
-    **fit_options,
-) -> tuple[TrainResult, dict]:
-    """Train on train_set, score both sets; returns the result and a JSON-ready summary."""
-    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log, **fit_options)
-    summary = {
+def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dict:
+    """The JSON-ready record of a run: recipe, device, logged costs, timing."""
+    return {
         "device": backend.label,
         "backend": backend.name,
         "dtype": config.dtype,
@@ -251,6 +243,19 @@ def run_recipe(
         "seconds": result.seconds,
         "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
     }
+
+
+def run_recipe(
+    backend: Backend,
+    config: TrainConfig,
+    train_set: Dataset,
+    test_set: Dataset,
+    on_log: Callable[[int, float, float | None], None] | None = None,
+    **fit_options,
+) -> tuple[TrainResult, dict]:
+    """Train on train_set, score both sets; returns the result and a JSON-ready summary."""
+    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log, **fit_options)
+    summary = summarize(backend, config, result)
     flags = network.dead_layers(
         backend.xp, result.params, backend.asarray(train_set.X, config.dtype)
     )
