@@ -20,6 +20,12 @@ TRAIN_FILE = "train_catvnoncat.h5"
 TEST_FILE = "test_catvnoncat.h5"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FETCH_HINT = "run `gpucat fetch-data` to download verified copies"
+# The published course files (the same bytes at every pinned download address). The project
+# ships them in data/; they are checked against these whenever they are loaded by name.
+SHA256 = {
+    TRAIN_FILE: "fbe56ab67c3ae28d564e3a644189117976d6b31af0a3ce9bb17dbf22908af242",
+    TEST_FILE: "6a9d39ce52fa85953c5834695b8534a30ed8cfd54971fb2f080b5a24d002b951",
+}
 
 
 @dataclass
@@ -182,7 +188,34 @@ def h5_labels(path: str | os.PathLike) -> np.ndarray:
     return check_labels(labels, labels.size, Path(path))
 
 
+def sha256_of(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_course_file(path: Path) -> None:
+    """The file is the published course file, byte for byte, or a GpucatError says what to do."""
+    if not path.is_file():
+        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
+    digest = sha256_of(path)
+    if digest != SHA256[path.name]:
+        why = _sniff_not_hdf5(path)
+        raise GpucatError(
+            f"{path} {why or 'is not the published course file'} (SHA-256 {digest[:12]}..., "
+            f"expected {SHA256[path.name][:12]}...); delete it and {FETCH_HINT}, or train on "
+            "your own file with --train PATH."
+        )
+
+
 def load_course_data(data_dir: str | os.PathLike | None = None) -> tuple[Dataset, Dataset]:
-    """The training and test sets from the data folder (see ``resolve_data_dir``)."""
+    """The training and test sets from the data folder (see ``resolve_data_dir``), each
+    checked against the published SHA-256 first."""
     folder = resolve_data_dir(data_dir)
+    for name in (TRAIN_FILE, TEST_FILE):
+        check_course_file(folder / name)
     return load_h5(folder / TRAIN_FILE), load_h5(folder / TEST_FILE)

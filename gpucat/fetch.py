@@ -5,13 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gpucat.data import TEST_FILE, TRAIN_FILE, resolve_data_dir
+from gpucat.data import SHA256, TEST_FILE, TRAIN_FILE, resolve_data_dir
 from gpucat.errors import GpucatError
 
-SHA256 = {
-    TRAIN_FILE: "fbe56ab67c3ae28d564e3a644189117976d6b31af0a3ce9bb17dbf22908af242",
-    TEST_FILE: "6a9d39ce52fa85953c5834695b8534a30ed8cfd54971fb2f080b5a24d002b951",
-}
+__all__ = ["SHA256", "base_urls", "fetch_data", "fetch_file"]
 # Pinned commits: the bytes behind these addresses cannot change.
 BASE_URLS = (
     "https://raw.githubusercontent.com/Hiren2002/Logistic-Regression/"

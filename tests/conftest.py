@@ -88,16 +88,18 @@ def course_data():
     return load_course_data(d)
 
 
-def shared_data_dir() -> Path:
-    """The folder holding seed-csv/ and photos/ (GPUCAT_SHARED_DATA, else beside the course data)."""
-    d = os.environ.get("GPUCAT_SHARED_DATA")
-    return Path(d) if d else data_dir().resolve().parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-def shared_file(relative: str) -> Path:
-    p = shared_data_dir() / relative
+def data_file(relative: str) -> Path:
+    """A test file: ``catvnoncat/NAME`` is a course file of the data folder, anything else
+    lies in tests/fixtures (GPUCAT_SHARED_DATA points at another copy of that layout)."""
+    if relative.startswith("catvnoncat/"):
+        p = data_dir() / relative.split("/", 1)[1]
+    else:
+        p = Path(os.environ.get("GPUCAT_SHARED_DATA") or FIXTURES) / relative
     if not p.exists():
-        pytest.fail(f"{p} not found: set GPUCAT_SHARED_DATA to the shared data folder.")
+        pytest.fail(f"{p} not found: tests/fixtures is part of the repository; restore it.")
     return p
 
 

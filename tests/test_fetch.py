@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
-from conftest import run_gpucat, shared_file
+from conftest import run_gpucat, data_file
 
 from gpucat import fetch
 from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
@@ -38,7 +41,7 @@ def serve(tmp_path):
 def good_copy(folder):
     folder.mkdir()
     for name in (TRAIN_FILE, TEST_FILE):
-        shutil.copy(shared_file(f"catvnoncat/{name}"), folder / name)
+        shutil.copy(data_file(f"catvnoncat/{name}"), folder / name)
     return folder
 
 
@@ -46,12 +49,51 @@ def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_pinned_checksums_match_the_published_ones():
+def test_embedded_files_are_the_published_ones():
+    """data/ and tests/fixtures hold the published bytes, and gpucat pins the same hashes."""
     sums = dict(
-        reversed(line.split()) for line in shared_file("SHA256SUMS").read_text().splitlines()
+        reversed(line.split()) for line in data_file("SHA256SUMS").read_text().splitlines()
     )
     assert fetch.SHA256[TRAIN_FILE] == sums[f"catvnoncat/{TRAIN_FILE}"]
     assert fetch.SHA256[TEST_FILE] == sums[f"catvnoncat/{TEST_FILE}"]
+    for relative, digest in sums.items():
+        assert sha256(data_file(relative)) == digest, relative
+
+
+def test_train_runs_offline_on_the_embedded_data():
+    """No GPUCAT_DATA_DIR and no reachable download address: data/ is enough."""
+    env = {k: v for k, v in os.environ.items() if k != "GPUCAT_DATA_DIR"}
+    out = subprocess.run(
+        [sys.executable, "-m", "gpucat", "train", "--device", "cpu", "--iterations", "3"],
+        capture_output=True,
+        text=True,
+        env={**env, "GPUCAT_DATA_URL": "http://127.0.0.1:9/"},  # nothing listens on port 9
+        cwd=tmp_cwd(),
+    )
+    assert out.returncode == 0, out.stderr
+    assert "downloading" not in out.stderr and "209 examples" in out.stdout
+    assert "/209)" in out.stdout and "/50)" in out.stdout  # both embedded files were read
+
+
+def tmp_cwd() -> str:
+    """Somewhere other than the project root, so that data/ is found from the package."""
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def test_a_changed_course_file_is_refused(tmp_path, capsys):
+    """One flipped byte in a course file: a clear error naming it, not a different result."""
+    from gpucat.cli import main
+
+    d = good_copy(tmp_path / "d")
+    raw = bytearray((d / TEST_FILE).read_bytes())
+    raw[-100] ^= 0xFF
+    (d / TEST_FILE).write_bytes(bytes(raw))
+    assert main(["train", "--device", "cpu", "--iterations", "1", "--data-dir", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert str(d / TEST_FILE) in err and "not the published course file" in err
+    assert "gpucat fetch-data" in err and "Traceback" not in err
 
 
 def test_download_and_verify(tmp_path, serve, monkeypatch):

@@ -8,7 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from conftest import RTOL, rel_err, run_gpucat, shared_file
+from conftest import RTOL, rel_err, run_gpucat, data_file
 from PIL import Image
 
 from gpucat.cli import main
@@ -62,7 +62,7 @@ def test_html_page_saved_as_h5(tmp_path, capsys, trained_model):
 
 
 def test_truncated_download(tmp_path, capsys, trained_model):
-    src = shared_file("catvnoncat/test_catvnoncat.h5").read_bytes()
+    src = data_file("catvnoncat/test_catvnoncat.h5").read_bytes()
     cut = tmp_path / "test_catvnoncat.h5"
     cut.write_bytes(src[: len(src) // 2])
     evaluate_fails(
@@ -261,18 +261,18 @@ def test_labelled_and_unlabelled_folders(tmp_path):
     for sub, files in (("cat", ["chelsea.png"]), ("non-cat", ["coffee.png", "rocket.jpg"])):
         (tmp_path / "lab" / sub).mkdir(parents=True)
         for f in files:
-            shutil.copy(shared_file(f"photos/{f}"), tmp_path / "lab" / sub / f)
+            shutil.copy(data_file(f"photos/{f}"), tmp_path / "lab" / sub / f)
     ds = load_input(tmp_path / "lab", require_labels=True)
     assert ds.m == 3 and ds.Y.tolist() == [[1.0, 0.0, 0.0]]
     assert ds.names == ["cat/chelsea.png", "non-cat/coffee.png", "non-cat/rocket.jpg"]
-    un = load_input(shared_file("photos"))
+    un = load_input(data_file("photos"))
     assert un.Y is None and un.m == 4
 
 
 def test_predict_real_photos_on_every_backend(backend, trained_model):
     """The pipeline on photos from outside the data set: shape, range, same on every backend."""
     model = load_model(trained_model)
-    ds = load_input(shared_file("photos"))
+    ds = load_input(data_file("photos"))
     assert ds.X.shape == (12288, 4) and 0.0 <= ds.X.min() and ds.X.max() <= 1.0
     from gpucat.backend import get_backend
 
@@ -280,7 +280,7 @@ def test_predict_real_photos_on_every_backend(backend, trained_model):
     got = probabilities(backend, model, ds, "float64", "m")
     assert ((got > 0) & (got < 1)).all()
     assert rel_err(got, on_cpu) <= RTOL["float64"]
-    again = probabilities(backend, model, load_input(shared_file("photos")), "float64", "m")
+    again = probabilities(backend, model, load_input(data_file("photos")), "float64", "m")
     np.testing.assert_array_equal(got, again)  # deterministic
 
 
@@ -291,7 +291,7 @@ def test_predict_cli_json_on_a_photo(trained_model):
         str(trained_model),
         "--device",
         "cpu",
-        str(shared_file("photos/chelsea.png")),
+        str(data_file("photos/chelsea.png")),
         "--json",
     )
     assert out.returncode == 0, out.stderr
@@ -309,7 +309,7 @@ def test_evaluate_json_and_mislabeled_grid(tmp_path, trained_model, course_data)
         "--model",
         str(trained_model),
         "--data",
-        str(shared_file("catvnoncat/test_catvnoncat.h5")),
+        str(data_file("catvnoncat/test_catvnoncat.h5")),
         "--json",
         "--mislabeled",
         str(png),

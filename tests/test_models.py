@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import reference_impl as ref
-from conftest import RTOL, rel_err, shared_file
+from conftest import RTOL, rel_err, data_file
 
 from gpucat import backend as backend_mod
 from gpucat import models
@@ -85,7 +85,7 @@ def test_seed_json_model_on_seed_csv_matches_independent_computation(tmp_path, t
     from conftest import run_gpucat
 
     models.save_model(tmp_path / "seed.json", models.load_model(trained_model))
-    csv_path = shared_file("seed-csv/test_set.csv")
+    csv_path = data_file("seed-csv/test_set.csv")
     out = run_gpucat(
         "evaluate", "--model", str(tmp_path / "seed.json"), "--data", str(csv_path), "--json"
     )
@@ -181,7 +181,7 @@ def test_json_that_is_not_a_model(tmp_path, content, message, capsys):
 
     path = tmp_path / "notamodel.json"
     path.write_text(content)
-    csv_path = shared_file("seed-csv/test_set.csv")
+    csv_path = data_file("seed-csv/test_set.csv")
     assert main(["evaluate", "--model", str(path), "--data", str(csv_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gpucat: error:") and str(path) in err and message in err
@@ -197,7 +197,7 @@ def test_model_input_size_must_match_data(tmp_path, capsys):
                 "predict",
                 "--model",
                 str(tmp_path / "small.safetensors"),
-                str(shared_file("photos/chelsea.png")),
+                str(data_file("photos/chelsea.png")),
             ]
         )
         == 2
@@ -208,6 +208,6 @@ def test_model_input_size_must_match_data(tmp_path, capsys):
 
 def test_csv_loader_matches_h5(course_data):
     _, test = course_data
-    ds = load_csv(shared_file("seed-csv/test_set.csv"))
+    ds = load_csv(data_file("seed-csv/test_set.csv"))
     np.testing.assert_array_equal(ds.X, test.X)
     np.testing.assert_array_equal(ds.Y, test.Y)
