@@ -35,6 +35,11 @@ class Backend:
     def is_gpu(self) -> bool:
         return self.name == "cupy"
 
+    @property
+    def flag(self) -> str:
+        """The ``--device`` value (and ``device=`` argument) that selects this backend."""
+        return {"numpy": "cpu", "cupy": "gpu"}.get(self.name, self.name)
+
     def asarray(self, host: np.ndarray, dtype: str | None = None) -> Any:
         """Copy a host (NumPy) array to this device, optionally casting it."""
         if dtype is not None:
@@ -153,10 +158,10 @@ def _strict_backend() -> Backend:
     )
 
 
-def gpu_available() -> bool:
-    """True when CuPy imports and a CUDA device runs a kernel."""
+def gpu_available(index: int = 0) -> bool:
+    """True when CuPy imports and CUDA device ``index`` runs a kernel."""
     try:
-        _cupy_backend()
+        _cupy_backend(index)
     except GpucatError:
         return False
     return True
@@ -173,10 +178,13 @@ def get_backend(device: str | None = None, gpu_index: int = 0) -> Backend:
         return _numpy_backend()
     if device == "gpu":
         return _cupy_backend(gpu_index)
-    if device == "auto":
-        return _cupy_backend(gpu_index) if gpu_available() else _numpy_backend()
+    if device == "auto":  # probe this process's own GPU only: never open a context on another
+        return _cupy_backend(gpu_index) if gpu_available(gpu_index) else _numpy_backend()
     if device == "strict":
         return _strict_backend()
+    aliases = {"numpy": "cpu", "cupy": "gpu", "cuda": "gpu"}
+    if device in aliases:
+        return get_backend(aliases[device], gpu_index)
     raise GpucatError(f"unknown device {device!r}: choose one of auto, cpu, gpu.")
 
 

@@ -11,6 +11,12 @@
         Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
         alternating A B A B ..., training seconds from each JSON; medians and the ratio.
 
+    python scripts/benchmark.py recipe [--devices gpu] [--runs 3] [--out F.json]
+        The reference recipe on the real data in one process: every solver in both dtypes on
+        each device, and PyTorch eager (and, on CUDA, replayed as a CUDA graph) beside it;
+        a warm-up run first, then the median of --runs training times. Each run's logged
+        costs are compared with NumPy float64 (direct solver).
+
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, pin older BLAS kernels than a user's
 machine would pick: this script removes both, for every side of every comparison.
 """
@@ -30,6 +36,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SOLVERS = ("direct", "gram")  # the exact full-batch solvers (gpucat/solvers.py)
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -116,40 +123,46 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) 
     }
 
 
-def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
+def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False) -> dict:
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from torch_baseline import build
+    from torch_baseline import build, make_step
 
-    model, Xt, Yt, loss_fn, opt = build(X, Y, sizes, 0.0075, dtype, device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(Xt), Yt).backward()
-        opt.step()
-
+    step = make_step(*build(X, Y, sizes, 0.0075, dtype, device), graph=graph)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     ms = time_steps(step, sync, repeats, per_repeat)
     return {
         "impl": f"torch-{device}",
-        "solver": "autograd",
+        "solver": "cuda-graph" if graph else "eager",
         "ms_per_iteration": ms,
         "setup_ms": 0.0,
         "device": device,
     }
 
 
-def sweep(args) -> None:
+def selected_backends(devices: str) -> list:
+    """The usable backends among --devices: cpu, gpu or all."""
     from gpucat.backend import available_backends
+
+    return [b for b in available_backends() if devices == "all" or b.flag == devices]
+
+
+def torch_devices(devices: str) -> list[tuple[str, bool]]:
+    """(device, graph) pairs for the PyTorch baseline: eager on each device, graph on CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    out = [("cpu", False)] if devices in ("cpu", "all") else []
+    if devices in ("gpu", "all") and torch.cuda.is_available():
+        out += [("cuda", False), ("cuda", True)]
+    return out
+
+
+def sweep(args) -> None:
     from gpucat.solvers import gram_bytes
 
-    try:
-        import torch  # noqa: F401
-
-        have_torch = True
-    except ImportError:
-        have_torch = False
     ms_list = [209, 1000] if args.quick else [209, 1000, 5000, 20000]
     widths = [20] if args.quick else [20, 100, 400]
     cases = [(m, 20) for m in ms_list] + [(209, w) for w in widths if w != 20]
@@ -160,8 +173,8 @@ def sweep(args) -> None:
         # big problems take long per step: fewer steps per repeat keeps the sweep bounded
         per_repeat = max(1, min(20, int(20 * 1000 / m)))
         for dtype in ("float32", "float64"):
-            for backend in available_backends():
-                for solver in ("direct", "gram"):
+            for backend in selected_backends(args.devices):
+                for solver in SOLVERS:
                     if solver == "gram" and (
                         m >= 12288 or gram_bytes(m) > 0.25 * backend.free_memory()
                     ):
@@ -169,14 +182,10 @@ def sweep(args) -> None:
                     r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
                     rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
                     print(json.dumps(rows[-1]), flush=True)
-            if have_torch:
-                import torch
-
-                devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-                for dev in devices:
-                    r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev)
-                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
-                    print(json.dumps(rows[-1]), flush=True)
+            for dev, graph in torch_devices(args.devices):
+                r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
+                rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
+                print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
@@ -292,6 +301,106 @@ def vs_torch(args) -> None:
     print(json.dumps(result))
 
 
+def recipe(args) -> dict:
+    """The reference recipe on the real data: every solver, both dtypes, each device, and
+    PyTorch beside it, in one process; medians of --runs after a warm-up run of each."""
+    from gpucat import data
+    from gpucat.backend import get_backend
+    from gpucat.train import TrainConfig, accuracy, fit, predict_proba
+
+    train, test = data.load_course_data(args.data_dir)
+    iters = args.iterations
+    rel = lambda a, b: max(abs(x - y) / abs(y) for (_, x), (_, y) in zip(a, b))  # noqa: E731
+    ref = fit(
+        get_backend("cpu"),
+        TrainConfig(iterations=iters, dtype="float64", solver="direct"),
+        train.X,
+        train.Y,
+    )
+    rows = []
+    for backend in selected_backends(args.devices):
+        for dtype in ("float32", "float64"):
+            for solver in SOLVERS:
+                config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
+                fit(
+                    backend,
+                    TrainConfig(iterations=20, dtype=dtype, solver=solver),
+                    train.X,
+                    train.Y,
+                )
+                runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
+                r = runs[-1]
+                correct = [
+                    accuracy(predict_proba(backend, r.params, ds.X, dtype), ds.Y)[1]
+                    for ds in (train, test)
+                ]
+                rows.append(
+                    {
+                        "impl": f"gpucat-{backend.name}",
+                        "device": backend.label,
+                        "dtype": dtype,
+                        "solver": r.solver,
+                        "seconds": [x.seconds for x in runs],
+                        "median_s": statistics.median(x.seconds for x in runs),
+                        "cost_0": r.costs[0][1],
+                        "max_rel_cost_deviation_vs_numpy_float64": rel(r.costs, ref.costs),
+                        "train_correct": correct[0],
+                        "test_correct": correct[1],
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    if not args.no_torch:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from torch_baseline import train_torch
+
+        for dev, graph in torch_devices(args.devices):
+            for dtype in ("float32", "float64"):
+
+                def run(n, dtype=dtype, dev=dev, graph=graph):
+                    return train_torch(
+                        train.X, train.Y, (12288, 20, 7, 5, 1), 0.0075, n, dtype, dev, graph=graph
+                    )
+
+                run(20)  # warm-up
+                runs = [run(iters) for _ in range(args.runs)]
+                rows.append(
+                    {
+                        "impl": f"torch-{dev}",
+                        "device": dev,
+                        "dtype": dtype,
+                        "solver": "cuda-graph" if graph else "eager",
+                        "seconds": [x["seconds"] for x in runs],
+                        "median_s": statistics.median(x["seconds"] for x in runs),
+                        "cost_0": runs[-1]["costs"][0][1],
+                        "max_rel_cost_deviation_vs_numpy_float64": rel(
+                            runs[-1]["costs"], ref.costs
+                        ),
+                        "train_correct": round(runs[-1]["train_accuracy"] * train.m),
+                        "test_correct": None,
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    for r in rows:
+        r["ms_per_iteration"] = 1000 * r["median_s"] / iters
+    doc = {"machine": machine_info(), "iterations": iters, "runs": args.runs, "rows": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    print_recipe_table(rows)
+    return doc
+
+
+def print_recipe_table(rows) -> None:
+    head = f"{'impl':14} {'device':28} {'dtype':8} {'solver':10} {'median s':>9} {'ms/it':>8} {'cost dev':>9} {'train':>6} {'test':>5}"
+    print(head)
+    for r in rows:
+        print(
+            f"{r['impl']:14} {r['device'][:28]:28} {r['dtype']:8} {r['solver']:10} "
+            f"{r['median_s']:9.4f} {r['ms_per_iteration']:8.4f} "
+            f"{r['max_rel_cost_deviation_vs_numpy_float64']:9.1e} {r['train_correct']!s:>6} "
+            f"{r['test_correct']!s:>5}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -299,6 +408,14 @@ def main() -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
     s.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
+    s.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
+    r = sub.add_parser("recipe")
+    r.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
+    r.add_argument("--iterations", type=int, default=2500)
+    r.add_argument("--runs", type=int, default=3)
+    r.add_argument("--no-torch", action="store_true")
+    r.add_argument("--data-dir", default=None)
+    r.add_argument("--out", default=None, help="write the JSON here")
     v = sub.add_parser("vs-torch")
     v.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     v.add_argument("--solver", default="direct", choices=("auto", "direct", "gram"))
@@ -308,7 +425,7 @@ def main() -> None:
     args = p.parse_args()
     if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
         os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
-    sweep(args) if args.cmd == "sweep" else vs_torch(args)
+    {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe}[args.cmd](args)
 
 
 if __name__ == "__main__":

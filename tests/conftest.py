@@ -20,19 +20,24 @@ RTOL = {"float64": 1e-12, "float32": 1e-5}
 
 BACKENDS = ["numpy", "strict", "cupy"]
 
+# On a GPU machine a CuPy parameter that skips is a broken install, not a pass:
+# GPUCAT_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) turns every such skip into a failure.
+REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
+
+
+def _unavailable(why: str):
+    if REQUIRE_GPU:
+        pytest.fail(f"GPUCAT_REQUIRE_GPU is set but {why}")
+    pytest.skip(why)
+
 
 def _make_backend(name: str) -> backend_mod.Backend:
     if name == "numpy":
         return backend_mod.get_backend("cpu")
-    if name == "strict":
-        pytest.importorskip("array_api_strict", reason="array-api-strict is a test dependency")
-        return backend_mod.get_backend("strict")
-    if not backend_mod.gpu_available():
-        try:
-            backend_mod.get_backend("gpu")
-        except Exception as e:  # the shim's own words say why
-            pytest.skip(f"CuPy backend unavailable: {e}")
-    return backend_mod.get_backend("gpu")
+    try:
+        return backend_mod.get_backend("strict" if name == "strict" else "gpu")
+    except backend_mod.GpucatError as e:  # the shim's own words say why
+        _unavailable(f"{name} backend unavailable: {e}")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import mpi4py  # noqa: F401  (a test dependency: a missing MPI is a failure, not a skip)
 import numpy as np
 import pytest
 from conftest import data_dir, rel_err
@@ -19,8 +20,6 @@ from gpucat.distributed import shard_bounds
 from gpucat.errors import GpucatError
 from gpucat.models import load_model
 from gpucat.train import TrainConfig, fit, params_to_host
-
-pytest.importorskip("mpi4py", reason="mpi4py (and an MPI runtime) come with the test extra")
 
 
 def mpiexec() -> str:

@@ -36,7 +36,7 @@ def test_estimator_equals_the_trainer(backend, course_data):
         optimizer="adam",
         learning_rate=0.001,
         batch_size=64,
-        device=backend.name if backend.name != "numpy" else "cpu",
+        device=backend.flag,
     )
     clf.fit(train.images, train.Y.ravel())
     ref = fit(
@@ -70,7 +70,7 @@ def test_get_set_params_and_errors():
 
 
 def test_pipeline_and_cross_val_score(course_data):
-    sklearn = pytest.importorskip("sklearn", reason="scikit-learn is a test dependency")
+    import sklearn
     from sklearn.base import clone
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline

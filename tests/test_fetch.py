@@ -12,7 +12,7 @@ import sys
 import threading
 
 import pytest
-from conftest import run_gpucat, data_file
+from conftest import data_file, run_gpucat
 
 from gpucat import fetch
 from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
@@ -51,9 +51,7 @@ def sha256(path) -> str:
 
 def test_embedded_files_are_the_published_ones():
     """data/ and tests/fixtures hold the published bytes, and gpucat pins the same hashes."""
-    sums = dict(
-        reversed(line.split()) for line in data_file("SHA256SUMS").read_text().splitlines()
-    )
+    sums = dict(reversed(line.split()) for line in data_file("SHA256SUMS").read_text().splitlines())
     assert fetch.SHA256[TRAIN_FILE] == sums[f"catvnoncat/{TRAIN_FILE}"]
     assert fetch.SHA256[TEST_FILE] == sums[f"catvnoncat/{TEST_FILE}"]
     for relative, digest in sums.items():

@@ -8,7 +8,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from conftest import RTOL, rel_err, run_gpucat, data_file
+from conftest import RTOL, data_file, rel_err, run_gpucat
 from PIL import Image
 
 from gpucat.cli import main

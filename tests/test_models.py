@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 import reference_impl as ref
-from conftest import RTOL, rel_err, data_file
+from conftest import RTOL, data_file, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat import models
