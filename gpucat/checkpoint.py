@@ -3,7 +3,7 @@
 One safetensors file (written atomically): the parameters, the optimizer's state, the best
 parameters so far (early stopping), and as metadata the recipe, the next iteration, the
 logged costs and the early-stopping counters. The random streams are counter-based
-(solvers.host_rng), so the iteration number is their whole state.
+(sources.host_rng), so the iteration number is their whole state.
 """
 
 from __future__ import annotations

@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint; ends exactly where an uninterrupted run would",
     )
     t.add_argument(
+        "--train",
+        default=None,
+        metavar="PATH",
+        help="train on this data: a course-layout .h5, the original .csv, or a folder with "
+        "cat/ and non-cat/ subfolders (default: the course training set)",
+    )
+    t.add_argument(
+        "--test",
+        default=None,
+        metavar="PATH",
+        help="score the trained model on this labelled data too (default: the course test "
+        "set when --train is not given, else none)",
+    )
+    t.add_argument(
         "--data-dir",
         default=None,
         help="folder with train_catvnoncat.h5 and test_catvnoncat.h5 "
@@ -169,9 +183,31 @@ def _check_writable(*paths: str | None) -> None:
             raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
 
 
+def _training_data(args: argparse.Namespace, can_fetch: bool):
+    """(training set, test set or None): --train / --test, else the course files (downloaded
+    first when they are missing and ``can_fetch``)."""
+    from gpucat import data
+    from gpucat.inputs import load_input
+
+    if args.train:
+        if args.data_dir:
+            raise GpucatError("--data-dir names the course files; drop it when giving --train.")
+        test = load_input(args.test, require_labels=True) if args.test else None
+        return load_input(args.train, require_labels=True), test
+    folder = data.resolve_data_dir(args.data_dir)
+    if can_fetch and not all((folder / n).exists() for n in (data.TRAIN_FILE, data.TEST_FILE)):
+        from gpucat.fetch import fetch_data
+
+        print(f"Course data not found in {folder}; downloading it.", file=sys.stderr, flush=True)
+        fetch_data(folder)
+    train_set, test_set = data.load_course_data(folder)
+    return train_set, (load_input(args.test, require_labels=True) if args.test else test_set)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    from gpucat import data, models
+    from gpucat import models
     from gpucat.backend import get_backend
+    from gpucat.reducers import LOCAL
     from gpucat.train import TrainConfig, params_to_host, run_recipe
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
@@ -184,49 +220,54 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig(**given)
     config.check()
     _check_writable(args.out, args.plot, args.checkpoint)
-    if args.distributed:
-        return _train_distributed(args, config)
+    if args.checkpoint_every and not (args.checkpoint or args.resume):
+        raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
     if args.plot:
         from gpucat.plots import _pyplot
 
         _pyplot()  # a missing matplotlib is reported before training, not after
-    backend = get_backend(args.device)
-    folder = data.resolve_data_dir(args.data_dir)
-    if not all((folder / n).exists() for n in (data.TRAIN_FILE, data.TEST_FILE)):
-        from gpucat.fetch import fetch_data
+    reducer, threads = LOCAL, None
+    if args.distributed:
+        from gpucat.distributed import setup
 
-        print(f"Course data not found in {folder}; downloading it.", file=sys.stderr, flush=True)
-        fetch_data(folder)
-    train_set, test_set = data.load_course_data(folder)
-    print(
-        f"Training {'-'.join(map(str, config.layers))} on {backend.label}, {config.dtype}, "
+        reducer, backend, threads = setup(args.device)
+    else:
+        backend = get_backend(args.device)
+    say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
+    train_set, test_set = _training_data(args, can_fetch=not args.distributed)
+    where = backend.label if reducer.size == 1 else f"{reducer.size} processes ({threads})"
+    say(
+        f"Training {'-'.join(map(str, config.layers))} on {where}, {config.dtype}, "
         f"{config.iterations} iterations, learning rate {config.learning_rate:g}, "
-        f"{train_set.m} examples",
+        f"{train_set.m} examples from {train_set.source}",
         flush=True,
     )
-
-    log = _cost_logger(print)
-    checkpoint = args.checkpoint or (args.resume if args.checkpoint_every else None)
     result, summary = run_recipe(
         backend,
         config,
         train_set,
         test_set,
-        on_log=log,
-        checkpoint=checkpoint,
+        on_log=_cost_logger(say),
+        reducer=reducer,
+        checkpoint=args.checkpoint or (args.resume if args.checkpoint_every else None),
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
     )
+    if not reducer.is_root:
+        return
+    if threads:
+        summary["threads"] = threads
     if result.stopped_early:
         print(
             f"Early stopping after iteration {result.iterations_done - 1}; restored the "
             f"parameters of iteration {result.best_iteration} (best validation cost)"
         )
     for name in ("train", "test"):
-        print(
-            f"{name.capitalize()} accuracy: {summary[name + '_accuracy']:.4f} "
-            f"({summary[name + '_correct']}/{summary[name + '_examples']})"
-        )
+        if f"{name}_accuracy" in summary:
+            print(
+                f"{name.capitalize()} accuracy: {summary[name + '_accuracy']:.4f} "
+                f"({summary[name + '_correct']}/{summary[name + '_examples']})"
+            )
     if summary["dead_layers"]:
         print(
             f"gpucat: warning: every unit of hidden layer {summary['dead_layers'][0]} is inactive "
@@ -234,14 +275,16 @@ def cmd_train(args: argparse.Namespace) -> None:
             "(a 'dead' ReLU network). Try another --seed or a smaller --learning-rate.",
             file=sys.stderr,
         )
-    print(f"Device: {backend.label}, solver: {result.solver}")
+    print(f"Device: {backend.label}, solver: {result.solver}, gradients: {result.reduce_how}")
     print(
         f"Training time: {result.seconds:.3f} s "
         f"({summary['ms_per_iteration']:.3f} ms/iteration, device synchronized)"
     )
 
     if args.out:
-        result_meta = {k: summary[k] for k in ("train_accuracy", "test_accuracy", "final_cost")}
+        result_meta = {
+            k: summary[k] for k in ("train_accuracy", "test_accuracy", "final_cost") if k in summary
+        }
         meta = {"recipe": config.to_dict(), "device": backend.label, "result": result_meta}
         models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
         print(f"Saved model to {args.out}")
@@ -256,129 +299,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         )
         print(f"Saved cost curve to {args.plot}")
 
-    if args.json:
-        print(json.dumps({**summary, "model": args.out}))
-
-
-def _distributed_shards(data, train_file, config, size: int, rank: int):
-    """This rank's training shard, its first position, the global training count, its part
-    of the validation set and the validation count: the same examples, in the same order,
-    as a single process trains on (validation held out first, then mirrored copies)."""
-    import numpy as np
-
-    from gpucat.distributed import shard_bounds
-    from gpucat.train import mirrored, stratified_split
-
-    m_file = data.h5_length(train_file)
-    rows, val_rows = np.arange(m_file), np.zeros(0, dtype=np.int64)
-    if config.validation:
-        rows, val_rows = stratified_split(
-            data.h5_labels(train_file), config.validation, config.seed
-        )
-    n_train = rows.size
-    m = n_train * (2 if config.flip else 1)
-    start, stop = shard_bounds(m, size, rank)
-    positions = np.arange(start, stop)
-    plain = data.load_h5(train_file, rows=rows[positions[positions < n_train]])
-    X, Y = plain.X, plain.Y
-    if config.flip:  # positions past n_train are mirrored copies of the training rows
-        flipped = data.load_h5(train_file, rows=rows[positions[positions >= n_train] - n_train])
-        X = np.concatenate([X, mirrored(flipped.X)], axis=1)
-        Y = np.concatenate([Y, flipped.Y], axis=1)
-    val = data.load_h5(train_file, rows=np.array_split(val_rows, size)[rank])
-    return data.Dataset(X, Y, str(train_file)), start, m, val, val_rows.size
-
-
-def _train_distributed(args: argparse.Namespace, config) -> None:
-    """`mpiexec -n N gpucat train --distributed`: every rank trains on its shard."""
-    from gpucat import data, models
-    from gpucat.backend import get_backend
-    from gpucat.distributed import (
-        fit_distributed,
-        init_mpi,
-        limit_blas_threads,
-        local_gpu_index,
-        shard_bounds,
-    )
-    from gpucat.train import accuracy, params_to_host, predict_proba, summarize
-
-    if args.checkpoint_every and not (args.checkpoint or args.resume):
-        raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
-    comm = init_mpi()
-    rank, size = comm.Get_rank(), comm.Get_size()
-    say = print if rank == 0 else (lambda *a, **k: None)
-    backend = get_backend(args.device, gpu_index=local_gpu_index(comm))
-    threads = limit_blas_threads(comm) if backend.name == "numpy" else "one GPU per rank"
-    folder = data.resolve_data_dir(args.data_dir)
-    train_file = folder / data.TRAIN_FILE
-    shard, start, m, val, n_val = _distributed_shards(data, train_file, config, size, rank)
-    test_set = data.load_h5(folder / data.TEST_FILE)
-    say(
-        f"Training {'-'.join(map(str, config.layers))} on {size} processes ({backend.label} on "
-        f"rank 0), {config.dtype}, {config.iterations} iterations, {m} examples in shards of "
-        f"{m // size}-{-(-m // size)}; {threads}",
-        flush=True,
-    )
-
-    log = _cost_logger(say)
-    result = fit_distributed(
-        comm,
-        backend,
-        config,
-        shard.X,
-        shard.Y,
-        m,
-        start,
-        on_log=log,
-        X_val=val.X,
-        Y_val=val.Y,
-        n_val=n_val,
-        checkpoint=args.checkpoint or args.resume,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-    )
-    if result.stopped_early:
-        say(
-            f"Early stopping after iteration {result.iterations_done - 1}; restored the "
-            f"parameters of iteration {result.best_iteration} (best validation cost)"
-        )
-    # accuracy over the whole training file, as a single process reports it
-    m = data.h5_length(train_file)
-    shard = data.load_h5(train_file, rows=slice(*shard_bounds(m, size, rank)))
-    say(f"Gradients all-reduced in one buffer per iteration: {result.reduce_how}")
-    p = predict_proba(backend, result.params, shard.X, config.dtype)
-    local_correct = accuracy(p, shard.Y)[1]
-    from mpi4py import MPI
-
-    train_correct = comm.allreduce(local_correct, op=MPI.SUM)
-    test_acc, test_correct = accuracy(
-        predict_proba(backend, result.params, test_set.X, config.dtype), test_set.Y
-    )
-    summary = {
-        **summarize(backend, config, result),
-        "processes": size,
-        "threads": threads,
-        "reduce": result.reduce_how,
-        "train_accuracy": train_correct / m,
-        "train_correct": train_correct,
-        "train_examples": m,
-        "test_accuracy": test_acc,
-        "test_correct": test_correct,
-        "test_examples": test_set.m,
-    }
-    say(f"Train accuracy: {train_correct / m:.4f} ({train_correct}/{m})")
-    say(f"Test accuracy: {test_acc:.4f} ({test_correct}/{test_set.m})")
-    say(f"Training time: {result.seconds:.3f} s ({summary['ms_per_iteration']:.3f} ms/iteration)")
-    if rank != 0:
-        return
-    if args.out:
-        meta = {"recipe": config.to_dict(), "device": backend.label, "processes": size}
-        models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
-        print(f"Saved model to {args.out}")
-    if args.plot:
-        from gpucat.plots import plot_costs
-
-        plot_costs(args.plot, {f"{size} processes": result.costs}, "gpucat --distributed")
     if args.json:
         print(json.dumps({**summary, "model": args.out}))
 

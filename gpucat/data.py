@@ -1,7 +1,8 @@
 """Loading and checking the cat / non-cat data: the course h5 files (other formats: inputs.py).
 
-Every loader returns a host ``Dataset``; the trainer moves it to the device once. Any
-problem with a file is a GpucatError that names the file and says what to do.
+Every loader returns a host ``Dataset`` whose examples stay as stored (uint8 pixels); the
+trainer converts them on the device. Any problem with a file is a GpucatError that names the
+file and says what to do.
 """
 
 from __future__ import annotations
@@ -30,20 +31,75 @@ SHA256 = {
 
 @dataclass
 class Dataset:
-    """Images as columns: X (12288, m) in [0, 1] float64, labels Y (1, m) of 0.0 / 1.0."""
+    """Examples as stored, one per row: ``rows`` (m, n_x), uint8 pixels in height-width-channel
+    order (or float features), and labels Y (1, m) of 0.0 / 1.0 (None when unlabelled).
 
-    X: np.ndarray
+    The network's input is ``rows / divisor`` as columns. Training never makes that float
+    matrix on the host: it converts each (mini-)batch on the device (sources.py). ``X``
+    builds it in float64 on demand, for small uses such as tests and references.
+    """
+
+    rows: np.ndarray
     Y: np.ndarray | None
     source: str
-    images: np.ndarray | None = None  # uint8 (m, 64, 64, 3), kept for pictures
     names: list[str] | None = None  # one per example, for reports
+    divisor: float = 255.0  # 255 for 8-bit pixels, 1 for features already scaled
 
     def name(self, k: int) -> str:
         return self.names[k] if self.names else f"{Path(self.source).name}[{k}]"
 
     @property
     def m(self) -> int:
-        return self.X.shape[1]
+        return self.rows.shape[0]
+
+    n = m  # the data-source name for the number of examples
+
+    @property
+    def n_features(self) -> int:
+        return self.rows.shape[1]
+
+    @property
+    def X(self) -> np.ndarray:
+        """float64 (n_x, m) columns: rows / divisor, the reference preprocessing."""
+        X = self.rows.T.astype(np.float64)
+        if self.divisor != 1:
+            X /= self.divisor
+        return X
+
+    @property
+    def images(self) -> np.ndarray | None:
+        """uint8 (m, 64, 64, 3) pictures when the rows are 64x64 RGB images, else None."""
+        if self.n_features != N_FEATURES:
+            return None
+        if self.rows.dtype == np.uint8 and self.divisor == 255:
+            return self.rows.reshape(self.m, *IMAGE_SHAPE)
+        scaled = np.clip(np.round(self.rows * (255.0 / self.divisor)), 0, 255)
+        return scaled.astype(np.uint8).reshape(self.m, *IMAGE_SHAPE)
+
+    def labels(self) -> np.ndarray:
+        """(m,) float64 labels, NaN when unlabelled (the data-source interface: sources.py)."""
+        return np.full(self.m, np.nan) if self.Y is None else self.Y.reshape(-1)
+
+    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, labels) of the examples ``idx`` (the data-source interface)."""
+        return self.rows[idx], self.labels()[idx]
+
+
+def as_rows(images: np.ndarray, path) -> tuple[np.ndarray, float]:
+    """Checked (m, 64, 64, 3) images -> (m, 12288) rows and their divisor: 8-bit values as
+    uint8 / 255; floats already in [0, 1] as they are / 1 (never divided twice); other
+    floats in 0..255 / 255."""
+    m = images.shape[0]
+    if images.dtype == np.uint8:
+        return images.reshape(m, -1), 255.0
+    if np.issubdtype(images.dtype, np.integer):
+        return images.astype(np.uint8).reshape(m, -1), 255.0  # check_images bounds it to 0..255
+    rows = images.reshape(m, -1)
+    if rows.size and rows.max() <= 1.0:
+        return rows, 1.0
+    if np.array_equal(rows, np.round(rows)):
+        return rows.astype(np.uint8), 255.0
+    return rows, 255.0
 
 
 def default_data_dir() -> Path:
@@ -60,12 +116,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
         return Path(data_dir)
     env = os.environ.get("GPUCAT_DATA_DIR")
     return Path(env) if env else default_data_dir()
-
-
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 (m, 64, 64, 3) -> float64 (12288, m): flatten height-width-channel, divide by 255."""
-    m = images.shape[0]
-    return images.reshape(m, -1).T.astype(np.float64) / 255.0
 
 
 def check_labels(y: np.ndarray, m: int, path: Path) -> np.ndarray:
@@ -155,37 +205,13 @@ def _read_h5(path: str | os.PathLike, read):
         ) from None
 
 
-def load_h5(path: str | os.PathLike, rows: slice | np.ndarray | None = None) -> Dataset:
-    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``.
-
-    ``rows`` reads only those examples (a slice, or increasing indices): a data-parallel
-    rank's shard."""
-    sel = rows if rows is not None else slice(None)
-
-    def read(x, y):
-        if isinstance(sel, np.ndarray):
-            if sel.size == 0:  # an empty shard: no examples, the right shapes
-                return np.zeros((0, *x.shape[1:]), x.dtype), np.zeros((0,), y.dtype)
-            return np.asarray(x[sel.tolist()]), np.asarray(y[sel.tolist()])
-        return np.asarray(x[sel]), np.asarray(y[sel])
-
-    images, labels = _read_h5(path, read)
-    if images.shape[0] == 0:
-        return Dataset(np.zeros((N_FEATURES, 0)), np.zeros((1, 0)), str(path), images=images)
+def load_h5(path: str | os.PathLike) -> Dataset:
+    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``."""
+    images, labels = _read_h5(path, lambda x, y: (np.asarray(x[()]), np.asarray(y[()])))
     images = check_images(images, Path(path))
     Y = check_labels(labels, images.shape[0], Path(path))
-    return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8))
-
-
-def h5_length(path: str | os.PathLike) -> int:
-    """The number of examples in a course h5 file, read from its header only."""
-    return _read_h5(path, lambda x, y: int(x.shape[0]))
-
-
-def h5_labels(path: str | os.PathLike) -> np.ndarray:
-    """The labels of a course h5 file as a (1, m) row, without reading the images."""
-    labels = _read_h5(path, lambda x, y: np.asarray(y[()]))
-    return check_labels(labels, labels.size, Path(path))
+    rows, divisor = as_rows(images, path)
+    return Dataset(rows, Y, str(path), divisor=divisor)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -16,13 +16,13 @@ def probabilities(
 ) -> np.ndarray:
     """P(cat) for every example of ds, in input order, computed on the backend."""
     n_in = model.layer_sizes[0]
-    if n_in != ds.X.shape[0]:
+    if n_in != ds.n_features:
         raise GpucatError(
             f"{model_name}: the model takes {n_in} inputs per example but {ds.source} has "
-            f"{ds.X.shape[0]} (64x64 RGB images); use a model trained on this kind of data."
+            f"{ds.n_features} (64x64 RGB images); use a model trained on this kind of data."
         )
     params = params_to_device(backend, model.params, dtype)
-    return predict_proba(backend, params, ds.X, dtype)
+    return predict_proba(backend, params, ds, dtype)
 
 
 def scores(p: np.ndarray, Y: np.ndarray) -> dict:

@@ -18,10 +18,10 @@ from gpucat.data import (
     IMAGE_SHAPE,
     N_FEATURES,
     Dataset,
+    as_rows,
     check_images,
     check_labels,
     load_h5,
-    preprocess,
 )
 from gpucat.errors import GpucatError
 
@@ -72,7 +72,8 @@ def load_csv(path: str | os.PathLike, require_labels: bool = True) -> Dataset:
     images = check_images(px.reshape(-1, *IMAGE_SHAPE), path)
     Y = check_labels(values[:, N_FEATURES], len(px), path) if has_y else None
     names = [f"{path.name}:row{r + 2}" for r in range(len(px))]
-    return Dataset(preprocess(images), Y, str(path), images=images.astype(np.uint8), names=names)
+    rows, divisor = as_rows(images, path)
+    return Dataset(rows, Y, str(path), names=names, divisor=divisor)
 
 
 def _first_bad_cell(path: Path, rows: list[str], n_cols: int) -> str:
@@ -137,7 +138,7 @@ def load_folder(folder: str | os.PathLike) -> Dataset:
     labels = [y for _, y in files]
     Y = None if labels[0] is None else np.asarray(labels, dtype=np.float64).reshape(1, -1)
     names = [str(p.relative_to(folder)) for p, _ in files]
-    return Dataset(preprocess(images), Y, str(folder), images=images, names=names)
+    return Dataset(images.reshape(len(files), -1), Y, str(folder), names=names)
 
 
 def load_input(path: str | os.PathLike, require_labels: bool = False) -> Dataset:
@@ -156,8 +157,7 @@ def load_input(path: str | os.PathLike, require_labels: bool = False) -> Dataset
         elif suffix == ".csv":
             ds = load_csv(path, require_labels=require_labels)
         elif suffix in IMAGE_SUFFIXES:
-            image = load_image(path)[None]
-            ds = Dataset(preprocess(image), None, str(path), images=image, names=[path.name])
+            ds = Dataset(load_image(path).reshape(1, -1), None, str(path), names=[path.name])
         else:
             raise GpucatError(
                 f"{path}: unknown input format; give a course .h5 file, the original program's "

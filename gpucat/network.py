@@ -64,20 +64,30 @@ def sigmoid(xp: Any, Z: Array) -> Array:
     return xp.where(Z >= 0.0, r, e * r)
 
 
-def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
-    """Mean binary cross-entropy of sigmoid(ZL) against Y, as a 0-d array.
+def loss_sum_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
+    """The summed binary cross-entropy of sigmoid(ZL) against Y, as a 0-d array.
 
     -[y log s(z) + (1 - y) log(1 - s(z))] = max(z, 0) - z*y + log(1 + exp(-|z|)),
-    which is finite for any finite logit, however saturated the sigmoid is.
+    which is finite for any finite logit, however saturated the sigmoid is. A sum, not a
+    mean, so that pieces of a data set (chunks, processes) add up before the one division.
     """
-    m = ZL.shape[1]
     losses = xp.maximum(ZL, 0.0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL)))
-    return xp.sum(losses) / m
+    return xp.sum(losses)
+
+
+def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
+    """The cost J: the mean binary cross-entropy over the m columns of ZL."""
+    return loss_sum_from_logits(xp, ZL, Y) / ZL.shape[1]
+
+
+def l2_penalty(xp: Any, params: list[Layer], l2: float) -> Array:
+    """(l2 / 2) * the sum of every squared weight (biases excluded): m times the L2 term."""
+    return (l2 / 2) * sum(xp.sum(layer.W * layer.W) for layer in params)
 
 
 def l2_cost(xp: Any, params: list[Layer], l2: float, m: int) -> Array:
     """The L2 term of the cost, (l2 / 2m) * sum of every squared weight (biases excluded)."""
-    return (l2 / (2 * m)) * sum(xp.sum(layer.W * layer.W) for layer in params)
+    return l2_penalty(xp, params, l2) / m
 
 
 def forward(

@@ -7,15 +7,18 @@ recipe) and differ only in how they spend the arithmetic:
 - ``NumpyDirectSolver``: the same on NumPy in float32, with the first layer's two products
   over X in the memory layouts that BLAS runs fastest.
 - ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
-  Adam, learning-rate decay, L2, dropout), on the generic code.
+  Adam, learning-rate decay, L2, dropout), and any run over several processes, on the
+  generic code: gradients as sums, added up over processes by the reducer.
 - ``GramSolver`` (``NumpyGramSolver`` on NumPy): exact for full batch, and never touches X inside the loop. Since every
   update of W1 is a combination of the rows of X^T, W1 = W1(0) - C @ X^T, so
   Z1_lin = W1 @ X = W1(0) @ X - C @ G with the m x m Gram matrix G = X^T @ X. The loop
   updates Z1_lin -= (lr/m) dZ1 @ G and C += (lr/m) dZ1; W1 is formed only when asked for.
   See docs/gram-solver.md.
 
-Each solver's ``step`` queues one iteration and returns the cost (a 0-d device array,
-computed before the update) when asked, else None: no host sync inside.
+Each solver's ``step`` queues one iteration and, when asked, returns ``(loss_sum, penalty)``
+computed before the update: this process's summed loss over its training examples and
+the L2 penalty (None without L2), both 0-d device arrays, which the trainer reduces and
+divides by the global count. No host sync inside.
 """
 
 from __future__ import annotations
@@ -26,18 +29,12 @@ from gpucat import network
 from gpucat.backend import Backend
 from gpucat.config import SOLVERS, TrainConfig
 from gpucat.errors import GpucatError
-from gpucat.network import Array, Layer
+from gpucat.network import Array, Grad, Layer
 from gpucat.optim import make_optimizer
+from gpucat.sources import DeviceShard, host_rng
 
-# Random streams are counter-based: the numbers for (seed, stream, counter) never depend on
-# what was drawn before, so a resumed run draws exactly what an uninterrupted one would.
-SHUFFLE, DROPOUT, SPLIT = 1, 2, 3
+SHUFFLE, DROPOUT = 1, 2  # the random streams of the epoch shuffles and the dropout masks
 GRAM_MEMORY_FRACTION = 0.25  # auto uses gram only when G takes at most this share of free memory
-
-
-def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:
-    """The host generator for one (seed, stream, counter): identical on every backend."""
-    return np.random.default_rng([seed, stream, counter])
 
 
 class DirectSolver:
@@ -49,14 +46,17 @@ class DirectSolver:
         self.scale = lr / X.shape[1]
         self.i = 0  # iterations done (set by the trainer on resume)
 
-    def step(self, want_cost: bool) -> Array | None:
+    def step(self, want_cost: bool):
         AL, caches = network.forward(self.xp, self.params, self.X)
-        cost = network.cost_from_logits(self.xp, caches[-1][1], self.Y) if want_cost else None
+        cost = self._cost(caches[-1][1]) if want_cost else None
         # lr/m in place of 1/m: the backward pass yields the update steps directly
         steps = network.backward(self.xp, self.params, caches, AL, self.Y, scale=self.scale)
         network.apply_steps(self.params, steps)
         self.i += 1
         return cost
+
+    def _cost(self, ZL: Array):
+        return network.loss_sum_from_logits(self.xp, ZL, self.Y), None
 
     def parameters(self) -> list[Layer]:
         """The current parameters as layers of the training dtype."""
@@ -84,11 +84,11 @@ class _FirstLayerApart(DirectSolver):
     def first_update(self, dZ1: Array) -> None:  # dZ1 comes scaled by lr/m
         raise NotImplementedError
 
-    def step(self, want_cost: bool) -> Array | None:
+    def step(self, want_cost: bool):
         xp = self.xp
         Z1 = self.first_linear()
         AL, caches = network.forward(xp, self.rest, network.relu(xp, Z1))
-        cost = network.cost_from_logits(xp, caches[-1][1], self.Y) if want_cost else None
+        cost = self._cost(caches[-1][1]) if want_cost else None
         steps, dA1 = network.backward_to_input(xp, self.rest, caches, AL, self.Y, scale=self.scale)
         network.apply_steps(self.rest, steps)
         self.first_update(network.backprop_relu(xp, dA1, Z1))
@@ -169,7 +169,7 @@ class NumpyGramSolver(GramSolver):
     GramSolver (tested); about 25 % less time per iteration (docs/benchmarks.md).
     """
 
-    def step(self, want_cost: bool) -> Array | None:
+    def step(self, want_cost: bool):
         p, last = self.params, len(self.params) - 1
         Z = self.Z1_lin.astype(self.dtype, copy=False) + p[0].b
         Zs, As = [Z], []
@@ -180,7 +180,7 @@ class NumpyGramSolver(GramSolver):
             Z += p[l].b
             Zs.append(Z)
             A = network.sigmoid(np, Z) if l == last else np.maximum(Z, 0.0)
-        cost = network.cost_from_logits(np, Z, self.Y) if want_cost else None
+        cost = self._cost(Z) if want_cost else None
         dZ = A - self.Y
         dZ *= self.scale
         for l in range(last, 0, -1):
@@ -197,64 +197,105 @@ class NumpyGramSolver(GramSolver):
         return cost
 
 
-class GeneralSolver(DirectSolver):
-    """Mini-batches, optimizers, learning-rate decay, L2 and dropout on the generic code.
+class GeneralSolver:
+    """Every training option, on one process or many, on the generic code: mini-batches,
+    momentum and Adam, learning-rate decay, L2 and dropout.
 
-    Shuffles and dropout masks are drawn on the host from counter-based streams, so every
-    backend sees the same numbers; the index arrays and masks are copied to the device
-    (small host-to-device copies, never a read back). The logged cost is the full training
-    set's cost (with the L2 term, without dropout) before the iteration's update.
+    Iteration i takes a (mini-)batch of training positions: a seeded shuffle of all of them
+    per epoch, drawn on the host, so every backend and every process sees the same order.
+    This process keeps the batch's examples of its own block, computes the gradient *sums*
+    over them, the reducer adds those up over all processes, and only then are they divided
+    by the batch's size (and the L2 gradient added). Dropout masks are drawn for the whole
+    batch from the iteration's stream, and each process takes its columns. So one process
+    and N processes compute the same update. The logged cost is the whole training set's
+    (with the L2 term, without dropout) before the update.
     """
 
-    def __init__(self, backend, params, X, Y, config: TrainConfig):
-        super().__init__(backend, params, X, Y, config.learning_rate)
-        self.config = config
-        self.m = X.shape[1]
-        self.batch = min(config.batch_size or self.m, self.m)
-        self.n_batches = -(-self.m // self.batch)
+    def __init__(
+        self,
+        backend: Backend,
+        params: list[Layer],
+        shard: DeviceShard,
+        reducer,
+        config: TrainConfig,
+        m_total: int,
+    ):
+        self.backend, self.xp = backend, backend.xp
+        self.params, self.shard, self.reducer, self.config = params, shard, reducer, config
+        self.M = m_total  # training examples over all processes
+        self.batch_size = min(config.batch_size or m_total, m_total)
+        self.n_batches = -(-m_total // self.batch_size)
         self.opt = make_optimizer(
             config.optimizer, self.xp, params, config.beta1, config.beta2, config.epsilon
         )
-        self.dtype = X.dtype
+        self.i = 0  # iterations done (set by the trainer on resume)
         self._perm_epoch, self._perm = None, None
 
-    def full_cost(self) -> Array:
-        xp, c = self.xp, self.config
-        _, caches = network.forward(xp, self.params, self.X)
-        cost = network.cost_from_logits(xp, caches[-1][1], self.Y)
-        return cost + network.l2_cost(xp, self.params, c.l2, self.m) if c.l2 else cost
-
-    def minibatch(self, i: int) -> tuple[Array, Array, int]:
+    def batch(self, i: int):
+        """(X, Y, this process's columns of the batch, the batch's global size, epoch); X and
+        Y are None when none of the batch's examples live here."""
+        s = self.shard
         epoch, k = divmod(i, self.n_batches)
-        if self.batch == self.m:
-            return self.X, self.Y, epoch
+        if self.batch_size == self.M:
+            X, Y = s.columns()
+            return X, Y, slice(s.start, s.stop), self.M, epoch
         if self._perm_epoch != epoch:
-            self._perm = host_rng(self.config.seed, SHUFFLE, epoch).permutation(self.m)
+            self._perm = host_rng(self.config.seed, SHUFFLE, epoch).permutation(self.M)
             self._perm_epoch = epoch
-        idx = self.backend.asarray(self._perm[k * self.batch : (k + 1) * self.batch])
-        xp = self.xp
-        return xp.take(self.X, idx, axis=1), xp.take(self.Y, idx, axis=1), epoch
+        members = self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+        mine = np.flatnonzero((members >= s.start) & (members < s.stop))
+        X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
+        return X, Y, mine, members.size, epoch
 
-    def dropout_masks(self, i: int, m: int) -> list[Array] | None:
-        keep = self.config.keep_prob
-        if keep >= 1:
+    def dropout_masks(self, i: int, columns, m_batch: int) -> list[Array] | None:
+        """This process's columns of iteration i's masks, drawn for the whole batch."""
+        c = self.config
+        if c.keep_prob >= 1:
             return None
-        rng = host_rng(self.config.seed, DROPOUT, i)
+        rng = host_rng(c.seed, DROPOUT, i)
         return [
-            self.backend.asarray((rng.random((n, m)) < keep) / keep, self.config.dtype)
-            for n in self.config.layers[1:-1]
+            self.backend.asarray(
+                ((rng.random((n, m_batch)) < c.keep_prob) / c.keep_prob)[:, columns], c.dtype
+            )
+            for n in c.layers[1:-1]
         ]
 
-    def step(self, want_cost: bool) -> Array | None:
-        xp, c = self.xp, self.config
-        cost = self.full_cost() if want_cost else None
-        Xb, Yb, epoch = self.minibatch(self.i)
-        D = self.dropout_masks(self.i, Xb.shape[1])
-        AL, caches = network.forward(xp, self.params, Xb, D)
-        grads = network.backward(xp, self.params, caches, AL, Yb, dropout=D, l2=c.l2)
-        self.opt.update(self.params, grads, c.learning_rate / (1.0 + c.lr_decay * epoch))
+    def loss_sum(self) -> Array:
+        """The summed loss over this process's training examples (current parameters)."""
+        xp, total = self.xp, 0.0
+        for X, Y in self.shard.chunks():
+            _, caches = network.forward(xp, self.params, X)
+            total = total + network.loss_sum_from_logits(xp, caches[-1][1], Y)
+        return total
+
+    def step(self, want_cost: bool):
+        xp, c, params = self.xp, self.config, self.params
+        X, Y, columns, m_batch, epoch = self.batch(self.i)
+        D = self.dropout_masks(self.i, columns, m_batch)
+        loss = penalty = None
+        if want_cost:
+            penalty = network.l2_penalty(xp, params, c.l2) if c.l2 else None
+            if m_batch < self.M or D is not None:
+                loss = self.loss_sum()
+        if X is None:  # no example of this batch lives here: this process adds zeros
+            sums = [xp.zeros_like(a) for p in params for a in (p.W, p.b)]
+        else:
+            AL, caches = network.forward(xp, params, X, D)
+            if want_cost and loss is None:  # the full batch, no dropout: this very forward
+                loss = network.loss_sum_from_logits(xp, caches[-1][1], Y)
+            grads = network.backward(xp, params, caches, AL, Y, scale=1.0, dropout=D)
+            sums = [a for g in grads for a in (g.dW, g.db)]
+        sums = self.reducer.sum_arrays(sums)
+        grads = []
+        for p, dW, db in zip(params, sums[0::2], sums[1::2]):
+            dW = (dW + c.l2 * p.W) / m_batch if c.l2 else dW / m_batch
+            grads.append(Grad(dW=dW, db=db / m_batch))
+        self.opt.update(params, grads, c.learning_rate / (1.0 + c.lr_decay * epoch))
         self.i += 1
-        return cost
+        return (loss, penalty) if want_cost else None
+
+    def parameters(self) -> list[Layer]:
+        return self.params
 
     def optimizer_state(self) -> dict:
         return self.opt.state()
@@ -267,8 +308,12 @@ def gram_bytes(m: int) -> int:
     return 8 * m * m
 
 
-def choose_solver(config: TrainConfig, backend: Backend, m: int, needs_params: bool = False) -> str:
-    """Resolve ``auto``: gram for the plain recipe with m < n_x when G fits in free memory.
+def choose_solver(
+    config: TrainConfig, backend: Backend, m: int, needs_params: bool = False, processes: int = 1
+) -> str:
+    """The one place that decides which solver runs: ``auto`` becomes gram for the plain
+    recipe with m < n_x when G fits in free memory, else direct; anything beyond the plain
+    recipe, or more than one process, runs the general solver.
 
     ``needs_params``: the trainer reads the parameters during training (validation,
     checkpoints), which the Gram solver only forms at the end.
@@ -287,6 +332,10 @@ def choose_solver(config: TrainConfig, backend: Backend, m: int, needs_params: b
         raise GpucatError(
             "--solver gram cannot be combined with --validation or checkpoints; use direct."
         )
+    if processes > 1:
+        if name == "gram":
+            raise GpucatError("--solver gram runs on one process; drop it for --distributed.")
+        return "general"  # the direct algorithm, its gradients summed over processes
     if name != "auto":
         return name
     if needs_params or len(layers) < 3 or m >= layers[0]:
@@ -295,12 +344,19 @@ def choose_solver(config: TrainConfig, backend: Backend, m: int, needs_params: b
 
 
 def make_solver(
-    name: str, backend: Backend, params: list[Layer], X: Array, Y: Array, config: TrainConfig
+    name: str,
+    backend: Backend,
+    params: list[Layer],
+    shard: DeviceShard,
+    reducer,
+    config: TrainConfig,
+    m_total: int,
 ):
     """The solver object for a resolved name on this backend."""
-    lr = config.learning_rate
     if name == "general":
-        return GeneralSolver(backend, params, X, Y, config)
+        return GeneralSolver(backend, params, shard, reducer, config, m_total)
+    X, Y = shard.columns()
+    lr = config.learning_rate
     if name == "gram":
         cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
         return cls(backend, params, X, Y, lr)

@@ -1,5 +1,12 @@
-"""The training loop: costs read back only at logging points; validation, early stopping,
-checkpoints and resume around whichever solver carries out the iterations."""
+"""The training loop, the one there is: costs read back only at logging points; validation,
+early stopping, checkpoints and resume around whichever solver carries out the iterations,
+on one process or many.
+
+Three seams lead into it: the *solver* says how an iteration is computed (solvers.py), the
+*reducer* how sums cross processes (reducers.py: the identity here, MPI in
+distributed.py), the *data source* how examples arrive (sources.py). Every loss that
+crosses processes travels as a sum with its count; means are taken after the reduction.
+"""
 
 from __future__ import annotations
 
@@ -17,9 +24,27 @@ from gpucat.config import REFERENCE_LAYERS, TrainConfig
 from gpucat.data import Dataset
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.network import Layer
-from gpucat.solvers import SPLIT, choose_solver, host_rng, make_solver
+from gpucat.reducers import LOCAL
+from gpucat.solvers import choose_solver, make_solver
+from gpucat.sources import (
+    CHUNK,
+    DeviceShard,
+    labels_row,
+    mirrored,
+    split_training,
+    stratified_split,
+    to_columns,
+)
 
-__all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
+__all__ = [
+    "REFERENCE_LAYERS",
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+    "mirrored",
+    "run_recipe",
+    "stratified_split",
+]
 
 
 @dataclass
@@ -34,26 +59,22 @@ class TrainResult:
     best_iteration: int | None = None
     stopped_early: bool = False
     iterations_done: int = 0
+    first_iteration: int = 0  # where this run started: > 0 after --resume
+    reduce_how: str = "one process"
+
+    @property
+    def ms_per_iteration(self) -> float:
+        """Training time per iteration of this run (a resumed run's own iterations only)."""
+        return 1000 * self.seconds / max(self.iterations_done - self.first_iteration, 1)
 
 
-def stratified_split(Y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation): each class gives round(fraction * count) examples to
-    validation, chosen by a seeded shuffle; both lists keep the original order."""
-    y = Y.reshape(-1) > 0.5
-    rng = host_rng(seed, SPLIT, 0)
-    val = []
-    for cls in (False, True):
-        idx = np.flatnonzero(y == cls)
-        val.extend(rng.permutation(idx)[: int(round(fraction * idx.size))].tolist())
-    val_idx = np.sort(np.asarray(val, dtype=np.int64))
-    train_idx = np.setdiff1d(np.arange(y.size), val_idx)
-    return train_idx, val_idx
-
-
-def mirrored(X: np.ndarray) -> np.ndarray:
-    """The images of X (columns of 64x64x3 in height-width-channel order) flipped left-right."""
-    m = X.shape[1]
-    return X.reshape(64, 64, 3, m)[:, ::-1, :, :].reshape(64 * 64 * 3, m)
+def as_source(X, Y=None):
+    """A data source from a source (returned as it is) or from host arrays X (n_x, m) of
+    inputs already scaled and Y (1, m): examples as rows, divisor 1."""
+    if Y is None:
+        return X
+    X = np.asarray(X)
+    return Dataset(X.T, np.asarray(Y, dtype=np.float64).reshape(1, -1), "arrays", divisor=1.0)
 
 
 def params_to_device(
@@ -78,12 +99,37 @@ def check_cost(cost: float, first: float, i: int, learning_rate: float) -> None:
         )
 
 
+class _Validation:
+    """This process's part of the held-out examples; their cost is reduced as a sum over
+    every process with the global count, so a process holding none adds nothing."""
+
+    def __init__(self, backend, source, rows: np.ndarray, reducer, dtype: str):
+        self.backend, self.reducer, self.n = backend, reducer, rows.size
+        a, b = reducer.block(rows.size, allow_empty=True)
+        mine = rows[a:b]
+        self.X = self.Y = None
+        if mine.size:
+            vrows, vy = source.read(mine)
+            self.X = to_columns(backend, vrows, dtype, source.divisor)
+            self.Y = labels_row(backend, vy, dtype)
+
+    def cost(self, params: list[Layer]) -> float:
+        local = 0.0
+        if self.X is not None:
+            _, caches = network.forward(self.backend.xp, params, self.X)
+            ZL = caches[-1][1]
+            local = self.backend.scalar(network.loss_sum_from_logits(self.backend.xp, ZL, self.Y))
+        (total,) = self.reducer.sum_scalars(local)  # host sync
+        return total / self.n
+
+
 def fit(
     backend: Backend,
     config: TrainConfig,
-    X_host: np.ndarray,
-    Y_host: np.ndarray,
+    X,
+    Y=None,
     *,
+    reducer=LOCAL,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
     on_log: Callable[[int, float, float | None], None] | None = None,
     checkpoint: str | None = None,
@@ -91,40 +137,32 @@ def fit(
     resume: str | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Train on (X, Y), X (n_x, m) and Y (1, m) on the host; the result's params are on the device.
+    """Train; the result's params are on the device.
 
-    The data and the initial parameters go to the device once; inside the loop the only
-    device-to-host reads are the costs at logging points (and the parameters when a
-    checkpoint is written). ``on_log(i, cost, validation_cost)`` reports each log point.
-    ``resume`` continues from a checkpoint; ``stop_after`` ends the run after that many
-    iterations in total, as an interruption would (for tests).
+    ``X`` is a data source (a ``Dataset``, see sources.py), or host inputs X (n_x, m)
+    with labels Y (1, m). ``reducer`` makes this one process of a data-parallel run
+    (distributed.py); every process then holds the same parameters throughout. The data and
+    the initial parameters go to the device once; inside the loop the only device-to-host
+    reads are the costs at logging points (and the parameters when a checkpoint is
+    written). ``on_log(i, cost, validation_cost)`` reports each log point. ``resume``
+    continues from a checkpoint; ``stop_after`` ends the run after that many iterations in
+    total, as an interruption would (for tests).
     """
     config.check()
-    if X_host.shape[0] != config.layers[0]:
+    source = as_source(X, Y)
+    if source.n_features != config.layers[0]:
         raise GpucatError(
-            f"the data has {X_host.shape[0]} features per example but --layers starts with "
+            f"the data has {source.n_features} features per example but --layers starts with "
             f"{config.layers[0]}."
         )
     if checkpoint_every and not checkpoint:
         raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
-    X_val = Y_val = None
-    if config.validation:
-        train_idx, val_idx = stratified_split(Y_host, config.validation, config.seed)
-        if val_idx.size == 0 or train_idx.size == 0:
-            raise GpucatError(
-                f"--validation {config.validation} leaves an empty training or validation set."
-            )
-        X_val, Y_val = X_host[:, val_idx], Y_host[:, val_idx]
-        X_host, Y_host = X_host[:, train_idx], Y_host[:, train_idx]
-    if config.flip:  # after the split: validation stays unaugmented
-        X_host = np.concatenate([X_host, mirrored(X_host)], axis=1)
-        Y_host = np.concatenate([Y_host, Y_host], axis=1)
-
-    xp = backend.xp
-    X = backend.asarray(X_host, config.dtype)
-    Y = backend.asarray(Y_host, config.dtype)
-    Xv = backend.asarray(X_val, config.dtype) if X_val is not None else None
-    Yv = backend.asarray(Y_val, config.dtype) if Y_val is not None else None
+    train, val_rows = split_training(source, config.validation, config.flip, config.seed)
+    m_total = train.size
+    start, stop = reducer.block(m_total)
+    full_batch = config.batch_size is None or config.batch_size >= m_total
+    shard = DeviceShard(backend, train, start, stop, config.dtype, full_batch)
+    val = _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
 
     progress, best, opt_state = Progress(), None, None
     host_init = init or network.init_params(list(config.layers), config.seed)
@@ -134,8 +172,8 @@ def fit(
         best = params_to_device(backend, best_host, config.dtype) if best_host else None
     params = params_to_device(backend, host_init, config.dtype)
     needs_params = bool(config.validation or checkpoint_every or resume)
-    solver_name = choose_solver(config, backend, X_host.shape[1], needs_params)
-    solver = make_solver(solver_name, backend, params, X, Y, config)
+    solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
+    solver = make_solver(solver_name, backend, params, shard, reducer, config, m_total)
     if opt_state:
         solver.load_optimizer_state(
             {
@@ -145,19 +183,20 @@ def fit(
         )
     solver.i = progress.next_iteration
 
-    result = TrainResult(params, solver=solver_name)
+    result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
+    result.first_iteration = result.iterations_done = progress.next_iteration
+    result.best_iteration = progress.best_iteration
     result.costs = [tuple(c) for c in progress.costs]
     result.val_costs = [tuple(c) for c in progress.val_costs]
     last = config.iterations if stop_after is None else min(stop_after, config.iterations)
     backend.synchronize()
-    start = time.perf_counter()
+    start_time = time.perf_counter()
     for i in range(progress.next_iteration, last):
         log_point = config.is_log_point(i)
         val_cost = None
-        if log_point and Xv is not None:
+        if log_point and val is not None:
             current = solver.parameters()  # before this iteration's update
-            _, caches = network.forward(xp, current, Xv)
-            val_cost = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yv))  # host sync
+            val_cost = val.cost(current)
             if progress.best_cost is None or val_cost < progress.best_cost:
                 progress.best_cost, progress.best_iteration, progress.bad_log_points = (
                     val_cost,
@@ -167,35 +206,36 @@ def fit(
                 best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in current]
             else:
                 progress.bad_log_points += 1
-        cost_dev = solver.step(want_cost=log_point)
-        if cost_dev is not None:
-            cost = backend.scalar(cost_dev)  # host sync, at logging points only
+        out = solver.step(want_cost=log_point)
+        if out is not None:
+            loss_sum, penalty = out
+            (total,) = reducer.sum_scalars(backend.scalar(loss_sum))  # host sync, log points only
+            cost = (total + (backend.scalar(penalty) if penalty is not None else 0.0)) / m_total
             check_cost(cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate)
             result.costs.append((i, cost))
             if val_cost is not None:
                 result.val_costs.append((i, val_cost))
             if on_log:
                 on_log(i, cost, val_cost)
-        if checkpoint_every and (i + 1) % checkpoint_every == 0:
+        result.iterations_done = i + 1
+        if checkpoint_every and (i + 1) % checkpoint_every == 0 and reducer.is_root:
             progress.next_iteration = i + 1
             progress.costs, progress.val_costs = result.costs, result.val_costs
             _write_checkpoint(checkpoint, backend, config, solver, best, progress)
         if config.patience and progress.bad_log_points >= config.patience:
             result.stopped_early = True
             break
-    result.iterations_done = solver.i
     result.params = solver.parameters()
-    if Xv is not None and not result.stopped_early:
+    if val is not None and not result.stopped_early:
         # the final update's parameters compete too (iteration number: one past the last)
-        _, caches = network.forward(xp, result.params, Xv)
-        final = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yv))
+        final = val.cost(result.params)
         if progress.best_cost is None or final < progress.best_cost:
-            progress.best_cost, progress.best_iteration, best = final, solver.i, None
+            progress.best_cost, progress.best_iteration, best = final, result.iterations_done, None
     if best is not None:
         result.params = best  # restore the parameters with the best validation cost
     result.best_iteration = progress.best_iteration
     backend.synchronize()
-    result.seconds = time.perf_counter() - start
+    result.seconds = time.perf_counter() - start_time
     return result
 
 
@@ -239,50 +279,88 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
         "best_iteration": result.best_iteration,
         "stopped_early": result.stopped_early,
         "iterations_done": result.iterations_done,
+        "first_iteration": result.first_iteration,
         "final_cost": result.costs[-1][1],
         "seconds": result.seconds,
-        "ms_per_iteration": 1000 * result.seconds / max(result.iterations_done, 1),
+        "ms_per_iteration": result.ms_per_iteration,
+        "reduce": result.reduce_how,
     }
 
 
 def run_recipe(
     backend: Backend,
     config: TrainConfig,
-    train_set: Dataset,
-    test_set: Dataset,
+    train_set,
+    test_set=None,
     on_log: Callable[[int, float, float | None], None] | None = None,
+    reducer=LOCAL,
     **fit_options,
 ) -> tuple[TrainResult, dict]:
-    """Train on train_set, score both sets; returns the result and a JSON-ready summary."""
-    result = fit(backend, config, train_set.X, train_set.Y, on_log=on_log, **fit_options)
+    """Train on train_set and score it (and test_set, when given) on every process of the
+    run; returns the result and a JSON-ready summary, the same on every process."""
+    result = fit(backend, config, train_set, on_log=on_log, reducer=reducer, **fit_options)
     summary = summarize(backend, config, result)
-    flags = network.dead_layers(
-        backend.xp, result.params, backend.asarray(train_set.X, config.dtype)
-    )
-    dead = [] if flags is None else [l + 1 for l, f in enumerate(backend.to_host(flags)) if f]
-    summary["dead_layers"] = dead  # hidden layers whose units are all inactive on every image
+    summary["processes"] = reducer.size
+    # hidden layers whose units are all inactive on every training image
+    summary["dead_layers"] = dead_layers(backend, result.params, train_set, config.dtype, reducer)
     for name, ds in (("train", train_set), ("test", test_set)):
-        p = predict_proba(backend, result.params, ds.X, config.dtype)
-        if not np.isfinite(p).all():
+        if ds is None:
+            continue
+        correct, n, nonfinite = score(backend, result.params, ds, config.dtype, reducer)
+        if nonfinite:
             raise TrainingDiverged(
                 "training diverged: the trained model predicts NaN; try a smaller --learning-rate."
             )
-        acc, correct = accuracy(p, ds.Y)
         summary.update(
-            {f"{name}_accuracy": acc, f"{name}_correct": correct, f"{name}_examples": ds.m}
+            {f"{name}_accuracy": correct / n, f"{name}_correct": correct, f"{name}_examples": n}
         )
     return result, summary
 
 
-def predict_proba(
-    backend: Backend, params: list[Layer], X_host: np.ndarray, dtype: str
-) -> np.ndarray:
-    """Cat probabilities for the columns of a host X, back on the host as shape (m,)."""
-    X = backend.asarray(X_host, dtype)
-    return backend.to_host(network.predict_proba(backend.xp, params, X)).reshape(-1)
+def _my_columns(backend: Backend, source, dtype: str, reducer):
+    """This process's contiguous part of a source, as device columns, chunk by chunk."""
+    a, b = reducer.block(source.n, allow_empty=True)
+    for lo in range(a, b, CHUNK):
+        rows, y = source.read(np.arange(lo, min(lo + CHUNK, b)))
+        yield to_columns(backend, rows, dtype, source.divisor), y
+
+
+def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+    """(correct, examples, non-finite predictions) over the whole source: each process
+    scores its part, the counts are summed over processes."""
+    correct = bad = 0
+    for X, y in _my_columns(backend, source, dtype, reducer):
+        p = backend.to_host(network.predict_proba(backend.xp, params, X)).reshape(-1)
+        correct += accuracy(p, y)[1]
+        bad += int(np.sum(~np.isfinite(p)))
+    correct, bad = reducer.sum_scalars(correct, bad)
+    return int(correct), source.n, int(bad)
+
+
+def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+    """1-based numbers of the hidden layers that are inactive for every example of the
+    source, on every process (see network.dead_layers)."""
+    alive = np.zeros(len(params) - 1)
+    for X, _ in _my_columns(backend, source, dtype, reducer):
+        flags = network.dead_layers(backend.xp, params, X)
+        if flags is not None:
+            alive += 1 - backend.to_host(flags).astype(np.float64)
+    alive = reducer.sum_scalars(*alive)
+    return [l + 1 for l, a in enumerate(alive) if a == 0]
+
+
+def predict_proba(backend: Backend, params: list[Layer], X, dtype: str) -> np.ndarray:
+    """Cat probabilities for every example of a source (or of host columns X), on the host,
+    shape (m,); computed chunk by chunk so that a large set never sits on the device whole."""
+    source = as_source(X, np.zeros(np.shape(X)[1])) if isinstance(X, np.ndarray) else X
+    out = [
+        backend.to_host(network.predict_proba(backend.xp, params, Xc)).reshape(-1)
+        for Xc, _ in _my_columns(backend, source, dtype, LOCAL)
+    ]
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def accuracy(probabilities: np.ndarray, Y_host: np.ndarray) -> tuple[float, int]:
     """Fraction and count of examples whose thresholded probability (> 0.5) equals the label."""
-    correct = int(np.sum((probabilities > 0.5) == (Y_host.reshape(-1) > 0.5)))
-    return correct / probabilities.size, correct
+    correct = int(np.sum((probabilities > 0.5) == (np.asarray(Y_host).reshape(-1) > 0.5)))
+    return correct / max(probabilities.size, 1), correct

@@ -100,17 +100,22 @@ def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> fl
 
 
 def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
+    import numpy as np
+
     from gpucat import network
     from gpucat.config import TrainConfig
+    from gpucat.reducers import LOCAL
     from gpucat.solvers import make_solver
-    from gpucat.train import params_to_device
+    from gpucat.sources import DeviceShard, TrainingSet
+    from gpucat.train import as_source, params_to_device
 
-    Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
+    m = X.shape[1]
+    shard = DeviceShard(backend, TrainingSet(as_source(X, Y), np.arange(m)), 0, m, dtype, True)
     params = params_to_device(backend, network.init_params(sizes, 1), dtype)
     backend.synchronize()
     t = time.perf_counter()
     config = TrainConfig(layers=tuple(sizes), dtype=dtype)
-    solver = make_solver(solver_name, backend, params, Xd, Yd, config)
+    solver = make_solver(solver_name, backend, params, shard, LOCAL, config, m)
     backend.synchronize()
     setup_ms = 1000 * (time.perf_counter() - t)
     ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)

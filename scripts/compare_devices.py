@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         slim = {
             **result,
-            "rows": [{k: r[k] for k in (*COLUMNS, "max_cost_deviation")} for r in result["rows"]],
+            "rows": [
+                {k: r[k] for k in (*COLUMNS, "max_cost_deviation", "costs")} for r in result["rows"]
+            ],
         }
         print(json.dumps(slim))
     return 0

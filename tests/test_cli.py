@@ -116,9 +116,14 @@ def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
         "40",
         "--out",
         str(tmp_path / "resumed.safetensors"),
+        "--json",
     )
     assert b.returncode == 0, b.stderr
     assert "Cost after iteration 39" in b.stdout and "Cost after iteration 0" not in b.stdout
+    doc = json.loads(b.stdout.strip().splitlines()[-1])
+    assert (doc["first_iteration"], doc["iterations_done"]) == (20, 40)
+    # the time per iteration counts this run's 20 iterations, not the 40 of the recipe
+    assert doc["ms_per_iteration"] == pytest.approx(1000 * doc["seconds"] / 20)
     c = run_gpucat(
         "train", *common, "--iterations", "40", "--out", str(tmp_path / "whole.safetensors")
     )

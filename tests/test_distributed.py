@@ -48,6 +48,7 @@ def test_shards_are_contiguous_and_differ_by_at_most_one(m, size):
 def test_more_processes_than_examples_is_an_error():
     with pytest.raises(GpucatError, match="3 processes but only 2 training examples"):
         shard_bounds(2, 3, 0)
+    assert [shard_bounds(2, 3, r, allow_empty=True) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
 
 
 def single_process(course_data, **options):
@@ -123,20 +124,150 @@ def test_mpiexec_equals_single_process(tmp_path, course_data, n, options):
         assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
 
 
-def test_more_processes_than_examples_via_mpiexec(tmp_path):
-    d = tmp_path / "tiny"
-    d.mkdir()
-    rng = np.random.default_rng(0)
-    for name, m in (("train_catvnoncat.h5", 2), ("test_catvnoncat.h5", 2)):
-        with h5py.File(d / name, "w") as f:
-            prefix = name.split("_")[0]
-            f[f"{prefix}_set_x"] = rng.integers(0, 256, (m, 64, 64, 3), dtype=np.uint8)
-            f[f"{prefix}_set_y"] = np.array([0, 1])
-    out = run_mpi(3, "--iterations", "2", data=d)
-    assert out.returncode != 0
-    assert (
-        "3 processes but only 2 training examples" in out.stderr and "Traceback" not in out.stderr
+def small_h5(path, m=12, seed=0):
+    """A course-layout h5 of m random images, half of them cats."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        f["train_set_x"] = rng.integers(0, 256, (m, 64, 64, 3), dtype=np.uint8)
+        f["train_set_y"] = np.arange(m) % 2
+    return path
+
+
+SMALL_LAYERS = "12288,4,3,1"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        # 12 examples with 10 % held out: 2 validation images for 3 ranks, so rank 2 holds none
+        {"validation": 0.1, "log_every": 2, "optimizer": "adam", "learning_rate": 0.01},
+        # 4 examples per rank, batches of 5: every rank holds fewer than a batch, and some
+        # batches have no example on some rank
+        {"batch_size": 5, "keep_prob": 0.7, "l2": 0.2, "log_every": 3},
+        # validation, flips and early stopping on mini-batches of the mirrored set
+        {
+            "validation": 0.25,
+            "flip": True,
+            "batch_size": 7,
+            "patience": 2,
+            "log_every": 2,
+            "optimizer": "momentum",
+            "lr_decay": 0.2,
+            "learning_rate": 0.05,
+        },
+    ],
+)
+def test_corner_cases_on_three_ranks_equal_one_process(tmp_path, options):
+    data = small_h5(tmp_path / "small.h5")
+    flags = [
+        f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in options.items()
+    ]
+    out = run_mpi(
+        3,
+        "--train",
+        str(data),
+        "--dtype",
+        "float64",
+        "--layers",
+        SMALL_LAYERS,
+        "--iterations",
+        "20",
+        "--out",
+        str(tmp_path / "dist.safetensors"),
+        "--json",
+        *flags,
     )
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    from gpucat.inputs import load_input
+
+    cfg = TrainConfig(dtype="float64", layers=(12288, 4, 3, 1), iterations=20, **options)
+    ref = fit(backend_mod.get_backend("cpu"), cfg, load_input(data))
+    assert all(np.isfinite(c) for _, c in doc["validation_costs"])
+    assert rel_err([c for _, c in doc["costs"]], [c for _, c in ref.costs]) <= 1e-10
+    assert [i for i, _ in doc["validation_costs"]] == [i for i, _ in ref.val_costs]
+    if ref.val_costs:
+        assert (
+            rel_err([c for _, c in doc["validation_costs"]], [c for _, c in ref.val_costs]) <= 1e-10
+        )
+    assert (doc["best_iteration"], doc["stopped_early"], doc["iterations_done"]) == (
+        ref.best_iteration,
+        ref.stopped_early,
+        ref.iterations_done,
+    )
+    for (W, b), (W0, b0) in zip(
+        load_model(tmp_path / "dist.safetensors").params,
+        params_to_host(backend_mod.get_backend("cpu"), ref.params),
+    ):
+        assert rel_err(W, W0) <= 1e-10 and rel_err(b, b0) <= 1e-10
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--layers", "100,5,1"], "12288 features per example"),
+        (["--train", "TINY", "--iterations", "2"], "3 processes but only 2 training examples"),
+        (["--train", "TINY", "--validation", "0.5"], "leaves an empty training or validation set"),
+    ],
+)
+def test_distributed_errors_are_the_single_process_errors(tmp_path, args, message):
+    tiny = str(small_h5(tmp_path / "tiny.h5", m=2))
+    args = [tiny if a == "TINY" else a for a in args]
+    out = run_mpi(3, *args)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert lines and all(ln.startswith("gpucat: error:") and message in ln for ln in lines), (
+        out.stderr
+    )
+    if "3 processes" not in message:  # one process says the same
+        single = subprocess.run(
+            [sys.executable, "-m", "gpucat", "train", *args], capture_output=True, text=True
+        )
+        assert single.returncode == 2 and message in single.stderr
+
+
+def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
+    """train.dead_layers and train.score on 3 ranks give the single-process answers: a layer
+    counts as dead only when it is dead on every rank's examples."""
+    script = tmp_path / "checks.py"
+    script.write_text(
+        "import json, numpy as np\n"
+        "from gpucat.distributed import setup\n"
+        "from gpucat.network import init_params\n"
+        "from gpucat.reducers import LOCAL\n"
+        "from gpucat.data import load_course_data\n"
+        "from gpucat.train import dead_layers, params_to_device, score\n"
+        "reducer, cpu, _ = setup('cpu')\n"
+        "train, _ = load_course_data()\n"
+        "host = init_params([12288, 5, 4, 1], 1)\n"
+        "host[1] = (host[1][0], np.full((4, 1), -100.0))  # layer 2 can never fire\n"
+        "# layer 1 fires for the brightest image only, so it is alive on one rank alone\n"
+        "W1 = np.full((5, 12288), 1.0 / 12288)\n"
+        "b1 = np.full((5, 1), -np.sort(train.X.sum(axis=0) / 12288)[-2] - 1e-9)\n"
+        "host[0] = (W1, b1)\n"
+        "nan = [(np.full_like(W, np.nan), b) for W, b in host]\n"
+        "out = {}\n"
+        "for name, red in (('mine', reducer), ('local', LOCAL)):\n"
+        "    p = params_to_device(cpu, host, 'float64')\n"
+        "    out[name] = [dead_layers(cpu, p, train, 'float64', red),\n"
+        "                 score(cpu, p, train, 'float64', red),\n"
+        "                 score(cpu, params_to_device(cpu, nan, 'float64'), train, 'float64', red)]\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
+    out = subprocess.run(
+        [mpiexec(), "-n", "3", sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    docs = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    assert len(docs) == 3 and all(d["mine"] == docs[0]["mine"] for d in docs)  # every rank
+    assert docs[0]["mine"] == docs[0]["local"]  # ... says what one process says
+    dead, (correct, n, bad), (_, _, nan_bad) = docs[0]["mine"]
+    assert dead == [2] and n == 209 and bad == 0 and nan_bad == 209
 
 
 def test_missing_mpi4py_is_a_clear_message():

@@ -9,6 +9,7 @@ from conftest import RTOL, rel_err
 from gpucat import backend as backend_mod
 from gpucat import network
 from gpucat.errors import GpucatError
+from gpucat.reducers import LOCAL
 from gpucat.solvers import (
     DirectSolver,
     GeneralSolver,
@@ -17,21 +18,23 @@ from gpucat.solvers import (
     NumpyGramSolver,
     choose_solver,
 )
-from gpucat.train import TrainConfig, fit, params_to_device, params_to_host
+from gpucat.sources import DeviceShard, TrainingSet
+from gpucat.train import TrainConfig, as_source, fit, params_to_device, params_to_host
 
 REF = TrainConfig(dtype="float64")
 
 
 def run_solver(cls, backend, X, Y, dtype, iterations, sizes, lr=0.0075, seed=1):
+    """One solver class on its own: (costs before each update, final host parameters)."""
+    m = X.shape[1]
     params = params_to_device(backend, network.init_params(sizes, seed), dtype)
-    Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
+    shard = DeviceShard(backend, TrainingSet(as_source(X, Y), np.arange(m)), 0, m, dtype, True)
     if cls is GeneralSolver:
-        solver = cls(
-            backend, params, Xd, Yd, TrainConfig(layers=tuple(sizes), learning_rate=lr, dtype=dtype)
-        )
+        config = TrainConfig(layers=tuple(sizes), learning_rate=lr, dtype=dtype)
+        solver = cls(backend, params, shard, LOCAL, config, m)
     else:
-        solver = cls(backend, params, Xd, Yd, lr)
-    costs = [backend.scalar(solver.step(want_cost=True)) for _ in range(iterations)]
+        solver = cls(backend, params, *shard.columns(), lr)
+    costs = [backend.scalar(solver.step(want_cost=True)[0]) / m for _ in range(iterations)]
     return costs, params_to_host(backend, solver.parameters())
 
 

@@ -1,0 +1,199 @@
+"""The data-source seam: how training examples arrive.
+
+A *source* is anything with ``n`` examples of ``n_features`` values, a ``divisor``,
+``labels()`` and ``read(idx) -> (rows, labels)``: a ``Dataset`` in memory (data.py), whose
+rows stay as stored (uint8 pixels).
+
+The trainer numbers the examples it trains on by *position*: the source rows left after
+the validation split, in order, then (``--flip``) their mirrored copies. A data-parallel
+process owns one contiguous block of positions (distributed.shard_bounds); a single
+process owns them all. ``DeviceShard`` puts a block on the device and hands out
+(mini-)batches as float columns; the conversion to the training dtype happens there,
+``rows / divisor`` in that dtype, which for 8-bit pixels is bit for bit the reference
+preprocessing (float64 x / 255 rounded to the dtype: checked for all 256 values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from gpucat.backend import Backend
+from gpucat.data import IMAGE_SHAPE, N_FEATURES
+from gpucat.errors import GpucatError
+
+SPLIT = 3  # the validation split's random stream (solvers.host_rng)
+CHUNK = 4096  # examples per pass when a cost or a prediction runs over a whole set
+
+
+class Source(Protocol):
+    n: int
+    n_features: int
+    divisor: float
+
+    def labels(self) -> np.ndarray: ...
+
+    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:
+    """The host generator for one (seed, stream, counter): identical on every backend.
+
+    Random streams are counter-based: the numbers for (seed, stream, counter) never depend on
+    what was drawn before, so a resumed run draws exactly what an uninterrupted one would."""
+    return np.random.default_rng([seed, stream, counter])
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation): each class gives round(fraction * count) examples to
+    validation, chosen by a seeded shuffle; both lists keep the original order."""
+    y = np.asarray(labels).reshape(-1) > 0.5
+    rng = host_rng(seed, SPLIT, 0)
+    val = []
+    for cls in (False, True):
+        idx = np.flatnonzero(y == cls)
+        val.extend(rng.permutation(idx)[: int(round(fraction * idx.size))].tolist())
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(y.size), val_idx)
+    return train_idx, val_idx
+
+
+def mirrored(X: np.ndarray) -> np.ndarray:
+    """The images of X (columns of 64x64x3 in height-width-channel order) flipped left-right."""
+    m = X.shape[1]
+    return X.reshape(*IMAGE_SHAPE, m)[:, ::-1, :, :].reshape(N_FEATURES, m)
+
+
+def mirrored_rows(rows: np.ndarray) -> np.ndarray:
+    """The same for images stored as rows (k, 12288)."""
+    k = rows.shape[0]
+    return rows.reshape(k, *IMAGE_SHAPE)[:, :, ::-1, :].reshape(k, N_FEATURES)
+
+
+@dataclass
+class TrainingSet:
+    """The examples a run trains on, by position: ``source`` rows ``rows`` in order, then,
+    with ``flip``, the same rows mirrored."""
+
+    source: Any
+    rows: np.ndarray
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.flip and self.source.n_features != N_FEATURES:
+            raise GpucatError(
+                f"--flip mirrors 64x64 RGB images; this data has {self.source.n_features} "
+                "features per example."
+            )
+
+    @property
+    def size(self) -> int:
+        return self.rows.size * (2 if self.flip else 1)
+
+    def read(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, labels) of the examples at these positions (mirrored copies made here)."""
+        n = self.rows.size
+        rows, y = self.source.read(self.rows[positions % n])
+        if self.flip:
+            flipped = positions >= n
+            if flipped.any():
+                rows = np.array(rows)  # a copy of our own before changing it
+                rows[flipped] = mirrored_rows(rows[flipped])
+        return rows, y
+
+
+def split_training(source, validation: float, flip: bool, seed: int):
+    """(training set, validation rows of the source): the validation examples are held out
+    first (stratified, seeded), then the mirrored copies are added to the training set only."""
+    all_rows = np.arange(source.n)
+    if not validation:
+        return TrainingSet(source, all_rows, flip), all_rows[:0]
+    train_rows, val_rows = stratified_split(source.labels(), validation, seed)
+    if val_rows.size == 0 or train_rows.size == 0:
+        raise GpucatError(f"--validation {validation} leaves an empty training or validation set.")
+    return TrainingSet(source, train_rows, flip), val_rows
+
+
+def to_columns(backend: Backend, rows: np.ndarray, dtype: str, divisor: float) -> Any:
+    """Host rows (k, n_x), as stored, -> device columns (n_x, k) of the training dtype,
+    divided by ``divisor`` on the device. Only the stored bytes cross to the device."""
+    xp = backend.xp
+    if backend.name == "numpy":
+        X = np.empty((rows.shape[1], rows.shape[0]), dtype=dtype)
+        X[...] = rows.T
+    else:
+        U = backend.asarray(np.ascontiguousarray(rows))
+        X = xp.astype(U.T, xp.float64 if dtype == "float64" else xp.float32)
+        if backend.name == "cupy":
+            X = xp.ascontiguousarray(X)
+    if divisor != 1:
+        X /= divisor
+    return X
+
+
+def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
+    """Host labels (k,) -> a device (1, k) row of the training dtype."""
+    return backend.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
+
+
+class DeviceShard:
+    """One process's block [start, stop) of training positions, resident on the device.
+
+    Full-batch training keeps one float copy (``columns()``). Mini-batch training keeps the
+    rows as stored (uint8: 1 byte a pixel) and converts each batch as it is taken."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        train: TrainingSet,
+        start: int,
+        stop: int,
+        dtype: str,
+        full_batch: bool,
+    ):
+        self.backend, self.dtype = backend, dtype
+        self.divisor = train.source.divisor
+        self.start, self.stop = start, stop
+        rows, y = train.read(np.arange(start, stop))
+        self.Y = labels_row(backend, y, dtype)
+        if full_batch:
+            self.X, self.U = to_columns(backend, rows, dtype, self.divisor), None
+        else:
+            self.X, self.U = None, backend.asarray(np.ascontiguousarray(rows))
+
+    @property
+    def m(self) -> int:
+        return self.stop - self.start
+
+    def columns(self) -> tuple[Any, Any]:
+        """(X, Y) of the whole block, floats on the device (full-batch training)."""
+        return self.X, self.Y
+
+    def batch(self, local: np.ndarray) -> tuple[Any, Any]:
+        """(X, Y) of the block's examples ``local`` (indices into the block), in that order."""
+        xp, b = self.backend.xp, self.backend
+        idx = b.asarray(local)
+        if self.X is not None:
+            return xp.take(self.X, idx, axis=1), xp.take(self.Y, idx, axis=1)
+        return self._convert(xp.take(self.U, idx, axis=0)), xp.take(self.Y, idx, axis=1)
+
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[Any, Any]]:
+        """(X, Y) for consecutive pieces of the block: a whole-set cost in bounded memory."""
+        if self.X is not None:
+            yield self.X, self.Y
+            return
+        for a in range(0, self.m, size):
+            b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
+            yield self._convert(self.U[a:b, :]), self.Y[:, a:b]
+
+    def _convert(self, U) -> Any:
+        xp = self.backend.xp
+        X = xp.astype(U.T, xp.float64 if self.dtype == "float64" else xp.float32)
+        if self.divisor != 1:
+            X = X / self.divisor
+        return X
