@@ -66,29 +66,67 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """(config dict, params, optimizer state, best params or None, Progress)."""
+    """(config dict, params, optimizer state, best params or None, Progress), each checked
+    against the recipe the checkpoint records: anything malformed is a GpucatError."""
     from safetensors import safe_open
+
+    from gpucat.config import TrainConfig
+    from gpucat.models import check_shapes
 
     path = Path(path)
     if not path.is_file():
         raise GpucatError(f"{path}: no such checkpoint file.")
+    hint = "pass a file written by `gpucat train --checkpoint FILE --checkpoint-every N`."
     try:
         with safe_open(str(path), framework="np") as f:
             meta = json.loads((f.metadata() or {})["gpucat_checkpoint"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
         raise GpucatError(
-            f"{path}: not a gpucat checkpoint ({type(e).__name__}: {e}); pass a file written "
-            "by `gpucat train --checkpoint-every N`."
+            f"{path}: not a gpucat checkpoint ({type(e).__name__}: {e}); {hint}"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise GpucatError(f"{path}: unknown checkpoint format {meta.get('format')!r}.")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise GpucatError(f"{path}: unknown checkpoint format; {hint}")
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        config.check()
+        progress = Progress(**meta["progress"])
+        counters = dict(meta.get("optimizer_counters", {}))
+        if not (0 <= int(progress.next_iteration) and all(len(c) == 2 for c in progress.costs)):
+            raise ValueError("the progress record is out of range")
+    except GpucatError as e:
+        raise GpucatError(f"{path}: the recorded recipe is invalid ({e}); {hint}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise GpucatError(
+            f"{path}: a damaged checkpoint ({type(e).__name__}: {e}); {hint}"
+        ) from None
 
     def layers(prefix):
         n = sum(1 for k in tensors if k.startswith(prefix + "W"))
-        return [(tensors[f"{prefix}W{l}"], tensors[f"{prefix}b{l}"]) for l in range(1, n + 1)]
+        try:
+            out = [(tensors[f"{prefix}W{l}"], tensors[f"{prefix}b{l}"]) for l in range(1, n + 1)]
+        except KeyError as e:
+            raise GpucatError(f"{path}: tensor {e} is missing; {hint}") from None
+        if out:
+            check_shapes(out, str(path), config.layers[0])
+            sizes = [config.layers[0]] + [W.shape[0] for W, _ in out]
+            if tuple(sizes) != tuple(config.layers):
+                raise GpucatError(
+                    f"{path}: its {prefix[:-1]} tensors have layer sizes {sizes}, its recipe "
+                    f"{list(config.layers)}; {hint}"
+                )
+        return out
 
-    opt = {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}
-    opt.update(meta.get("optimizer_counters", {}))
+    params = layers("param.")
+    if not params:
+        raise GpucatError(f"{path}: the checkpoint holds no parameters; {hint}")
     best = layers("best.") or None
-    return meta["config"], layers("param."), opt, best, Progress(**meta["progress"])
+    opt = {k[4:]: v for k, v in tensors.items() if k.startswith("opt.")}
+    shapes = {
+        f"{p}{l}": a.shape for l, (W, b) in enumerate(params, 1) for p, a in (("W", W), ("b", b))
+    }
+    for k, v in opt.items():
+        if k.split(".")[-1] not in shapes or v.shape != shapes[k.split(".")[-1]]:
+            raise GpucatError(f"{path}: optimizer state {k!r} does not fit the parameters; {hint}")
+    opt.update(counters)
+    return meta["config"], params, opt, best, progress

@@ -161,6 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(pr)
     pr.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    x = sub.add_parser("export", help="write a trained model as an ONNX graph")
+    x.add_argument("--model", required=True, help="a .safetensors or original-program JSON model")
+    x.add_argument("--out", required=True, help="the .onnx file to write")
+    x.add_argument(
+        "--input",
+        choices=("images", "features"),
+        default="images",
+        help="images: raw uint8 (N, 64, 64, 3); features: normalized float (N, 12288)",
+    )
+    x.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     return parser
 
 
@@ -374,11 +385,23 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from gpucat.export import export_onnx
+    from gpucat.models import load_model
+
+    _check_writable(args.out)
+    model = load_model(args.model)
+    export_onnx(model, args.out, args.input, args.dtype)
+    sizes = "-".join(map(str, model.layer_sizes))
+    print(f"Saved {args.model} ({sizes}) as ONNX to {args.out}: input {args.input}, {args.dtype}")
+
+
 COMMANDS = {
     "train": cmd_train,
     "fetch-data": cmd_fetch_data,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
+    "export": cmd_export,
 }
 
 

@@ -9,6 +9,7 @@ from gpucat.errors import GpucatError
 
 REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
 SOLVERS = ("auto", "direct", "gram")
+FLOATS = ("learning_rate", "beta1", "beta2", "epsilon", "lr_decay", "l2", "keep_prob", "validation")
 OPTIMIZERS = ("gd", "momentum", "adam")
 
 
@@ -37,7 +38,12 @@ class TrainConfig:
     patience: int | None = None  # early stopping: log points without validation improvement
 
     def check(self) -> None:
-        """Raise GpucatError for settings that cannot train."""
+        """Raise GpucatError for settings that cannot train, and make every number a plain
+        Python int or float: a NumPy float64 learning rate would otherwise turn a float32
+        run's arrays into float64 (NumPy 2 promotion)."""
+        self._coerce()
+        if self.seed < 0 or self.seed >= 2**32:
+            raise GpucatError(f"--seed must be a whole number in 0 .. 2**32 - 1, got {self.seed}.")
         if len(self.layers) < 2 or any(n < 1 for n in self.layers):
             raise GpucatError(f"--layers needs at least two positive sizes, got {self.layers}.")
         if self.layers[-1] != 1:
@@ -75,6 +81,30 @@ class TrainConfig:
             raise GpucatError(
                 "--patience (early stopping) needs --validation > 0 and a value >= 1."
             )
+
+    def _coerce(self) -> None:
+        def whole(name, v):
+            if isinstance(v, bool) or not float(v).is_integer():
+                raise GpucatError(f"--{name.replace('_', '-')} must be a whole number, got {v!r}.")
+            return int(v)
+
+        try:
+            for name in ("iterations", "seed", "log_every"):
+                setattr(self, name, whole(name, getattr(self, name)))
+            for name in ("batch_size", "patience"):
+                if getattr(self, name) is not None:
+                    setattr(self, name, whole(name, getattr(self, name)))
+            self.layers = tuple(whole("layers", n) for n in self.layers)
+            for name in FLOATS:
+                setattr(self, name, float(getattr(self, name)))
+        except (TypeError, ValueError) as e:
+            raise GpucatError(f"a training setting is not a number ({e}).") from None
+        self.flip = bool(self.flip)
+        self.dtype, self.solver, self.optimizer = (
+            str(self.dtype),
+            str(self.solver),
+            str(self.optimizer),
+        )
 
     @property
     def is_plain(self) -> bool:

@@ -93,9 +93,37 @@ def _first_bad_cell(path: Path, rows: list[str], n_cols: int) -> str:
     return f"{path}: the CSV could not be parsed as numbers."
 
 
+# Pillow modes whose values are not 8-bit: what full scale means for each
+_WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
+
+
+def _as_rgb8(im):
+    """Any Pillow image -> 8-bit RGB by what its values mean, never by clipping: 16-bit and
+    32-bit integer gray scaled from 0..65535, float gray from [0, 1] (or 0..255 when its
+    values exceed 1), transparency (alpha, palette or colour key) composited over white."""
+    from PIL import Image
+
+    if im.mode in _WIDE_MODES or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError("the image holds NaN or infinite values")
+        if im.mode == "F":
+            full = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
+        else:
+            full = _WIDE_MODES[im.mode]
+        gray = np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Any image Pillow reads → RGB uint8 (64, 64, 3): EXIF-upright, alpha over white,
-    center-cropped to a square, then resized with a Lanczos filter."""
+    """Any image Pillow reads -> RGB uint8 (64, 64, 3): EXIF-upright, 8-bit by what its
+    values mean (``_as_rgb8``), center-cropped to a square, then resized with a Lanczos
+    filter. A file that is not a readable image, or a decompression bomb, is a GpucatError."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -103,25 +131,35 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise GpucatError(f"{path}: no such file.")
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            im = ImageOps.fit(im.convert("RGB"), IMAGE_SHAPE[:2], Image.Resampling.LANCZOS)
+            im = _as_rgb8(ImageOps.exif_transpose(im))
+            im = ImageOps.fit(im, IMAGE_SHAPE[:2], Image.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise GpucatError(f"{path}: not a readable image ({e}); use PNG or JPEG.") from None
+    except Image.DecompressionBombError as e:
+        raise GpucatError(
+            f"{path}: refused as a possible decompression bomb ({e}); shrink the image first."
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise GpucatError(
+            f"{path}: not a readable image ({e}); replace or remove it (PNG and JPEG work)."
+        ) from None
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of a folder, by suffix, sorted; hidden files (macOS ``._*`` and
+    ``.DS_Store``, editors' ``.*``) and anything that is not an image are skipped."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def load_folder(folder: str | os.PathLike) -> Dataset:
     """cat/ and non-cat/ subfolders give labelled data; otherwise the images in the folder."""
     folder = Path(folder)
-    subs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    subs = {
+        p.name.lower(): p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+    }
     cat = next((subs[n] for n in CAT_DIRS if n in subs), None)
     non = next((subs[n] for n in NONCAT_DIRS if n in subs), None)
     if cat or non:

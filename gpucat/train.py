@@ -174,13 +174,19 @@ def fit(
     needs_params = bool(config.validation or checkpoint_every or resume)
     solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
     solver = make_solver(solver_name, backend, params, shard, reducer, config, m_total)
-    if opt_state:
-        solver.load_optimizer_state(
-            {
-                k: backend.asarray(v) if isinstance(v, np.ndarray) else v
-                for k, v in opt_state.items()
-            }
-        )
+    if resume:
+        try:
+            solver.load_optimizer_state(
+                {
+                    k: backend.asarray(v, config.dtype) if isinstance(v, np.ndarray) else v
+                    for k, v in opt_state.items()
+                }
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise GpucatError(
+                f"{resume}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass "
+                "a checkpoint written by `gpucat train --checkpoint-every N`."
+            ) from None
     solver.i = progress.next_iteration
 
     result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)

@@ -177,7 +177,7 @@ def test_failed_save_leaves_existing_file_intact(tmp_path, monkeypatch):
     [
         ('{"hello": 1}', "is not a serialized matrix"),
         ("[1, 2, 3]", "not a model"),
-        ('{"W1": {"v": 1, "dim": [2, 2], "data": [1, 2, 3]}}', "is not a serialized matrix"),
+        ('{"W1": {"v": 1, "dim": [2, 2], "data": [1, 2, 3]}}', "needs 4 values, data has 3"),
         ("{ not json", "not valid JSON"),
         ('{"W1": {"v": 1, "dim": [1, 2], "data": [1, 2]}}', "expected keys W1, b1"),
     ],
@@ -209,7 +209,7 @@ def test_model_input_size_must_match_data(tmp_path, capsys):
         == 2
     )
     err = capsys.readouterr().err
-    assert "takes 100 inputs per example" in err and "12288" in err
+    assert "small.safetensors" in err and "W1 has shape (3, 100)" in err and "12288" in err
 
 
 def test_csv_loader_matches_h5(course_data):

@@ -1,0 +1,413 @@
+"""Your own data: `train --train/--test` on every input format, images read as the picture
+they show, strict model and checkpoint files, ONNX export, the original program's model."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import data_file, rel_err, run_gpucat
+from PIL import Image
+
+from gpucat import models
+from gpucat.backend import get_backend
+from gpucat.cli import main
+from gpucat.config import TrainConfig
+from gpucat.errors import GpucatError
+from gpucat.inference import probabilities
+from gpucat.inputs import load_image, load_input
+
+
+def fails_with(capsys, argv, *needles) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpucat: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def subset(course_data, n=40):
+    """The first n training images and labels: small, real, both classes."""
+    train, _ = course_data
+    return train.images[:n], train.Y[0, :n].astype(int)
+
+
+def write_formats(tmp_path, images, labels):
+    """The same images as a course h5, the original CSV, and a cat/ non-cat/ PNG folder."""
+    with h5py.File(tmp_path / "mine.h5", "w") as f:
+        f["train_set_x"], f["train_set_y"] = images, labels
+    header = ",".join([*map(str, range(12288)), "y"])
+    rows = [",".join(map(str, [*img.reshape(-1).tolist(), y])) for img, y in zip(images, labels)]
+    (tmp_path / "mine.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    for k, (img, y) in enumerate(zip(images, labels)):
+        sub = tmp_path / "folder" / ("Cat" if y else "NON-CAT")  # any letter case
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(sub / f"{k:03d}.png")
+    return tmp_path / "mine.h5", tmp_path / "mine.csv", tmp_path / "folder"
+
+
+def train_json(*args) -> dict:
+    out = run_gpucat("train", "--device", "cpu", "--json", *args)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_same_images_train_the_same_in_every_format(tmp_path, course_data):
+    h5, csv, folder = write_formats(tmp_path, *subset(course_data))
+    common = [
+        "--dtype",
+        "float64",
+        "--iterations",
+        "30",
+        "--log-every",
+        "5",
+        "--layers",
+        "12288,6,1",
+    ]
+    docs = [train_json("--train", str(p), *common) for p in (h5, csv, folder)]
+    for doc in docs[1:]:
+        assert rel_err([c for _, c in doc["costs"]], [c for _, c in docs[0]["costs"]]) <= 1e-6
+    for doc in docs:  # no --test: the training accuracy only
+        assert doc["train_examples"] == 40 and "test_accuracy" not in doc
+    with_test = train_json("--train", str(csv), "--test", str(folder), *common)
+    assert (
+        with_test["test_examples"] == 40 and with_test["test_correct"] == with_test["train_correct"]
+    )
+
+
+def test_folders_skip_hidden_and_other_files_but_not_broken_images(tmp_path, capsys, course_data):
+    _, _, folder = write_formats(tmp_path, *subset(course_data, 6))
+    cat = folder / "Cat"
+    (cat / "._000.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")  # macOS resource fork
+    (cat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (cat / "notes.txt").write_text("not an image")
+    ds = load_input(folder, require_labels=True)
+    assert ds.m == 6 and not any(n.startswith("Cat/.") or n.endswith(".txt") for n in ds.names)
+    (cat / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    fails_with(
+        capsys, ["train", "--train", str(folder)], str(cat / "broken.png"), "not a readable image"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--train", "NOPE"], ["NOPE", "no such file or folder"]),
+        (["--train", "NOLABELS"], ["carry no labels"]),
+        (["--test", "NOPE"], ["NOPE", "no such file"]),
+        (["--train", "GOOD", "--data-dir", "x"], ["--data-dir"]),
+        (["--seed", "-3"], ["--seed"]),
+    ],
+)
+def test_bad_training_inputs_exit_2(tmp_path, capsys, args, needles):
+    (tmp_path / "plain").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8) + 90).save(tmp_path / "plain" / "a.png")
+    h5 = tmp_path / "good.h5"
+    with h5py.File(h5, "w") as f:
+        f["train_set_x"] = np.full((2, 64, 64, 3), 7, np.uint8)
+        f["train_set_y"] = np.array([0, 1])
+    names = {
+        "NOPE": str(tmp_path / "nope.h5"),
+        "NOLABELS": str(tmp_path / "plain"),
+        "GOOD": str(h5),
+    }
+    argv = ["train", "--device", "cpu", "--iterations", "1", *[names.get(a, a) for a in args]]
+    fails_with(capsys, argv, *[names.get(n, n) for n in needles])
+
+
+# --- images as the picture they show ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gray8():
+    """A real photo as 8-bit gray (and the same picture as RGB, 64x64)."""
+    with Image.open(data_file("photos/chelsea.png")) as im:
+        return np.asarray(im.convert("L").resize((96, 64)))
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["I;16 png", "I tiff", "F [0,1] tiff", "F [0,255] tiff"],
+)
+def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
+    """16-bit and float copies of a photo give the 8-bit copy's pixels (to rounding), where
+    Pillow's convert('RGB') gives white (16-bit) or black (float in [0, 1])."""
+    g = gray8.astype(np.float64)
+    arr = {
+        "I;16 png": (g * 257).astype(np.uint16),
+        "I tiff": (g * 257).astype(np.int32),
+        "F [0,1] tiff": (g / 255).astype(np.float32),
+        "F [0,255] tiff": g.astype(np.float32),
+    }[kind]
+    path = tmp_path / ("x.png" if "png" in kind else "x.tif")
+    Image.fromarray(arr).save(path)
+    Image.fromarray(gray8).save(tmp_path / "ref.png")
+    got = load_image(path).astype(int)
+    expected = load_image(tmp_path / "ref.png").astype(int)
+    assert np.abs(got - expected).max() <= 1
+    assert 60 < got.mean() < 200  # the picture itself: neither all white nor all black
+
+
+def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
+    g = gray8.astype(np.float64)
+    Image.fromarray(gray8).convert("RGB").save(tmp_path / "a8.png")
+    Image.fromarray((g * 257).astype(np.uint16)).save(tmp_path / "b16.png")
+    Image.fromarray((g / 255).astype(np.float32)).save(tmp_path / "cf.tif")
+    model = models.load_model(trained_model)
+    p = probabilities(get_backend("cpu"), model, load_input(tmp_path), "float64", "m")
+    assert np.abs(p - p[0]).max() <= 0.05
+
+
+def test_transparency_is_white_and_cmyk_keeps_its_colours(tmp_path):
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    rgb[:, :32] = (200, 30, 40)
+    rgb[:, 32:] = (10, 20, 250)
+    # palette image whose second colour is transparent
+    p = Image.fromarray(rgb).quantize(colors=2)
+    blue = int(p.getpixel((40, 5)))
+    p.save(tmp_path / "p.png", transparency=blue)
+    got = load_image(tmp_path / "p.png")
+    assert (got[5, 50] == 255).all() and abs(int(got[5, 10, 0]) - 200) <= 2
+    # colour-key transparency on an RGB image
+    Image.fromarray(rgb).save(tmp_path / "key.png", transparency=(10, 20, 250))
+    got = load_image(tmp_path / "key.png")
+    assert (got[5, 50] == 255).all() and tuple(got[5, 10]) == (200, 30, 40)
+    # gray + alpha: half opaque black over white is mid gray
+    la = Image.fromarray(
+        np.dstack([np.zeros((64, 64), np.uint8), np.full((64, 64), 128, np.uint8)]), "LA"
+    )
+    la.save(tmp_path / "la.png")
+    assert abs(int(load_image(tmp_path / "la.png")[10, 10, 0]) - 127) <= 1
+    # CMYK (lossless TIFF): the same colours as the RGB picture
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")
+    got = load_image(tmp_path / "c.tif").astype(int)
+    assert np.abs(got[:, 4:28] - rgb[:, 4:28]).max() <= 1
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """Stored sideways with orientation 6 ('rotate 90° clockwise to view'): the left half
+    of the stored picture becomes the top of the upright one."""
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :32] = (255, 0, 0)
+    stored[:, 32:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "r.png", exif=exif)
+    got = load_image(tmp_path / "r.png").astype(int)
+    assert got[4, 32, 0] > 200 and got[4, 32, 2] < 50  # top: red
+    assert got[60, 32, 2] > 200 and got[60, 32, 0] < 50  # bottom: blue
+
+
+def test_decompression_bomb_is_a_clean_error(tmp_path, capsys, monkeypatch, trained_model):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 pixels > 2 x 1000: a "bomb"
+    fails_with(
+        capsys,
+        ["predict", "--model", str(trained_model), str(tmp_path / "big.png")],
+        "big.png",
+        "decompression bomb",
+    )
+
+
+def test_h5_floats_in_0_1_are_not_divided_twice(tmp_path, course_data):
+    images, labels = subset(course_data, 10)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["train_set_x"], f["train_set_y"] = images / 255.0, labels
+    ds = load_input(tmp_path / "f.h5")
+    np.testing.assert_allclose(ds.X, images.reshape(10, -1).T / 255.0, rtol=1e-15)
+
+
+# --- strict models, checkpoints and settings ---------------------------------------------
+
+
+def seed_doc(**overrides):
+    doc = {}
+    for l, (r, c) in enumerate([(2, 12288), (1, 2)], start=1):
+        doc[f"W{l}"] = {"v": 1, "dim": [r, c], "data": [0.01] * (r * c)}
+        doc[f"b{l}"] = {"v": 1, "dim": [r, 1], "data": [0.0] * r}
+    doc.update(overrides)
+    return doc
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"W1": {"v": 1, "dim": [2, 12288], "data": [0.01] * 5}}, "needs 24576 values, data has 5"),
+        ({"W1": {"v": 1, "dim": [2, 100], "data": [0.01] * 200}}, "expected (2, 12288)"),
+        ({"W2": {"v": 1, "dim": [0, 2], "data": []}}, "whole numbers >= 1"),
+        ({"W2": {"v": 1, "dim": [1.5, 2], "data": [1, 2]}}, "whole numbers >= 1"),
+        ({"b2": {"v": 1, "dim": [1, 1], "data": [True]}}, "flat list of numbers"),
+        ({"b2": {"v": 1, "dim": [1, 1], "data": ["0.5"]}}, "flat list of numbers"),
+        ({"b2": {"v": 2, "dim": [1, 1], "data": [0.5]}}, "format version 2"),
+        ({"W3": {"v": 1, "dim": [1, 1], "data": [1]}}, "expected keys W1, b1"),
+        (
+            {
+                "W2": {"v": 1, "dim": [2, 2], "data": [1, 2, 3, 4]},
+                "b2": {"v": 1, "dim": [2, 1], "data": [0, 0]},
+            },
+            "must have 1 output",
+        ),
+    ],
+)
+def test_malformed_json_models_are_refused(tmp_path, capsys, overrides, needle):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(seed_doc(**overrides)))
+    fails_with(
+        capsys,
+        ["predict", "--model", str(path), str(data_file("photos/chelsea.png"))],
+        str(path),
+        needle,
+    )
+
+
+def test_json_nan_weights_are_refused(tmp_path):
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(seed_doc(b1={"v": 1, "dim": [2, 1], "data": [0.0, float("nan")]})))
+    with pytest.raises(GpucatError, match="NaN or infinite"):
+        models.load_model(path)
+
+
+def test_safetensors_must_be_float_and_agree_with_its_metadata(tmp_path):
+    from safetensors.numpy import save_file
+
+    W1, W2 = np.full((2, 12288), 0.01), np.ones((1, 2))
+    b1, b2 = np.zeros((2, 1)), np.zeros((1, 1))
+    save_file(
+        {"W1": W1.astype(np.int32), "b1": b1, "W2": W2, "b2": b2}, str(tmp_path / "int.safetensors")
+    )
+    with pytest.raises(GpucatError, match="W1 holds int32 values"):
+        models.load_model(tmp_path / "int.safetensors")
+    meta = {"gpucat": json.dumps({"layer_sizes": [12288, 5, 1]})}
+    save_file(
+        {"W1": W1, "b1": b1, "W2": W2, "b2": b2}, str(tmp_path / "lie.safetensors"), metadata=meta
+    )
+    with pytest.raises(GpucatError, match=r"metadata says layer sizes \[12288, 5, 1\]"):
+        models.load_model(tmp_path / "lie.safetensors")
+    meta = {"gpucat": json.dumps({"activations": ["tanh", "sigmoid"]})}
+    save_file(
+        {"W1": W1, "b1": b1, "W2": W2, "b2": b2}, str(tmp_path / "act.safetensors"), metadata=meta
+    )
+    with pytest.raises(GpucatError, match="ReLU hidden layers"):
+        models.load_model(tmp_path / "act.safetensors")
+
+
+def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
+    from safetensors.numpy import load_file, save_file
+
+    from gpucat.train import fit
+
+    train, _ = course_data
+    ck = tmp_path / "ck.safetensors"
+    cfg = TrainConfig(layers=(12288, 3, 1), iterations=4, optimizer="adam", dtype="float64")
+    fit(get_backend("cpu"), cfg, train.X, train.Y, checkpoint=str(ck), checkpoint_every=2)
+    tensors = load_file(str(ck))
+    from safetensors import safe_open
+
+    with safe_open(str(ck), framework="np") as f:
+        meta = json.loads(f.metadata()["gpucat_checkpoint"])
+
+    def variant(name, tensors=tensors, meta=meta):
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata={"gpucat_checkpoint": json.dumps(meta)})
+        return path
+
+    cases = {
+        variant(
+            "shape", {**tensors, "param.W1": tensors["param.W1"][:, :100]}
+        ): "expected (3, 12288)",
+        variant("missing", {k: v for k, v in tensors.items() if k != "param.b2"}): "missing",
+        variant(
+            "adam", {k: v for k, v in tensors.items() if not k.startswith("opt.m.")}
+        ): "optimizer state",
+        variant("recipe", meta={**meta, "config": {**meta["config"], "seed": -1}}): "--seed",
+        variant("progress", meta={**meta, "progress": {"next": 3}}): "damaged checkpoint",
+        variant("optshape", {**tensors, "opt.v.W2": np.zeros((4, 4))}): "does not fit",
+    }
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    cases[tmp_path / "junk.safetensors"] = "not a gpucat checkpoint"
+    for path, needle in cases.items():
+        fails_with(capsys, ["train", "--device", "cpu", "--resume", str(path)], str(path), needle)
+
+
+def test_config_coerces_numpy_scalars_so_float32_stays_float32(course_data):
+    from gpucat.train import fit, params_to_host
+
+    train, _ = course_data
+    cfg = TrainConfig(
+        layers=(np.int64(12288), np.int64(3), 1),
+        learning_rate=np.float64(0.01),
+        iterations=np.int64(3),
+        l2=np.float64(0.1),
+        dtype="float32",
+    )
+    r = fit(get_backend("cpu"), cfg, train.X, train.Y)
+    assert type(cfg.learning_rate) is float and type(cfg.iterations) is int
+    assert all(W.dtype == np.float32 for W, _ in params_to_host(get_backend("cpu"), r.params))
+
+
+# --- ONNX export --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inputs", ["images", "features"])
+def test_onnx_export_runs_in_onnxruntime_like_evaluate(
+    tmp_path, trained_model, course_data, inputs
+):
+    import onnxruntime
+
+    _, test = course_data
+    out = tmp_path / "cat.onnx"
+    assert (
+        main(["export", "--model", str(trained_model), "--out", str(out), "--input", inputs]) == 0
+    )
+    ev = run_gpucat(
+        "evaluate",
+        "--model",
+        str(trained_model),
+        "--data",
+        str(data_file("catvnoncat/test_catvnoncat.h5")),
+        "--json",
+    )
+    expected = json.loads(ev.stdout.strip().splitlines()[-1])["probabilities"]
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feed = test.images if inputs == "images" else test.X.T.astype(np.float32)
+    got = session.run(["p_cat"], {inputs: feed})[0]
+    assert got.shape == (50, 1)
+    assert np.abs(got.ravel() - np.array(expected)).max() <= 1e-5
+
+
+def test_onnx_export_of_a_broken_model_is_a_clean_error(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text("{}")
+    fails_with(
+        capsys,
+        ["export", "--model", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o.onnx")],
+        "bad.json",
+    )
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# --- the original program's own model ----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_original_programs_model_scores_what_it_printed(dtype, course_data):
+    """The Rust program printed 99.52153 % (208/209) on the training set and 72 % (36/50) on
+    the test set for its model.json; reading that file, gpucat scores exactly those."""
+    train, test = course_data
+    model = models.load_model(data_file("seed-model/model.json"))
+    assert model.layer_sizes == [12288, 20, 7, 5, 1]
+    cpu = get_backend("cpu")
+    csv = load_input(data_file("seed-csv/test_set.csv"))
+    for ds, correct in ((train, 208), (test, 36), (csv, 36)):
+        p = probabilities(cpu, model, ds, dtype, "seed")
+        assert int(np.sum((p > 0.5) == (ds.Y.ravel() > 0.5))) == correct
+
+
+def test_original_model_on_every_backend(backend, course_data):
+    _, test = course_data
+    model = models.load_model(data_file("seed-model/model.json"))
+    p = probabilities(backend, model, test, "float64", "seed")
+    assert int(np.sum((p > 0.5) == (test.Y.ravel() > 0.5))) == 36
