@@ -1,7 +1,9 @@
-"""CatClassifier: the scikit-learn-style API, with and without scikit-learn."""
+"""CatClassifier: a scikit-learn estimator that passes scikit-learn's own checks."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 
@@ -10,45 +12,63 @@ import pytest
 from conftest import RTOL, rel_err
 
 from gpucat import CatClassifier
-from gpucat.errors import GpucatError
+from gpucat.backend import get_backend
 from gpucat.train import TrainConfig, fit
+
+CHECK = """
+import json, sys
+from sklearn.utils.estimator_checks import check_estimator
+from gpucat import CatClassifier
+results = check_estimator(CatClassifier(iterations=50, device=sys.argv[1]), on_fail=None)
+print(json.dumps([[r["check_name"], r["status"], str(r["exception"])[:300]] for r in results]))
+"""
+
+
+def test_passes_scikit_learns_check_estimator(backend):
+    """scikit-learn's whole estimator suite on each backend: nothing fails, nothing skips.
+    SCIPY_ARRAY_API=1 lets its array API check run; pandas lets the DataFrame check run."""
+    env = {**os.environ, "SCIPY_ARRAY_API": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK, backend.flag], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(results) >= 50
+    bad = [r for r in results if r[1] != "passed"]
+    assert not bad, bad
 
 
 def test_fit_predict_score_reproduce_the_reference(course_data):
+    """The defaults are `gpucat train`'s (float32, the reference recipe): 40/50, 206/209."""
     train, test = course_data
     clf = CatClassifier(device="cpu").fit(train.images, train.Y.ravel())
+    assert clf.dtype == "float32" and clf.n_features_in_ == 12288
     assert clf.score(test.images, test.Y.ravel()) == pytest.approx(0.8)
     assert clf.score(train.images, train.Y.ravel()) == pytest.approx(206 / 209)
     proba = clf.predict_proba(test.images)
     assert proba.shape == (50, 2) and np.allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_array_equal(clf.predict(test.images), (proba[:, 1] > 0.5).astype(int))
-    # flat (n, 12288) uint8 input and float input in [0, 1] give the same answers
+    # flat uint8, other integer pixel types and floats in [0, 1] give the same answers
     flat = test.images.reshape(50, -1)
     np.testing.assert_array_equal(clf.predict_proba(flat), proba)
+    np.testing.assert_array_equal(clf.predict_proba(flat.astype(np.int64)), proba)
+    np.testing.assert_allclose(clf.predict_proba(flat.astype(np.uint16) * 257), proba, rtol=1e-12)
     np.testing.assert_allclose(clf.predict_proba(flat / 255.0), proba, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"float images must hold values in \[0, 1\]"):
+        clf.predict_proba(test.images.astype(np.float64))
 
 
 def test_estimator_equals_the_trainer(backend, course_data):
     train, _ = course_data
-    clf = CatClassifier(
-        hidden_layers=(6, 4),
-        iterations=20,
-        optimizer="adam",
-        learning_rate=0.001,
-        batch_size=64,
-        device=backend.flag,
-    )
+    options = dict(iterations=20, optimizer="adam", learning_rate=0.001, batch_size=64)
+    clf = CatClassifier(hidden_layers=(6, 4), dtype="float64", device=backend.flag, **options)
     clf.fit(train.images, train.Y.ravel())
+    assert clf.device_ == backend.label
     ref = fit(
-        __import__("gpucat.backend").backend.get_backend("cpu"),
-        TrainConfig(
-            layers=(12288, 6, 4, 1),
-            iterations=20,
-            optimizer="adam",
-            learning_rate=0.001,
-            batch_size=64,
-            dtype="float64",
-        ),
+        get_backend("cpu"),
+        TrainConfig(layers=(12288, 6, 4, 1), dtype="float64", **options),
         train.X,
         train.Y,
     )
@@ -56,36 +76,72 @@ def test_estimator_equals_the_trainer(backend, course_data):
         assert rel_err(W, layer.W) <= RTOL["float64"]
 
 
-def test_get_set_params_and_errors():
-    clf = CatClassifier()
-    p = clf.get_params()
-    assert p["learning_rate"] == 0.0075 and p["hidden_layers"] == (20, 7, 5)
-    assert clf.set_params(l2=0.5, keep_prob=0.8) is clf and clf.l2 == 0.5
-    with pytest.raises(ValueError, match="invalid parameter"):
-        clf.set_params(nonsense=1)
-    with pytest.raises(GpucatError, match="not fitted"):
-        clf.predict(np.zeros((1, 12288), np.uint8))
-    with pytest.raises(GpucatError, match="n_samples"):
-        CatClassifier().fit(np.zeros((3, 10)), [0, 1, 0])
-
-
-def test_pipeline_and_cross_val_score(course_data):
-    import sklearn
+def test_any_two_labels_any_features_and_repeatable_fits():
     from sklearn.base import clone
-    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = np.where(X[:, 0] + 0.5 * X[:, 1] > 0, "tabby", "dog")
+    clf = CatClassifier(hidden_layers=(8,), iterations=300, learning_rate=0.1, device="cpu")
+    clf.fit(X, y)
+    assert clf.n_features_in_ == 5 and clf.classes_.tolist() == ["dog", "tabby"]
+    assert set(clf.predict(X)) <= {"dog", "tabby"} and clf.score(X, y) > 0.9
+    proba = clf.predict_proba(X)
+    np.testing.assert_array_equal(clf.predict(X), clf.classes_[proba.argmax(axis=1)])
+    # pickling and clone round-trip; the same random_state fits the same model
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(X), proba)
+    refit = clone(clf).fit(X, y)
+    np.testing.assert_array_equal(refit.predict_proba(X), proba)
+    other = clone(clf).set_params(random_state=2).fit(X, y)
+    assert not np.array_equal(other.params_[0][0], clf.params_[0][0])
+    with pytest.raises(ValueError, match="X has 4 features, but CatClassifier is expecting 5"):
+        clf.predict(X[:, :4])
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (np.ones((4, 3)), [0, 1, 2, 1], "Only binary classification is supported"),
+        (np.ones((4, 3)), [1, 1, 1, 1], "one class"),
+        (np.ones((4, 3)), [0.1, 0.7, 0.3, 0.2], "Unknown label type"),
+        (np.ones((4, 3)), [0, 1, 0], "inconsistent numbers of samples"),
+        (np.full((4, 3), np.nan), [0, 1, 0, 1], "NaN"),
+        (np.ones((0, 3)), [], "0 sample"),
+        (np.ones((4, 3)) + 1j, [0, 1, 0, 1], "Complex data not supported"),
+    ],
+)
+def test_bad_input_is_a_value_error(X, y, message):
+    with pytest.raises(ValueError, match=message):
+        CatClassifier(iterations=2, device="cpu").fit(X, y)
+
+
+def test_unfitted_and_bad_settings():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        CatClassifier().predict(np.zeros((1, 12288), np.uint8))
+    X, y = np.random.default_rng(1).random((6, 3)), [0, 1] * 3
+    with pytest.raises(ValueError, match="--learning-rate must be a positive number"):
+        CatClassifier(learning_rate=-1.0, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="--seed"):
+        CatClassifier(random_state=-5, device="cpu").fit(X, y)
+
+
+def test_pipeline_cross_val_score_and_a_scikit_learn_data_set(course_data):
+    from sklearn.base import clone
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     train, _ = course_data
-    assert sklearn.__version__
     clf = CatClassifier(iterations=200, device="cpu")
     assert clone(clf).get_params() == clf.get_params()
     pipe = make_pipeline(FunctionTransformer(lambda X: X.reshape(len(X), -1)), clf)
     scores = cross_val_score(pipe, train.images, train.Y.ravel(), cv=3)
     assert scores.shape == (3,) and ((0 <= scores) & (scores <= 1)).all()
     # the scores are really those of separately fitted folds: recompute one by hand
-    from sklearn.model_selection import StratifiedKFold
-
     tr, te = next(iter(StratifiedKFold(3).split(train.images, train.Y.ravel())))
     one = (
         clone(clf)
@@ -93,6 +149,12 @@ def test_pipeline_and_cross_val_score(course_data):
         .score(train.images[te], train.Y.ravel()[te])
     )
     assert scores[0] == pytest.approx(one)
+    # the README's example: a scikit-learn data set, scaled features, 5-fold accuracy
+    X, y = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(
+        StandardScaler(), CatClassifier(learning_rate=0.05, iterations=500, device="cpu")
+    )
+    assert cross_val_score(model, X, y, cv=5).mean() > 0.9
 
 
 def test_works_without_scikit_learn():
@@ -100,11 +162,13 @@ def test_works_without_scikit_learn():
         "import sys; sys.modules['sklearn'] = None\n"
         "import numpy as np; from gpucat import CatClassifier\n"
         "rng = np.random.default_rng(0); X = rng.integers(0, 256, (12, 12288), dtype=np.uint8)\n"
-        "y = np.array([0, 1] * 6)\n"
+        "y = np.array(['no', 'yes'] * 6)\n"
         "c = CatClassifier(hidden_layers=(3,), iterations=5, device='cpu').fit(X, y)\n"
         "assert CatClassifier.__mro__[1] is object\n"
-        "print(c.predict(X).shape, 0 <= c.score(X, y) <= 1)\n"
+        "assert c.get_params()['iterations'] == 5 and c.set_params(l2=0.5).l2 == 0.5\n"
+        "try:\n    c.fit(X, np.arange(12))\nexcept ValueError as e:\n    print('refused:', 'binary' in str(e))\n"
+        "print(c.predict(X).shape, set(c.predict(X)) <= {'no', 'yes'}, 0 <= c.score(X, y) <= 1)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(12,) True"
+    assert out.stdout.split("\n")[:2] == ["refused: True", "(12,) True True"]
