@@ -195,7 +195,7 @@ def _read_h5(path: str | os.PathLike, read):
                     f"{path}: {x.shape[0]} images but {y.shape[0]} labels; "
                     "each image needs exactly one label."
                 )
-            return read(x, y)
+            return read(f, x, y)
     except GpucatError:
         raise
     except (OSError, KeyError, ValueError) as e:
@@ -205,13 +205,111 @@ def _read_h5(path: str | os.PathLike, read):
         ) from None
 
 
+def _names(f, m: int) -> list[str] | None:
+    """The per-example file names a prepared h5 keeps (dataset ``names``), if any."""
+    if "names" not in f or f["names"].shape != (m,):
+        return None
+    return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in f["names"][()]]
+
+
 def load_h5(path: str | os.PathLike) -> Dataset:
-    """A course file such as train_catvnoncat.h5: datasets ``*_set_x`` and ``*_set_y``."""
-    images, labels = _read_h5(path, lambda x, y: (np.asarray(x[()]), np.asarray(y[()])))
+    """A course file such as train_catvnoncat.h5 (datasets ``*_set_x`` and ``*_set_y``), or
+    one written by `gpucat prepare`, read whole into memory."""
+    images, labels, names = _read_h5(
+        path, lambda f, x, y: (np.asarray(x[()]), np.asarray(y[()]), _names(f, x.shape[0]))
+    )
     images = check_images(images, Path(path))
     Y = check_labels(labels, images.shape[0], Path(path))
     rows, divisor = as_rows(images, path)
-    return Dataset(rows, Y, str(path), divisor=divisor)
+    return Dataset(rows, Y, str(path), names=names, divisor=divisor)
+
+
+class H5Source:
+    """A course-layout h5 file of uint8 images that stays on disk: ``read`` fetches just the
+    examples asked for (a mini-batch, a chunk), so memory holds a few batches whatever the
+    file's size. The labels (8 bytes an example) are read and checked up front."""
+
+    divisor = 255.0
+    n_features = N_FEATURES
+    streams = True
+
+    def __init__(self, path: str | os.PathLike):
+        import threading
+
+        self.path, self.source = Path(path), str(path)
+
+        def header(f, x, y):
+            return x.name, x.shape, x.dtype, np.asarray(y[()]), _names(f, x.shape[0])
+
+        self._x, shape, dtype, labels, self.names = _read_h5(path, header)
+        if len(shape) != 4 or tuple(shape[1:]) != IMAGE_SHAPE or dtype != np.uint8:
+            raise GpucatError(
+                f"{path}: streaming needs uint8 images (m, 64, 64, 3), found {dtype} {shape}."
+            )
+        if shape[0] == 0:
+            raise GpucatError(f"{path}: the file holds no images.")
+        self.Y = check_labels(labels, shape[0], self.path)
+        self.n = self.m = shape[0]
+        self._file = None
+        self._lock = threading.Lock()  # one reader at a time: the trainer and its prefetch
+
+    def labels(self) -> np.ndarray:
+        return self.Y.reshape(-1)
+
+    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (k, 12288) uint8, labels (k,)) of the examples ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size == 0:
+            return np.zeros((0, N_FEATURES), np.uint8), np.zeros(0)
+        unique, back = np.unique(idx, return_inverse=True)
+        with self._lock:
+            x = self._dataset()
+            if unique[-1] - unique[0] + 1 == unique.size:  # a contiguous run: one slice
+                block = x[int(unique[0]) : int(unique[-1]) + 1]
+            else:
+                block = x[unique]
+        return block.reshape(unique.size, N_FEATURES)[back], self.labels()[idx]
+
+    def _dataset(self):
+        if self._file is None:
+            import h5py
+
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as e:
+                raise GpucatError(f"{self.path}: cannot be read as HDF5 ({e}).") from None
+        return self._file[self._x]
+
+    def name(self, k: int) -> str:
+        return self.names[k] if self.names else f"{self.path.name}[{k}]"
+
+    @property
+    def images(self):
+        """Pictures by index, read when asked for (for --mislabeled)."""
+        source = self
+
+        class _Lazy:
+            def __getitem__(self, k):
+                return source.read(np.array([k]))[0].reshape(IMAGE_SHAPE)
+
+        return _Lazy()
+
+    def __getstate__(self):  # an open h5py file and a lock do not pickle; reopen on use
+        return {**self.__dict__, "_file": None, "_lock": None}
+
+    def __setstate__(self, state):
+        import threading
+
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def open_h5(path: str | os.PathLike):
+    """An h5 data set: streamed from disk when its images are uint8, else read whole."""
+    try:
+        return H5Source(path)
+    except GpucatError:
+        return load_h5(path)  # other layouts and dtypes: checked and explained there
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -22,6 +22,7 @@ from gpucat.data import (
     check_images,
     check_labels,
     load_h5,
+    open_h5,
 )
 from gpucat.errors import GpucatError
 
@@ -179,8 +180,9 @@ def load_folder(folder: str | os.PathLike) -> Dataset:
     return Dataset(images.reshape(len(files), -1), Y, str(folder), names=names)
 
 
-def load_input(path: str | os.PathLike, require_labels: bool = False) -> Dataset:
-    """One file or folder in any supported format."""
+def load_input(path: str | os.PathLike, require_labels: bool = False, stream: bool = False):
+    """One file or folder in any supported format. ``stream``: an h5 of uint8 images stays
+    on disk and is read as it is used (data.H5Source); everything else is read whole."""
     path = Path(path)
     if path.is_dir():
         ds = load_folder(path)
@@ -191,7 +193,7 @@ def load_input(path: str | os.PathLike, require_labels: bool = False) -> Dataset
         with open(path, "rb") as f:
             head = f.read(8)
         if suffix in (".h5", ".hdf5") or head.startswith(HDF5_SIGNATURE):
-            ds = load_h5(path)
+            ds = open_h5(path) if stream else load_h5(path)
         elif suffix == ".csv":
             ds = load_csv(path, require_labels=require_labels)
         elif suffix in IMAGE_SUFFIXES:

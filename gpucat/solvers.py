@@ -4,8 +4,8 @@ All of them run the same algorithm (forward, cost, backward, update of the refer
 recipe) and differ only in how they spend the arithmetic:
 
 - ``DirectSolver``: the network math as written in network.py, on any backend.
-- ``NumpyDirectSolver``: the same on NumPy in float32, with the first layer's two products
-  over X in the memory layouts that BLAS runs fastest.
+- ``NumpyDirectSolver``: the same on NumPy, with the first layer's two products over X
+  in the memory layout that runs fastest on this machine, chosen by timing at setup.
 - ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
   Adam, learning-rate decay, L2, dropout), and any run over several processes, on the
   generic code: gradients as sums, added up over processes by the reducer.
@@ -22,6 +22,8 @@ divides by the global count. No host sync inside.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,33 +98,127 @@ class _FirstLayerApart(DirectSolver):
         return cost
 
 
-class NumpyDirectSolver(_FirstLayerApart):
-    """The direct algorithm on NumPy in float32, with the first layer's products laid out
-    for BLAS: X kept both with examples as rows (m, n_x), as PyTorch does, for the forward
-    product Z1 = (X_rows @ W1^T)^T, and as columns for the update W1^T -= X @ dZ1^T, with
-    W1 held transposed so that the update lands in a reused buffer and runs over contiguous
-    memory. In float64 the plain layout (DirectSolver) is as fast at m = 209 and up to 1.5x
-    faster for m >= 1000 with OpenBLAS (docs/benchmarks.md), so float64 uses that.
-    """
+@dataclass(frozen=True)
+class Layout:
+    """Where the NumPy direct path keeps W1 and X for the first layer's two products with X
+    (the forward Z1 = W1 X and the update W1 -= dZ1 Xᵀ): W1 as (n_1, n_x) or transposed,
+    and for each product whether it reads X as columns (n_x, m) or as rows (m, n_x)."""
 
-    def __init__(self, backend, params, X, Y, lr):
+    name: str
+    transposed: bool
+    forward: str  # "cols" or "rows"
+    update: str
+
+    @property
+    def storage(self) -> set[str]:
+        return {self.forward, self.update}
+
+
+LAYOUTS = (
+    Layout("plain", False, "cols", "cols"),
+    Layout("rows", False, "rows", "rows"),
+    Layout("cols/rows", False, "cols", "rows"),
+    Layout("W1T rows/cols", True, "rows", "cols"),
+    Layout("W1T rows", True, "rows", "rows"),
+    Layout("W1T cols", True, "cols", "cols"),
+)
+
+
+def _forward(transposed: bool, W: Array, X: Array, rows: bool) -> Array:
+    """Z1 without b1, (n_1, m), from W1 (or W1ᵀ) and X as columns (or rows)."""
+    if transposed:
+        return (X @ W).T if rows else (X.T @ W).T
+    return W @ X.T if rows else W @ X
+
+
+def _update(transposed: bool, dZ: Array, X: Array, rows: bool, out: Array) -> Array:
+    """dZ1 Xᵀ (or its transpose, to match W1's orientation) into ``out``."""
+    if transposed:
+        return np.matmul(X.T if rows else X, dZ.T, out=out)
+    return np.matmul(dZ, X if rows else X.T, out=out)
+
+
+def plan_layout(
+    X: np.ndarray, W1: np.ndarray, free_bytes: int, repeats: int = 2
+) -> tuple[Layout, dict]:
+    """Choose the fastest Layout by timing its two products on this data, as FFTW's planner
+    and cuDNN's benchmark mode do: the best layout differs between CPUs, BLAS builds, dtypes
+    and sizes (docs/benchmarks.md). Layouts that keep X twice are tried only when both
+    copies fit in half of the free memory. Returns the choice and every product's time."""
+    import time
+
+    both = 2 * X.nbytes <= 0.5 * free_bytes
+    candidates = [c for c in LAYOUTS if both or len(c.storage) == 1]
+    if not both and any("rows" in c.storage for c in candidates) and 3 * X.nbytes > free_bytes:
+        candidates = [LAYOUTS[0]]  # no room even to try a second copy
+    if len(candidates) == 1:
+        return candidates[0], {}
+    copies = {"cols": np.ascontiguousarray(X), "rows": np.ascontiguousarray(X.T)}
+    Ws = {False: np.ascontiguousarray(W1), True: np.ascontiguousarray(W1.T)}
+    dZ = np.random.default_rng(0).standard_normal((W1.shape[0], X.shape[1])).astype(X.dtype)
+    times = {}
+
+    def clock(key, fn):
+        if key not in times:
+            fn()  # warm-up
+            ts = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t)
+            times[key] = min(ts)
+        return times[key]
+
+    def cost(c: Layout) -> float:
+        W, out = Ws[c.transposed], np.empty_like(Ws[c.transposed])
+        f = clock(
+            ("forward", c.transposed, c.forward),
+            lambda: _forward(c.transposed, W, copies[c.forward], c.forward == "rows"),
+        )
+        u = clock(
+            ("update", c.transposed, c.update),
+            lambda: _update(c.transposed, dZ, copies[c.update], c.update == "rows", out),
+        )
+        return f + u
+
+    best = min(candidates, key=cost)
+    return best, {f"{k[0]} {'W1T' if k[1] else 'W1'} {k[2]}": 1000 * v for k, v in times.items()}
+
+
+class NumpyDirectSolver(_FirstLayerApart):
+    """The direct algorithm on NumPy with the first layer's two products with X in the
+    memory layout that runs fastest here, chosen at setup by timing each (``plan_layout``);
+    ``layout`` forces one (tests). The arithmetic is the direct algorithm's; only where the
+    operands lie changes (each layout is tested equal to DirectSolver)."""
+
+    def __init__(self, backend, params, X, Y, lr, layout: Layout | None = None):
         super().__init__(backend, params, X, Y, lr)
-        self.X_rows = np.ascontiguousarray(X.T)
-        self.X_cols = np.ascontiguousarray(X)
-        self.W1T = np.ascontiguousarray(params[0].W.T)  # (n_x, n_1): the working copy
-        self.buf = np.empty_like(self.W1T)
+        if layout is None:
+            layout, self.plan_ms = plan_layout(X, params[0].W, backend.free_memory())
+        self.layout = layout
+        self.X_cols = np.ascontiguousarray(X) if "cols" in layout.storage else None
+        self.X_rows = np.ascontiguousarray(X.T) if "rows" in layout.storage else None
+        W = params[0].W
+        self.W1 = np.ascontiguousarray(W.T if layout.transposed else W)  # the working copy
+        self.buf = np.empty_like(self.W1)
+
+    def _X(self, which: str) -> np.ndarray:
+        return self.X_rows if which == "rows" else self.X_cols
 
     def first_linear(self) -> Array:
-        Z1 = (self.X_rows @ self.W1T).T
+        c = self.layout
+        Z1 = _forward(c.transposed, self.W1, self._X(c.forward), c.forward == "rows")
         Z1 += self.params[0].b
         return Z1
 
     def first_update(self, dZ1: Array) -> None:
-        self.W1T -= np.matmul(self.X_cols, dZ1.T, out=self.buf)
+        c = self.layout
+        self.W1 -= _update(c.transposed, dZ1, self._X(c.update), c.update == "rows", self.buf)
         self.params[0].b -= np.sum(dZ1, axis=1, keepdims=True)
 
     def parameters(self) -> list[Layer]:
-        self.params[0].W = np.ascontiguousarray(self.W1T.T)
+        W = self.W1.T if self.layout.transposed else self.W1
+        self.params[0].W = np.ascontiguousarray(W)
         return self.params
 
 
@@ -231,20 +327,28 @@ class GeneralSolver:
         self.i = 0  # iterations done (set by the trainer on resume)
         self._perm_epoch, self._perm = None, None
 
-    def batch(self, i: int):
-        """(X, Y, this process's columns of the batch, the batch's global size, epoch); X and
-        Y are None when none of the batch's examples live here."""
+    def _members(self, i: int):
+        """(global positions of iteration i's batch, indices of those held here, epoch)."""
         s = self.shard
         epoch, k = divmod(i, self.n_batches)
-        if self.batch_size == self.M:
-            X, Y = s.columns()
-            return X, Y, slice(s.start, s.stop), self.M, epoch
         if self._perm_epoch != epoch:
             self._perm = host_rng(self.config.seed, SHUFFLE, epoch).permutation(self.M)
             self._perm_epoch = epoch
         members = self._perm[k * self.batch_size : (k + 1) * self.batch_size]
-        mine = np.flatnonzero((members >= s.start) & (members < s.stop))
+        return members, np.flatnonzero((members >= s.start) & (members < s.stop)), epoch
+
+    def batch(self, i: int):
+        """(X, Y, this process's columns of the batch, the batch's global size, epoch); X and
+        Y are None when none of the batch's examples live here."""
+        s = self.shard
+        if self.batch_size == self.M:
+            X, Y = s.columns()
+            return X, Y, slice(s.start, s.stop), self.M, i
+        members, mine, epoch = self._members(i)
         X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
+        upcoming, mine_next, _ = self._members(i + 1)  # read the next batch while this trains
+        if mine_next.size:
+            s.prefetch(upcoming[mine_next] - s.start)
         return X, Y, mine, members.size, epoch
 
     def dropout_masks(self, i: int, columns, m_batch: int) -> list[Array] | None:
@@ -360,6 +464,6 @@ def make_solver(
     if name == "gram":
         cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
         return cls(backend, params, X, Y, lr)
-    if backend.name == "numpy" and len(params) >= 2 and X.dtype == np.float32:
+    if backend.name == "numpy" and len(params) >= 2:
         return NumpyDirectSolver(backend, params, X, Y, lr)
     return DirectSolver(backend, params, X, Y, lr)

@@ -26,7 +26,8 @@ from gpucat.data import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 
 SPLIT = 3  # the validation split's random stream (solvers.host_rng)
-CHUNK = 4096  # examples per pass when a cost or a prediction runs over a whole set
+CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
+DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
 
 
 class Source(Protocol):
@@ -141,6 +142,21 @@ def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
     return backend.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
 
 
+def make_shard(
+    backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str, full_batch: bool
+):
+    """This process's block of training positions on the device: resident (a float copy for
+    full-batch training, else uint8), or streamed from the source batch by batch when the
+    source stays on disk and the block would not fit: always on the CPU, where device memory
+    is host memory; on a GPU when the uint8 block exceeds a quarter of free memory."""
+    streams = getattr(train.source, "streams", False)
+    if streams and not full_batch:
+        nbytes = (stop - start) * train.source.n_features
+        if not backend.is_gpu or nbytes > DEVICE_SHARE * backend.free_memory():
+            return StreamedShard(backend, train, start, stop, dtype)
+    return DeviceShard(backend, train, start, stop, dtype, full_batch)
+
+
 class DeviceShard:
     """One process's block [start, stop) of training positions, resident on the device.
 
@@ -191,9 +207,64 @@ class DeviceShard:
             b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
             yield self._convert(self.U[a:b, :]), self.Y[:, a:b]
 
+    def prefetch(self, local: np.ndarray) -> None:
+        """Resident examples need no reading ahead."""
+
+    def close(self) -> None:
+        pass
+
     def _convert(self, U) -> Any:
         xp = self.backend.xp
         X = xp.astype(U.T, xp.float64 if self.dtype == "float64" else xp.float32)
         if self.divisor != 1:
             X = X / self.divisor
         return X
+
+
+class StreamedShard(DeviceShard):
+    """A block of training positions read from its source as training asks for it: each
+    mini-batch's rows (uint8) are read from disk, the next batch's in a background thread
+    while this one trains, so memory holds a few batches whatever the data set's size.
+    Only the labels stay resident."""
+
+    def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.backend, self.dtype, self.train = backend, dtype, train
+        self.divisor = train.source.divisor
+        self.start, self.stop = start, stop
+        positions = np.arange(start, stop)
+        y = train.source.labels()[train.rows[positions % train.rows.size]]
+        self.Y = labels_row(backend, y, dtype)
+        self.X = self.U = None
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
+        self._ahead: tuple[np.ndarray, Any] | None = None
+
+    def _rows(self, local: np.ndarray) -> np.ndarray:
+        return self.train.read(np.asarray(local) + self.start)[0]
+
+    def prefetch(self, local: np.ndarray) -> None:
+        """Start reading these examples (the next batch) in the background."""
+        self._ahead = (np.array(local), self._reader.submit(self._rows, local))
+
+    def batch(self, local: np.ndarray) -> tuple[Any, Any]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and np.array_equal(ahead[0], local):
+            rows = ahead[1].result()
+        else:
+            rows = self._rows(local)
+        idx = self.backend.asarray(np.asarray(local))
+        return to_columns(self.backend, rows, self.dtype, self.divisor), self.backend.xp.take(
+            self.Y, idx, axis=1
+        )
+
+    def chunks(self, size: int = CHUNK) -> Iterator[tuple[Any, Any]]:
+        for a in range(0, self.m, size):
+            b = min(a + size, self.m)
+            yield (
+                to_columns(self.backend, self._rows(np.arange(a, b)), self.dtype, self.divisor),
+                self.Y[:, a:b],
+            )
+
+    def close(self) -> None:
+        self._reader.shutdown(wait=True)

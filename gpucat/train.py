@@ -29,7 +29,8 @@ from gpucat.solvers import choose_solver, make_solver
 from gpucat.sources import (
     CHUNK,
     DeviceShard,
-    labels_row,
+    TrainingSet,
+    make_shard,
     mirrored,
     split_training,
     stratified_split,
@@ -61,6 +62,7 @@ class TrainResult:
     iterations_done: int = 0
     first_iteration: int = 0  # where this run started: > 0 after --resume
     reduce_how: str = "one process"
+    layout: str | None = None  # the NumPy direct path's product layout, chosen at setup
 
     @property
     def ms_per_iteration(self) -> float:
@@ -106,19 +108,17 @@ class _Validation:
     def __init__(self, backend, source, rows: np.ndarray, reducer, dtype: str):
         self.backend, self.reducer, self.n = backend, reducer, rows.size
         a, b = reducer.block(rows.size, allow_empty=True)
-        mine = rows[a:b]
-        self.X = self.Y = None
-        if mine.size:
-            vrows, vy = source.read(mine)
-            self.X = to_columns(backend, vrows, dtype, source.divisor)
-            self.Y = labels_row(backend, vy, dtype)
+        self.part = None
+        if b > a:  # small parts as one float copy, large ones as uint8 converted per chunk
+            small = (b - a) * source.n_features * np.dtype(dtype).itemsize <= 64 * 2**20
+            self.part = DeviceShard(backend, TrainingSet(source, rows[a:b]), 0, b - a, dtype, small)
 
     def cost(self, params: list[Layer]) -> float:
-        local = 0.0
-        if self.X is not None:
-            _, caches = network.forward(self.backend.xp, params, self.X)
-            ZL = caches[-1][1]
-            local = self.backend.scalar(network.loss_sum_from_logits(self.backend.xp, ZL, self.Y))
+        xp, local = self.backend.xp, 0.0
+        if self.part is not None:
+            for X, Y in self.part.chunks():
+                _, caches = network.forward(xp, params, X)
+                local += self.backend.scalar(network.loss_sum_from_logits(xp, caches[-1][1], Y))
         (total,) = self.reducer.sum_scalars(local)  # host sync
         return total / self.n
 
@@ -132,6 +132,7 @@ def fit(
     reducer=LOCAL,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
     on_log: Callable[[int, float, float | None], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 0,
     resume: str | None = None,
@@ -144,7 +145,8 @@ def fit(
     (distributed.py); every process then holds the same parameters throughout. The data and
     the initial parameters go to the device once; inside the loop the only device-to-host
     reads are the costs at logging points (and the parameters when a checkpoint is
-    written). ``on_log(i, cost, validation_cost)`` reports each log point. ``resume``
+    written). ``on_log(i, cost, validation_cost)`` reports each log point, ``on_step(i)``
+    each finished iteration (a progress bar). ``resume``
     continues from a checkpoint; ``stop_after`` ends the run after that many iterations in
     total, as an interruption would (for tests).
     """
@@ -161,7 +163,44 @@ def fit(
     m_total = train.size
     start, stop = reducer.block(m_total)
     full_batch = config.batch_size is None or config.batch_size >= m_total
-    shard = DeviceShard(backend, train, start, stop, config.dtype, full_batch)
+    shard = make_shard(backend, train, start, stop, config.dtype, full_batch)
+    try:
+        return _train(
+            backend,
+            config,
+            source,
+            shard,
+            val_rows,
+            m_total,
+            reducer,
+            init,
+            on_log,
+            on_step,
+            checkpoint,
+            checkpoint_every,
+            resume,
+            stop_after,
+        )
+    finally:
+        shard.close()
+
+
+def _train(
+    backend,
+    config,
+    source,
+    shard,
+    val_rows,
+    m_total,
+    reducer,
+    init,
+    on_log,
+    on_step,
+    checkpoint,
+    checkpoint_every,
+    resume,
+    stop_after,
+) -> TrainResult:
     val = _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
 
     progress, best, opt_state = Progress(), None, None
@@ -190,6 +229,7 @@ def fit(
     solver.i = progress.next_iteration
 
     result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
+    result.layout = getattr(getattr(solver, "layout", None), "name", None)
     result.first_iteration = result.iterations_done = progress.next_iteration
     result.best_iteration = progress.best_iteration
     result.costs = [tuple(c) for c in progress.costs]
@@ -224,6 +264,8 @@ def fit(
             if on_log:
                 on_log(i, cost, val_cost)
         result.iterations_done = i + 1
+        if on_step:
+            on_step(i)
         if checkpoint_every and (i + 1) % checkpoint_every == 0 and reducer.is_root:
             progress.next_iteration = i + 1
             progress.costs, progress.val_costs = result.costs, result.val_costs
@@ -290,6 +332,7 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
         "seconds": result.seconds,
         "ms_per_iteration": result.ms_per_iteration,
         "reduce": result.reduce_how,
+        "layout": result.layout,
     }
 
 

@@ -11,12 +11,14 @@ from gpucat import network
 from gpucat.errors import GpucatError
 from gpucat.reducers import LOCAL
 from gpucat.solvers import (
+    LAYOUTS,
     DirectSolver,
     GeneralSolver,
     GramSolver,
     NumpyDirectSolver,
     NumpyGramSolver,
     choose_solver,
+    plan_layout,
 )
 from gpucat.sources import DeviceShard, TrainingSet
 from gpucat.train import TrainConfig, as_source, fit, params_to_device, params_to_host
@@ -90,6 +92,38 @@ def test_solvers_match_reference_in_each_dtype(cls, dtype):
     assert rel_err(costs, ref_costs) <= RTOL[dtype]
     for (W, b), (W_ref, b_ref) in zip(params, ref_params):
         assert rel_err(W, W_ref) <= RTOL[dtype] and rel_err(b, b_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda c: c.name)
+def test_every_numpy_layout_is_the_direct_algorithm(layout, dtype):
+    """Whichever layout the planner picks, the iterates are DirectSolver's."""
+    rng = np.random.default_rng(4)
+    sizes = [300, 9, 4, 1]
+    X, Y = rng.random((sizes[0], 40)), (rng.random((1, 40)) > 0.4).astype(float)
+    ref_costs, ref_params = plain_numpy_float64(X, Y, 25, sizes, lr=0.05)
+    cpu = backend_mod.get_backend("cpu")
+    params = params_to_device(cpu, network.init_params(sizes, 1), dtype)
+    s = NumpyDirectSolver(cpu, params, X.astype(dtype), Y.astype(dtype), 0.05, layout=layout)
+    assert (s.X_cols is not None, s.X_rows is not None) == (
+        "cols" in layout.storage,
+        "rows" in layout.storage,
+    )
+    costs = [float(s.step(want_cost=True)[0]) / 40 for _ in range(25)]
+    assert rel_err(costs, ref_costs) <= RTOL[dtype]
+    for (W, b), (W_ref, b_ref) in zip(params_to_host(cpu, s.parameters()), ref_params):
+        assert rel_err(W, W_ref) <= RTOL[dtype] and rel_err(b, b_ref) <= RTOL[dtype]
+
+
+def test_the_planner_times_every_product_and_respects_memory():
+    rng = np.random.default_rng(5)
+    X, W1 = rng.random((500, 60)), rng.standard_normal((7, 500))
+    best, ms = plan_layout(X, W1, free_bytes=2**34)
+    assert best in LAYOUTS and len(ms) == 8 and all(v > 0 for v in ms.values())
+    # X twice would not fit in half the memory: only one copy of X is kept
+    one, _ = plan_layout(X, W1, free_bytes=3 * X.nbytes)
+    assert len(one.storage) == 1
+    # not even room to try a second copy: the plain layout, untimed
+    assert plan_layout(X, W1, free_bytes=2 * X.nbytes) == (LAYOUTS[0], {})
 
 
 def test_gram_keeps_float64_state_when_training_float32():
