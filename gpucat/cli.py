@@ -162,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=("float32", "float64"), default="float64")
     pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
+    pp = sub.add_parser(
+        "prepare", help="decode a labelled image folder once, in parallel, into a chunked h5"
+    )
+    pp.add_argument("folder", help="a folder with cat/ and non-cat/ subfolders of images")
+    pp.add_argument("--out", required=True, help="the .h5 file to write (atomically)")
+    pp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
+
     x = sub.add_parser("export", help="write a trained model as an ONNX graph")
     x.add_argument("--model", required=True, help="a .safetensors or original-program JSON model")
     x.add_argument("--out", required=True, help="the .onnx file to write")
@@ -175,14 +182,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cost_logger(out):
-    """on_log for the trainers: one line per logging point, through ``out`` (print on rank 0)."""
+def _cost_logger(out, bar=None):
+    """on_log for the trainer: one line per logging point, through ``out`` (print on rank 0),
+    or above the progress bar, whose cost it updates."""
 
     def log(i: int, cost: float, val: float | None) -> None:
         extra = f", validation cost {val:.6f}" if val is not None else ""
-        out(f"Cost after iteration {i}: {cost:.6f}{extra}", flush=True)
+        line = f"Cost after iteration {i}: {cost:.6f}{extra}"
+        if bar is None:
+            out(line, flush=True)
+        else:
+            bar.write(line)
+            bar.set_postfix_str(f"cost {cost:.4f}", refresh=False)
 
     return log
+
+
+def _progress_bar(args, config, reducer):
+    """A tqdm bar over the iterations (with the cost and the time left), when stdout is a
+    terminal, not under --json, on rank 0; else None."""
+    if args.json or not reducer.is_root or not sys.stdout.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.iterations, unit="it", desc="training", file=sys.stdout, leave=False)
 
 
 def _check_writable(*paths: str | None) -> None:
@@ -200,11 +223,13 @@ def _training_data(args: argparse.Namespace, can_fetch: bool):
     from gpucat import data
     from gpucat.inputs import load_input
 
+    def labelled(path):  # a large uint8 h5 stays on disk and is read as training goes
+        return load_input(path, require_labels=True, stream=True)
+
     if args.train:
         if args.data_dir:
             raise GpucatError("--data-dir names the course files; drop it when giving --train.")
-        test = load_input(args.test, require_labels=True) if args.test else None
-        return load_input(args.train, require_labels=True), test
+        return labelled(args.train), (labelled(args.test) if args.test else None)
     folder = data.resolve_data_dir(args.data_dir)
     if can_fetch and not all((folder / n).exists() for n in (data.TRAIN_FILE, data.TEST_FILE)):
         from gpucat.fetch import fetch_data
@@ -212,7 +237,7 @@ def _training_data(args: argparse.Namespace, can_fetch: bool):
         print(f"Course data not found in {folder}; downloading it.", file=sys.stderr, flush=True)
         fetch_data(folder)
     train_set, test_set = data.load_course_data(folder)
-    return train_set, (load_input(args.test, require_labels=True) if args.test else test_set)
+    return train_set, (labelled(args.test) if args.test else test_set)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -253,17 +278,28 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{train_set.m} examples from {train_set.source}",
         flush=True,
     )
-    result, summary = run_recipe(
-        backend,
-        config,
-        train_set,
-        test_set,
-        on_log=_cost_logger(say),
-        reducer=reducer,
-        checkpoint=args.checkpoint or (args.resume if args.checkpoint_every else None),
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-    )
+    bar = _progress_bar(args, config, reducer)
+
+    def step(i: int) -> None:
+        bar.n = i + 1  # resumed runs start part way
+        bar.update(0)
+
+    try:
+        result, summary = run_recipe(
+            backend,
+            config,
+            train_set,
+            test_set,
+            on_log=_cost_logger(say, bar),
+            on_step=step if bar is not None else None,
+            reducer=reducer,
+            checkpoint=args.checkpoint or (args.resume if args.checkpoint_every else None),
+            checkpoint_every=args.checkpoint_every,
+            resume=args.resume,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     if not reducer.is_root:
         return
     if threads:
@@ -335,7 +371,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     _check_writable(args.mislabeled)
     model, backend = _model_and_backend(args)
-    ds = load_input(args.data, require_labels=True)
+    ds = load_input(args.data, require_labels=True, stream=True)
     p = probabilities(backend, model, ds, args.dtype, args.model)
     s = scores(p, ds.Y)
     print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
@@ -385,6 +421,19 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from gpucat.prepare import prepare
+
+    if args.jobs is not None and args.jobs < 1:
+        raise GpucatError(f"--jobs must be at least 1, got {args.jobs}.")
+    t = time.perf_counter()
+    m = prepare(args.folder, args.out, args.jobs)
+    seconds = time.perf_counter() - t
+    print(f"Prepared {m} images from {args.folder} into {args.out} in {seconds:.1f} s")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from gpucat.export import export_onnx
     from gpucat.models import load_model
@@ -402,6 +451,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "prepare": cmd_prepare,
 }
 
 

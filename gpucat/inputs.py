@@ -18,8 +18,6 @@ from gpucat.data import (
     IMAGE_SHAPE,
     N_FEATURES,
     Dataset,
-    as_rows,
-    check_images,
     check_labels,
     load_h5,
     open_h5,
@@ -31,55 +29,83 @@ CAT_DIRS = ("cat", "cats")
 NONCAT_DIRS = ("non-cat", "noncat", "non_cat", "non-cats", "noncats")
 
 
+CSV_BLOCK = 256  # rows parsed at a time: memory holds one block of floats, the rest as uint8
+
+
 def load_csv(path: str | os.PathLike, require_labels: bool = True) -> Dataset:
-    """The original program's CSV: header 0..12287,y; one image per row, the label last."""
+    """The original program's CSV: header 0..12287,y; one image per row, the label last.
+
+    Read in blocks of rows, each checked and kept as uint8 when its values are whole (they
+    are 0..255 pixels), so a large file never sits in memory as text or as float64."""
     path = Path(path)
     if not path.is_file():
         raise GpucatError(f"{path}: no such file.")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    if not lines:
-        raise GpucatError(f"{path}: the file is empty.")
-    header = [h.strip() for h in lines[0].split(",")]
-    pixels = [str(i) for i in range(N_FEATURES)]
-    has_y = header == [*pixels, "y"]
-    if not has_y and header != pixels:
-        raise GpucatError(
-            f"{path}: not a gpucat CSV: its header has {len(header)} columns ending in "
-            f"{header[-1][:20]!r}; expected 0,1,...,{N_FEATURES - 1},y (12,288 pixel columns, "
-            "then the label y)."
-        )
-    if not has_y and require_labels:
-        raise GpucatError(
-            f"{path}: the CSV has no 'y' column, so there are no labels to evaluate against; "
-            "add the label column (1 cat, 0 non-cat) or use `gpucat predict`."
-        )
-    rows = [ln for ln in lines[1:] if ln.strip()]
-    if not rows:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = [h.strip() for h in f.readline().split(",")]
+        if header == [""]:
+            raise GpucatError(f"{path}: the file is empty.")
+        pixels = [str(i) for i in range(N_FEATURES)]
+        has_y = header == [*pixels, "y"]
+        if not has_y and header != pixels:
+            raise GpucatError(
+                f"{path}: not a gpucat CSV: its header has {len(header)} columns ending in "
+                f"{header[-1][:20]!r}; expected 0,1,...,{N_FEATURES - 1},y (12,288 pixel "
+                "columns, then the label y)."
+            )
+        if not has_y and require_labels:
+            raise GpucatError(
+                f"{path}: the CSV has no 'y' column, so there are no labels to evaluate "
+                "against; add the label column (1 cat, 0 non-cat) or use `gpucat predict`."
+            )
+        n_cols = N_FEATURES + int(has_y)
+        blocks, labels, lines = [], [], []
+        block: list[tuple[int, str]] = []
+        for number, line in enumerate(f, start=2):
+            if line.strip():
+                block.append((number, line))
+            if len(block) == CSV_BLOCK:
+                blocks.append(_csv_block(path, block, n_cols, labels, lines))
+                block = []
+        if block:
+            blocks.append(_csv_block(path, block, n_cols, labels, lines))
+    if not blocks:
         raise GpucatError(f"{path}: the CSV has a header but no rows.")
-    n_cols = N_FEATURES + int(has_y)
+    whole = all(b.dtype == np.uint8 for b in blocks)
+    rows = np.concatenate(blocks if whole else [b.astype(np.float32) for b in blocks])
+    Y = check_labels(np.asarray(labels), rows.shape[0], path) if has_y else None
+    names = [f"{path.name}:row{n}" for n in lines]
+    return Dataset(rows, Y, str(path), names=names, divisor=255.0)
+
+
+def _csv_block(path: Path, block, n_cols: int, labels: list, lines: list) -> np.ndarray:
+    """One block of CSV rows, checked: pixel rows as uint8 (float32 if not whole numbers)."""
     try:
-        values = np.loadtxt(io.StringIO("\n".join(rows)), delimiter=",", dtype=np.float64, ndmin=2)
+        values = np.loadtxt(io.StringIO("".join(t for _, t in block)), delimiter=",", ndmin=2)
     except ValueError:
-        raise GpucatError(_first_bad_cell(path, rows, n_cols)) from None
+        raise GpucatError(_first_bad_cell(path, block, n_cols)) from None
     if values.shape[1] != n_cols:
         raise GpucatError(f"{path}: rows have {values.shape[1]} values, expected {n_cols}.")
     px = values[:, :N_FEATURES]
     if not np.isfinite(px).all():
         r, c = np.argwhere(~np.isfinite(px))[0]
         raise GpucatError(
-            f"{path}: row {r + 2}, column {c}: pixel is {px[r, c]}; pixels must be finite 0..255."
+            f"{path}: row {block[r][0]}, column {c}: pixel is {px[r, c]}; pixels must be "
+            "finite 0..255."
         )
-    images = check_images(px.reshape(-1, *IMAGE_SHAPE), path)
-    Y = check_labels(values[:, N_FEATURES], len(px), path) if has_y else None
-    names = [f"{path.name}:row{r + 2}" for r in range(len(px))]
-    rows, divisor = as_rows(images, path)
-    return Dataset(rows, Y, str(path), names=names, divisor=divisor)
+    if px.min() < 0 or px.max() > 255:
+        r, c = np.argwhere((px < 0) | (px > 255))[0]
+        raise GpucatError(
+            f"{path}: row {block[r][0]}, column {c}: pixel {px[r, c]:g} is outside 0..255."
+        )
+    if n_cols > N_FEATURES:
+        labels.extend(values[:, N_FEATURES].tolist())
+    lines.extend(n for n, _ in block)
+    return px.astype(np.uint8) if np.array_equal(px, np.round(px)) else px.astype(np.float32)
 
 
-def _first_bad_cell(path: Path, rows: list[str], n_cols: int) -> str:
-    for r, line in enumerate(rows, start=2):
-        cells = line.split(",")
+def _first_bad_cell(path: Path, block, n_cols: int) -> str:
+    for r, line in block:
+        cells = line.rstrip("\r\n").split(",")
         if len(cells) != n_cols:
             return f"{path}: line {r} has {len(cells)} values, expected {n_cols}."
         for c, cell in enumerate(cells):

@@ -198,8 +198,9 @@ class DeviceShard:
             return xp.take(self.X, idx, axis=1), xp.take(self.Y, idx, axis=1)
         return self._convert(xp.take(self.U, idx, axis=0)), xp.take(self.Y, idx, axis=1)
 
-    def chunks(self, size: int = CHUNK) -> Iterator[tuple[Any, Any]]:
+    def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
         """(X, Y) for consecutive pieces of the block: a whole-set cost in bounded memory."""
+        size = size or CHUNK
         if self.X is not None:
             yield self.X, self.Y
             return
@@ -258,7 +259,8 @@ class StreamedShard(DeviceShard):
             self.Y, idx, axis=1
         )
 
-    def chunks(self, size: int = CHUNK) -> Iterator[tuple[Any, Any]]:
+    def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
+        size = size or CHUNK
         for a in range(0, self.m, size):
             b = min(a + size, self.m)
             yield (

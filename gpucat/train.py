@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucat import network
+from gpucat import network, sources
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import REFERENCE_LAYERS, TrainConfig
@@ -27,7 +27,6 @@ from gpucat.network import Layer
 from gpucat.reducers import LOCAL
 from gpucat.solvers import choose_solver, make_solver
 from gpucat.sources import (
-    CHUNK,
     DeviceShard,
     TrainingSet,
     make_shard,
@@ -369,8 +368,9 @@ def run_recipe(
 def _my_columns(backend: Backend, source, dtype: str, reducer):
     """This process's contiguous part of a source, as device columns, chunk by chunk."""
     a, b = reducer.block(source.n, allow_empty=True)
-    for lo in range(a, b, CHUNK):
-        rows, y = source.read(np.arange(lo, min(lo + CHUNK, b)))
+    size = sources.CHUNK
+    for lo in range(a, b, size):
+        rows, y = source.read(np.arange(lo, min(lo + size, b)))
         yield to_columns(backend, rows, dtype, source.divisor), y
 
 

@@ -1,0 +1,276 @@
+"""Data bigger than memory: uint8 h5 streamed from disk with a prefetch thread, `gpucat
+prepare` for image folders, blocks for CSV, a progress bar; every path equal to memory's."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tracemalloc
+
+import h5py
+import numpy as np
+import pytest
+from conftest import data_dir, rel_err, run_gpucat
+from PIL import Image
+
+from gpucat import sources
+from gpucat.backend import get_backend
+from gpucat.data import H5Source, load_h5
+from gpucat.errors import GpucatError
+from gpucat.inputs import load_folder, load_input
+from gpucat.prepare import prepare
+from gpucat.train import TrainConfig, fit, params_to_host
+
+
+def course_h5(path, course_data, copies=1):
+    """The 209 training images (repeated `copies` times, each copy shifted in brightness so
+    no two rows repeat) as a chunked course-layout h5, as `gpucat prepare` writes it."""
+    train, _ = course_data
+    images = np.concatenate(
+        [np.clip(train.images.astype(int) + 3 * k, 0, 255).astype(np.uint8) for k in range(copies)]
+    )
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train_set_x", data=images, chunks=(1, 64, 64, 3))
+        f["train_set_y"] = np.tile(train.Y[0].astype(np.int64), copies)
+    return path
+
+
+def test_h5_source_reads_any_selection_in_order(tmp_path, course_data):
+    path = course_h5(tmp_path / "c.h5", course_data)
+    whole, lazy = load_h5(path), H5Source(path)
+    assert (lazy.n, lazy.n_features) == (209, 12288)
+    np.testing.assert_array_equal(lazy.labels(), whole.labels())
+    for idx in ([5, 3, 3, 200, 0], list(range(17, 80)), [208], [7, 6, 5, 4]):
+        rows, y = lazy.read(np.array(idx))
+        np.testing.assert_array_equal(rows, whole.rows[idx])
+        np.testing.assert_array_equal(y, whole.labels()[idx])
+
+
+OPTIONS = [
+    dict(batch_size=32),
+    dict(batch_size=50, optimizer="adam", learning_rate=0.002, keep_prob=0.8, flip=True),
+    dict(batch_size=40, validation=0.2, patience=4, l2=0.3, log_every=4),
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS)
+def test_streamed_training_equals_training_in_memory(tmp_path, course_data, options):
+    """The same shuffles and the same numbers: streaming changes where the bytes wait."""
+    path = course_h5(tmp_path / "c.h5", course_data)
+    cpu = get_backend("cpu")
+    cfg = TrainConfig(
+        layers=(12288, 5, 3, 1), iterations=25, dtype="float64", **{"log_every": 5, **options}
+    )
+    memory = fit(cpu, cfg, load_h5(path))
+    streamed = fit(cpu, cfg, H5Source(path))
+    assert rel_err([c for _, c in streamed.costs], [c for _, c in memory.costs]) <= 1e-12
+    assert (
+        streamed.val_costs == memory.val_costs
+        or rel_err([c for _, c in streamed.val_costs], [c for _, c in memory.val_costs]) <= 1e-12
+    )
+    for (W, b), (W0, b0) in zip(
+        params_to_host(cpu, streamed.params), params_to_host(cpu, memory.params)
+    ):
+        assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
+
+
+def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data, monkeypatch):
+    path = course_h5(tmp_path / "c.h5", course_data)
+    source = H5Source(path)
+    reads = []
+    real = source.read
+    monkeypatch.setattr(source, "read", lambda idx: reads.append(len(idx)) or real(idx))
+    train = sources.TrainingSet(source, np.arange(209))
+    assert isinstance(
+        sources.make_shard(get_backend("cpu"), train, 0, 209, "float32", False),
+        sources.StreamedShard,
+    )
+    assert not isinstance(
+        sources.make_shard(get_backend("cpu"), train, 0, 209, "float32", True),
+        sources.StreamedShard,
+    )
+    reads.clear()
+    cfg = TrainConfig(
+        layers=(12288, 4, 1), iterations=12, batch_size=64, log_every=100, dtype="float32"
+    )
+    fit(get_backend("cpu"), cfg, source)
+    # 12 batches read ahead (plus the 13th, read ahead and unused), and the logged cost's
+    # passes over all 209 at iterations 0 and 11; no batch is read twice
+    batches = [n for n in reads if n != 209]
+    assert len(batches) == 13 and reads.count(209) == 2
+
+
+def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch):
+    """Host memory of a streamed run is a few batches and chunks: it does not grow with the
+    data set (4x the images, the same peak), while loading the file whole would."""
+    monkeypatch.setattr(sources, "CHUNK", 128)
+    cfg = TrainConfig(
+        layers=(12288, 6, 1), iterations=20, batch_size=64, log_every=10, dtype="float32"
+    )
+    peaks, sizes = [], []
+    for copies in (4, 16):
+        source = H5Source(course_h5(tmp_path / f"{copies}.h5", course_data, copies=copies))
+        sizes.append(source.n * source.n_features)
+        tracemalloc.start()
+        try:
+            result = fit(get_backend("cpu"), cfg, source)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert result.costs[-1][1] < result.costs[0][1]
+    assert peaks[1] < 0.5 * sizes[1], (
+        f"peak {peaks[1] / 1e6:.1f} MB for {sizes[1] / 1e6:.1f} MB of images"
+    )
+    assert peaks[1] - peaks[0] < 0.05 * (sizes[1] - sizes[0]), peaks
+
+
+def test_csv_read_in_blocks_equals_the_h5(tmp_path, course_data, monkeypatch):
+    from gpucat import inputs
+
+    _, test = course_data
+    header = ",".join([*map(str, range(12288)), "y"])
+    rows = [
+        ",".join(map(str, [*img.reshape(-1).tolist(), int(y)]))
+        for img, y in zip(test.images, test.Y[0])
+    ]
+    (tmp_path / "t.csv").write_text(
+        header + "\n" + "\n".join(rows[:20]) + "\n\n" + "\n".join(rows[20:]) + "\n"
+    )
+    monkeypatch.setattr(inputs, "CSV_BLOCK", 7)
+    ds = inputs.load_csv(tmp_path / "t.csv")
+    assert ds.rows.dtype == np.uint8
+    np.testing.assert_array_equal(ds.rows, test.rows)
+    np.testing.assert_array_equal(ds.Y, test.Y)
+    assert ds.names[19:21] == ["t.csv:row21", "t.csv:row23"]  # line numbers, past the blank line
+
+
+# --- gpucat prepare ------------------------------------------------------------------------
+
+
+def photo_folder(root, course_data, n=24):
+    """n course images saved as 96x96 PNG and JPEG files under cat/ and non-cat/."""
+    train, _ = course_data
+    for k in range(n):
+        sub = root / ("cat" if train.Y[0, k] else "non-cat")
+        sub.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(train.images[k]).resize((96, 96))
+        im.save(sub / (f"{k:03d}.png" if k % 2 else f"{k:03d}.jpg"))
+    return root
+
+
+def test_prepare_writes_what_the_folder_reads(tmp_path, course_data):
+    folder = photo_folder(tmp_path / "photos", course_data)
+    out = tmp_path / "prepared.h5"
+    assert prepare(folder, out, jobs=2, progress=False) == 24
+    one = tmp_path / "one.h5"
+    prepare(folder, one, jobs=1, progress=False)
+    direct = load_folder(folder)
+    for ds in (load_input(out), load_input(one, stream=True)):
+        rows, y = ds.read(np.arange(24))
+        np.testing.assert_array_equal(
+            rows, direct.rows
+        )  # the same decoding, in either process count
+        np.testing.assert_array_equal(y, direct.labels())
+        assert ds.names == direct.names
+    with h5py.File(out) as f:
+        assert f["train_set_x"].chunks == (1, 64, 64, 3) and f["train_set_x"].dtype == np.uint8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "photos", "prepared.h5"]
+
+
+def test_prepare_stops_on_a_broken_image_and_leaves_nothing(tmp_path, course_data, capsys):
+    from gpucat.cli import main
+
+    folder = photo_folder(tmp_path / "photos", course_data, n=6)
+    (folder / "cat" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    assert main(["prepare", str(folder), "--out", str(tmp_path / "x.h5"), "--jobs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "zz.png" in err and "not a readable image" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # no file, no temporary
+    assert main(["prepare", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y.h5")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_train_on_a_prepared_file_equals_training_on_the_folder(tmp_path, course_data):
+    folder = photo_folder(tmp_path / "photos", course_data)
+    out = run_gpucat("prepare", str(folder), "--out", str(tmp_path / "p.h5"))
+    assert out.returncode == 0 and "Prepared 24 images" in out.stdout, out.stderr
+    common = [
+        "--device",
+        "cpu",
+        "--dtype",
+        "float64",
+        "--iterations",
+        "10",
+        "--batch-size",
+        "8",
+        "--layers",
+        "12288,4,1",
+        "--json",
+    ]
+    docs = []
+    for path in (folder, tmp_path / "p.h5"):
+        r = run_gpucat("train", "--train", str(path), *common)
+        assert r.returncode == 0, r.stderr
+        docs.append(json.loads(r.stdout.strip().splitlines()[-1]))
+    assert rel_err([c for _, c in docs[1]["costs"]], [c for _, c in docs[0]["costs"]]) <= 1e-12
+
+
+def test_training_shows_a_progress_bar_on_a_terminal_only(tmp_path):
+    """Under a pseudo-terminal: a tqdm bar with the cost; with --json, or piped, none."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    code = "from gpucat.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+    args = [
+        "train",
+        "--device",
+        "cpu",
+        "--iterations",
+        "300",
+        "--log-every",
+        "100",
+        "--layers",
+        "12288,3,1",
+    ]
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), "COLUMNS": "120"}
+
+    def on_terminal(*extra):
+        out = bytearray()
+
+        def read(fd):
+            data = os.read(fd, 65536)
+            out.extend(data)
+            return data
+
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(sys.executable, [sys.executable, "-c", code, *args, *extra], env)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a real size
+        try:
+            while True:
+                try:
+                    read(fd)
+                except OSError:
+                    break
+        finally:
+            os.waitpid(pid, 0)
+        return out.decode(errors="replace")
+
+    shown = on_terminal()
+    assert "training:" in shown and "cost 0." in shown and ("it/s" in shown or "s/it" in shown)
+    assert "Cost after iteration 299" in shown
+    assert "training:" not in on_terminal("--json")
+    piped = run_gpucat(*args)
+    assert piped.returncode == 0 and "training:" not in piped.stdout + piped.stderr
+
+
+def test_streaming_needs_uint8_images(tmp_path):
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f["train_set_x"] = np.zeros((3, 64, 64, 3), np.float32)
+        f["train_set_y"] = np.array([0, 1, 0])
+    with pytest.raises(GpucatError, match="streaming needs uint8 images"):
+        H5Source(tmp_path / "f.h5")
+    assert load_input(tmp_path / "f.h5", stream=True).rows.dtype == np.float32  # read whole
