@@ -32,6 +32,7 @@ class Progress:
     best_cost: float | None = None
     best_iteration: int | None = None
     bad_log_points: int = 0
+    layout: str | None = None  # the NumPy direct path's product layout: a resumed run keeps it
 
 
 def save_checkpoint(

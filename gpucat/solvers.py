@@ -138,6 +138,31 @@ def _update(transposed: bool, dZ: Array, X: Array, rows: bool, out: Array) -> Ar
     return np.matmul(dZ, X if rows else X.T, out=out)
 
 
+LAYOUT_NAMES = {c.name: c for c in LAYOUTS}
+_PLANS: dict[tuple, Layout] = {}  # this process's choices: a second fit of the same shapes reuses
+
+
+def choose_layout(
+    X: np.ndarray, W1: np.ndarray, free_bytes: int, name: str | None = None
+) -> Layout:
+    """The layout for these shapes: ``name`` when given (a resumed run's), else
+    GPUCAT_NUMPY_LAYOUT when set, else this process's earlier plan for the same shapes, else
+    a new plan (``plan_layout``). Layouts differ only in rounding, but a fixed one makes
+    runs bit-for-bit repeatable across processes."""
+    import os
+
+    name = name or os.environ.get("GPUCAT_NUMPY_LAYOUT")
+    if name:
+        if name not in LAYOUT_NAMES:
+            raise GpucatError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
+        return LAYOUT_NAMES[name]
+    both = 2 * X.nbytes <= 0.5 * free_bytes
+    key = (X.shape, X.dtype.str, W1.shape, both)
+    if key not in _PLANS:
+        _PLANS[key] = plan_layout(X, W1, free_bytes)[0]
+    return _PLANS[key]
+
+
 def plan_layout(
     X: np.ndarray, W1: np.ndarray, free_bytes: int, repeats: int = 2
 ) -> tuple[Layout, dict]:
@@ -191,10 +216,10 @@ class NumpyDirectSolver(_FirstLayerApart):
     ``layout`` forces one (tests). The arithmetic is the direct algorithm's; only where the
     operands lie changes (each layout is tested equal to DirectSolver)."""
 
-    def __init__(self, backend, params, X, Y, lr, layout: Layout | None = None):
+    def __init__(self, backend, params, X, Y, lr, layout: Layout | str | None = None):
         super().__init__(backend, params, X, Y, lr)
-        if layout is None:
-            layout, self.plan_ms = plan_layout(X, params[0].W, backend.free_memory())
+        if not isinstance(layout, Layout):
+            layout = choose_layout(X, params[0].W, backend.free_memory(), layout)
         self.layout = layout
         self.X_cols = np.ascontiguousarray(X) if "cols" in layout.storage else None
         self.X_rows = np.ascontiguousarray(X.T) if "rows" in layout.storage else None
@@ -455,8 +480,10 @@ def make_solver(
     reducer,
     config: TrainConfig,
     m_total: int,
+    layout: str | None = None,
 ):
-    """The solver object for a resolved name on this backend."""
+    """The solver object for a resolved name on this backend (``layout``: the NumPy direct
+    path's, when a resumed run must keep the one it started with)."""
     if name == "general":
         return GeneralSolver(backend, params, shard, reducer, config, m_total)
     X, Y = shard.columns()
@@ -465,5 +492,5 @@ def make_solver(
         cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
         return cls(backend, params, X, Y, lr)
     if backend.name == "numpy" and len(params) >= 2:
-        return NumpyDirectSolver(backend, params, X, Y, lr)
+        return NumpyDirectSolver(backend, params, X, Y, lr, layout)
     return DirectSolver(backend, params, X, Y, lr)

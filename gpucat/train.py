@@ -211,7 +211,9 @@ def _train(
     params = params_to_device(backend, host_init, config.dtype)
     needs_params = bool(config.validation or checkpoint_every or resume)
     solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
-    solver = make_solver(solver_name, backend, params, shard, reducer, config, m_total)
+    solver = make_solver(
+        solver_name, backend, params, shard, reducer, config, m_total, progress.layout
+    )
     if resume:
         try:
             solver.load_optimizer_state(
@@ -228,7 +230,7 @@ def _train(
     solver.i = progress.next_iteration
 
     result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
-    result.layout = getattr(getattr(solver, "layout", None), "name", None)
+    result.layout = progress.layout = getattr(getattr(solver, "layout", None), "name", None)
     result.first_iteration = result.iterations_done = progress.next_iteration
     result.best_iteration = progress.best_iteration
     result.costs = [tuple(c) for c in progress.costs]

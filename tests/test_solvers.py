@@ -192,3 +192,36 @@ def test_numpy_gram_fast_path_is_bit_identical_to_gram(dtype, course_data):
     for (W, b), (W0, b0) in zip(fast_params, params):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
+
+
+def test_layout_choice_is_repeatable_and_kept_on_resume(tmp_path, course_data, monkeypatch):
+    """A process plans once per shape; GPUCAT_NUMPY_LAYOUT fixes the layout; a checkpoint
+    records it and a resumed run keeps it (so resuming stays bit-for-bit)."""
+    import gpucat.solvers as solvers
+    from gpucat.checkpoint import load_checkpoint
+
+    calls = []
+    real = solvers.plan_layout
+    monkeypatch.setattr(solvers, "plan_layout", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(solvers, "_PLANS", {})
+    X, W1 = np.random.default_rng(0).random((200, 30)), np.ones((5, 200))
+    first = solvers.choose_layout(X, W1, 2**34)
+    assert solvers.choose_layout(X, W1, 2**34) is first and len(calls) == 1
+    monkeypatch.setenv("GPUCAT_NUMPY_LAYOUT", "W1T rows")
+    assert solvers.choose_layout(X, W1, 2**34).name == "W1T rows"
+    monkeypatch.setenv("GPUCAT_NUMPY_LAYOUT", "diagonal")
+    with pytest.raises(GpucatError, match="unknown layout 'diagonal'"):
+        solvers.choose_layout(X, W1, 2**34)
+    monkeypatch.delenv("GPUCAT_NUMPY_LAYOUT")
+
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    cfg = TrainConfig(layers=(12288, 5, 1), iterations=8, dtype="float64", solver="direct")
+    ck = tmp_path / "ck.safetensors"
+    fit(cpu, cfg, train.X, train.Y, checkpoint=str(ck), checkpoint_every=4, stop_after=4)
+    progress = load_checkpoint(ck)[4]
+    assert progress.layout in solvers.LAYOUT_NAMES
+    monkeypatch.setattr(solvers, "_PLANS", {})  # as a new process would
+    other = next(n for n in solvers.LAYOUT_NAMES if n != progress.layout)
+    monkeypatch.setattr(solvers, "plan_layout", lambda *a, **k: (solvers.LAYOUT_NAMES[other], {}))
+    assert fit(cpu, cfg, train.X, train.Y, resume=str(ck)).layout == progress.layout
