@@ -120,21 +120,26 @@ def split_training(source, validation: float, flip: bool, seed: int):
     return TrainingSet(source, train_rows, flip), val_rows
 
 
+def as_float(backend: Backend, U: Any, dtype: str, divisor: float) -> Any:
+    """Examples as stored, rows (k, n_x) on the device, -> the network's float columns
+    (n_x, k): one pass that converts and divides (a transposed view of float rows)."""
+    xp = backend.xp
+    if backend.name == "numpy":
+        R = np.empty(U.shape, dtype=dtype)
+        if divisor != 1:
+            np.divide(U, divisor, out=R, dtype=dtype)  # x / 255 in the dtype: exact rounding
+        else:
+            R[...] = U
+        return R.T
+    R = xp.astype(U, xp.float64 if dtype == "float64" else xp.float32)
+    return (R / divisor if divisor != 1 else R).T
+
+
 def to_columns(backend: Backend, rows: np.ndarray, dtype: str, divisor: float) -> Any:
     """Host rows (k, n_x), as stored, -> device columns (n_x, k) of the training dtype,
     divided by ``divisor`` on the device. Only the stored bytes cross to the device."""
-    xp = backend.xp
-    if backend.name == "numpy":
-        X = np.empty((rows.shape[1], rows.shape[0]), dtype=dtype)
-        X[...] = rows.T
-    else:
-        U = backend.asarray(np.ascontiguousarray(rows))
-        X = xp.astype(U.T, xp.float64 if dtype == "float64" else xp.float32)
-        if backend.name == "cupy":
-            X = xp.ascontiguousarray(X)
-    if divisor != 1:
-        X /= divisor
-    return X
+    U = rows if backend.name == "numpy" else backend.asarray(np.ascontiguousarray(rows))
+    return as_float(backend, U, dtype, divisor)
 
 
 def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
@@ -187,7 +192,10 @@ class DeviceShard:
         return self.stop - self.start
 
     def columns(self) -> tuple[Any, Any]:
-        """(X, Y) of the whole block, floats on the device (full-batch training)."""
+        """(X, Y) of the whole block, floats on the device (full-batch training; a block
+        kept as stored is converted whole for the occasion)."""
+        if self.X is None:
+            return self.batch(np.arange(self.m))
         return self.X, self.Y
 
     def batch(self, local: np.ndarray) -> tuple[Any, Any]:
@@ -215,11 +223,7 @@ class DeviceShard:
         pass
 
     def _convert(self, U) -> Any:
-        xp = self.backend.xp
-        X = xp.astype(U.T, xp.float64 if self.dtype == "float64" else xp.float32)
-        if self.divisor != 1:
-            X = X / self.divisor
-        return X
+        return as_float(self.backend, U, self.dtype, self.divisor)
 
 
 class StreamedShard(DeviceShard):

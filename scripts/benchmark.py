@@ -128,6 +128,71 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) 
     }
 
 
+MINIBATCH = 256
+
+
+def bench_gpucat_minibatch(backend, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
+    """Mini-batch gradient descent as `gpucat train --batch-size 256` runs it on data held in
+    memory: uint8 pixels resident on the device, each batch taken and converted there."""
+    import numpy as np
+
+    from gpucat import network
+    from gpucat.config import TrainConfig
+    from gpucat.data import Dataset
+    from gpucat.reducers import LOCAL
+    from gpucat.solvers import make_solver
+    from gpucat.sources import TrainingSet, make_shard
+    from gpucat.train import params_to_device
+
+    m = X.shape[1]
+    pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
+    source = Dataset(pixels, Y, "synthetic")
+    config = TrainConfig(layers=tuple(sizes), dtype=dtype, batch_size=min(MINIBATCH, m))
+    shard = make_shard(backend, TrainingSet(source, np.arange(m)), 0, m, dtype, False)
+    params = params_to_device(backend, network.init_params(sizes, 1), dtype)
+    solver = make_solver("general", backend, params, shard, LOCAL, config, m)
+    ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
+    return {
+        "impl": f"gpucat-{backend.name}",
+        "solver": f"minibatch-{config.batch_size}",
+        "ms_per_iteration": ms,
+        "setup_ms": 0.0,
+        "device": backend.label,
+    }
+
+
+def bench_torch_minibatch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
+    """PyTorch eager mini-batch SGD on the same data in memory: a shuffled batch of 256 rows
+    indexed out of the float tensor each step."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from torch_baseline import build
+
+    model, Xt, Yt, loss_fn, opt = build(X, Y, sizes, 0.0075, dtype, device)
+    m, batch = Xt.shape[0], min(MINIBATCH, Xt.shape[0])
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    state = {"perm": torch.randperm(m, generator=gen), "k": 0}
+
+    def step():
+        if (state["k"] + 1) * batch > m:
+            state["perm"], state["k"] = torch.randperm(m, generator=gen), 0
+        idx = state["perm"][state["k"] * batch : (state["k"] + 1) * batch].to(device)
+        state["k"] += 1
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(Xt[idx]), Yt[idx]).backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    return {
+        "impl": f"torch-{device}",
+        "solver": f"minibatch-{batch}",
+        "ms_per_iteration": time_steps(step, sync, repeats, per_repeat),
+        "setup_ms": 0.0,
+        "device": device,
+    }
+
+
 def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False) -> dict:
     import torch
 
@@ -187,10 +252,17 @@ def sweep(args) -> None:
                     r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
                     rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
                     print(json.dumps(rows[-1]), flush=True)
+                r = bench_gpucat_minibatch(backend, X, Y, sizes, dtype, args.repeats, 20)
+                rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
+                print(json.dumps(rows[-1]), flush=True)
             for dev, graph in torch_devices(args.devices):
                 r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
                 rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
                 print(json.dumps(rows[-1]), flush=True)
+                if not graph:
+                    r = bench_torch_minibatch(X, Y, sizes, dtype, args.repeats, 20, dev)
+                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
+                    print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
