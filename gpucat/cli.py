@@ -31,6 +31,7 @@ def _add_device(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gpucat.config import SOLVERS
     from gpucat.train import TrainConfig
 
     d = TrainConfig()
@@ -62,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--log-every", type=int, help="iterations between cost read-outs")
     opt(
         "--solver",
-        choices=("auto", "direct", "gram"),
+        choices=SOLVERS,
         help="gram: exact and fast for plain full-batch training with fewer examples than "
-        "inputs; auto picks it when it applies",
+        "inputs; auto picks it when it applies. fused: the direct algorithm as fused "
+        "kernels (for GPUs)",
     )
     opt(
         "--batch-size",
@@ -461,6 +463,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         COMMANDS[args.command](args)
     except GpucatError as e:
         print(f"gpucat: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file the loaders did not foresee: unreadable, a folder, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"gpucat: error: {where}{e.strerror or e}; check the path and its permissions.",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("gpucat: interrupted; nothing was saved.", file=sys.stderr)

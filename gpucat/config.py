@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from gpucat.errors import GpucatError
 
 REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
-SOLVERS = ("auto", "direct", "gram")
+SOLVERS = ("auto", "direct", "gram", "fused")
 FLOATS = ("learning_rate", "beta1", "beta2", "epsilon", "lr_decay", "l2", "keep_prob", "validation")
 OPTIMIZERS = ("gd", "momentum", "adam")
 

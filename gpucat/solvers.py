@@ -451,9 +451,9 @@ def choose_solver(
     if name not in SOLVERS:
         raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
     if not config.is_plain:
-        if name == "gram":
+        if name in ("gram", "fused"):
             raise GpucatError(
-                "--solver gram runs plain full-batch gradient descent only; drop --solver "
+                f"--solver {name} runs plain full-batch gradient descent only; drop --solver "
                 "for mini-batches, other optimizers, --lr-decay, --l2 or --keep-prob."
             )
         return "general"
@@ -462,8 +462,8 @@ def choose_solver(
             "--solver gram cannot be combined with --validation or checkpoints; use direct."
         )
     if processes > 1:
-        if name == "gram":
-            raise GpucatError("--solver gram runs on one process; drop it for --distributed.")
+        if name in ("gram", "fused"):
+            raise GpucatError(f"--solver {name} runs on one process; drop it for --distributed.")
         return "general"  # the direct algorithm, its gradients summed over processes
     if name != "auto":
         return name
@@ -491,6 +491,10 @@ def make_solver(
     if name == "gram":
         cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
         return cls(backend, params, X, Y, lr)
+    if name == "fused":
+        from gpucat.fused import FusedSolver
+
+        return FusedSolver(backend, params, X, Y, lr)
     if backend.name == "numpy" and len(params) >= 2:
         return NumpyDirectSolver(backend, params, X, Y, lr, layout)
     return DirectSolver(backend, params, X, Y, lr)

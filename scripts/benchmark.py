@@ -36,7 +36,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOLVERS = ("direct", "gram")  # the exact full-batch solvers (gpucat/solvers.py)
+SOLVERS = ("direct", "gram", "fused")  # the exact full-batch solvers (gpucat/solvers.py)
+
+
+def solvers_for(backend) -> tuple[str, ...]:
+    """The solvers worth timing on a backend: fused kernels are a GPU path (on NumPy the
+    fused solver is the generic code, and NumpyDirectSolver is the fast CPU path)."""
+    return SOLVERS if backend.is_gpu else ("direct", "gram")
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -148,7 +154,8 @@ def bench_gpucat_minibatch(backend, X, Y, sizes, dtype, repeats, per_repeat) -> 
     pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
     source = Dataset(pixels, Y, "synthetic")
     config = TrainConfig(layers=tuple(sizes), dtype=dtype, batch_size=min(MINIBATCH, m))
-    shard = make_shard(backend, TrainingSet(source, np.arange(m)), 0, m, dtype, False)
+    full = config.batch_size >= m  # as fit does: a batch of all examples keeps one float copy
+    shard = make_shard(backend, TrainingSet(source, np.arange(m)), 0, m, dtype, full)
     params = params_to_device(backend, network.init_params(sizes, 1), dtype)
     solver = make_solver("general", backend, params, shard, LOCAL, config, m)
     ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
@@ -244,7 +251,7 @@ def sweep(args) -> None:
         per_repeat = max(1, min(20, int(20 * 1000 / m)))
         for dtype in ("float32", "float64"):
             for backend in selected_backends(args.devices):
-                for solver in SOLVERS:
+                for solver in solvers_for(backend):
                     if solver == "gram" and (
                         m >= 12288 or gram_bytes(m) > 0.25 * backend.free_memory()
                     ):
@@ -397,7 +404,7 @@ def recipe(args) -> dict:
     rows = []
     for backend in selected_backends(args.devices):
         for dtype in ("float32", "float64"):
-            for solver in SOLVERS:
+            for solver in solvers_for(backend):
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
                 fit(
                     backend,
@@ -495,7 +502,7 @@ def main() -> None:
     r.add_argument("--out", default=None, help="write the JSON here")
     v = sub.add_parser("vs-torch")
     v.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    v.add_argument("--solver", default="direct", choices=("auto", "direct", "gram"))
+    v.add_argument("--solver", default="direct", choices=("auto", *SOLVERS))
     v.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     v.add_argument("--runs", type=int, default=3)
     v.add_argument("--data-dir", default=None)

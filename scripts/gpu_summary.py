@@ -80,14 +80,17 @@ def summarize(out: Path, gpucat: str, torch: str) -> list[tuple[str, str, bool |
             None,
         )
 
-    direct = median(gpucat, "float32", "direct")
+    # the direct algorithm: as written (direct) or as fused kernels (fused), the faster
+    timed = [(median(gpucat, "float32", s), s) for s in ("direct", "fused")]
+    timed = [t for t in timed if t[0] is not None]
+    direct, which = min(timed) if timed else (None, "direct")
     eager, graph = median(torch, "float32", "eager"), median(torch, "float32", "cuda-graph")
     iters = doc["iterations"] if doc else 1
     if direct is not None:
         us = 1e6 * direct / iters
         checks.append(
             (
-                f"{gpucat} float32 direct: us per iteration (goal <= {GOAL_US:g})",
+                f"{gpucat} float32 {which}: us per iteration (goal <= {GOAL_US:g})",
                 f"{us:.1f}",
                 us <= GOAL_US,
             )
@@ -96,7 +99,7 @@ def summarize(out: Path, gpucat: str, torch: str) -> list[tuple[str, str, bool |
         if direct is not None and t is not None:
             checks.append(
                 (
-                    f"float32 direct seconds / PyTorch {name}",
+                    f"float32 {which} seconds / PyTorch {name}",
                     f"{direct:.4f} / {t:.4f} = {direct / t:.2f}",
                     direct <= t,
                 )

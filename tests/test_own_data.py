@@ -411,3 +411,28 @@ def test_original_model_on_every_backend(backend, course_data):
     model = models.load_model(data_file("seed-model/model.json"))
     p = probabilities(backend, model, test, "float64", "seed")
     assert int(np.sum((p > 0.5) == (test.Y.ravel() > 0.5))) == 36
+
+
+def test_an_unreadable_file_is_one_message(tmp_path, capsys, monkeypatch, trained_model):
+    """Files the loaders cannot open (a folder where a file belongs, no permission)."""
+    folder_model = tmp_path / "model.json"
+    folder_model.mkdir()
+    fails_with(
+        capsys,
+        ["predict", "--model", str(folder_model), str(data_file("photos/chelsea.png"))],
+        "model.json",
+    )
+    locked = tmp_path / "locked.csv"
+    locked.write_text("0,1\n")
+    real_open = open
+
+    def no_permission(path, *a, **k):  # what a plain user meets on a file mode 000
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr("builtins.open", no_permission)
+    err = fails_with(
+        capsys, ["evaluate", "--model", str(trained_model), "--data", str(locked)], str(locked)
+    )
+    assert "Permission denied" in err

@@ -9,6 +9,7 @@ from conftest import RTOL, rel_err
 from gpucat import backend as backend_mod
 from gpucat import network
 from gpucat.errors import GpucatError
+from gpucat.fused import FusedSolver
 from gpucat.reducers import LOCAL
 from gpucat.solvers import (
     LAYOUTS,
@@ -82,7 +83,9 @@ def test_gram_full_run_matches_direct_costs_and_accuracy(backend, course_data):
         assert rel_err(a[0], b[0]) <= 1e-11
 
 
-@pytest.mark.parametrize("cls", [NumpyDirectSolver, DirectSolver, GramSolver, GeneralSolver])
+@pytest.mark.parametrize(
+    "cls", [NumpyDirectSolver, DirectSolver, GramSolver, GeneralSolver, FusedSolver]
+)
 def test_solvers_match_reference_in_each_dtype(cls, dtype):
     rng = np.random.default_rng(0)
     sizes = [300, 9, 4, 1]
@@ -225,3 +228,48 @@ def test_layout_choice_is_repeatable_and_kept_on_resume(tmp_path, course_data, m
     other = next(n for n in solvers.LAYOUT_NAMES if n != progress.layout)
     monkeypatch.setattr(solvers, "plan_layout", lambda *a, **k: (solvers.LAYOUT_NAMES[other], {}))
     assert fit(cpu, cfg, train.X, train.Y, resume=str(ck)).layout == progress.layout
+
+
+def test_fused_solver_on_every_backend_is_the_direct_algorithm(backend, dtype, course_data):
+    """--solver fused: on NumPy and the strict device the generic Ops (bit for bit the
+    generic DirectSolver), on CuPy the CUDA kernels; all within the dtype's tolerance of
+    the plain float64 algorithm over 60 iterations of the reference recipe."""
+    train, _ = course_data
+    sizes = [12288, 20, 7, 5, 1]
+    ref_costs, ref_params = plain_numpy_float64(train.X, train.Y, 60, sizes)
+    costs, params = run_solver(FusedSolver, backend, train.X, train.Y, dtype, 60, sizes)
+    assert rel_err(costs, ref_costs) <= RTOL[dtype]
+    for (W, b), (W0, b0) in zip(params, ref_params):
+        assert rel_err(W, W0) <= RTOL[dtype] and rel_err(b, b0) <= RTOL[dtype]
+    if backend.name != "cupy":
+        direct_costs, direct_params = run_solver(
+            DirectSolver, backend, train.X, train.Y, dtype, 60, sizes
+        )
+        assert costs == direct_costs
+        for (W, b), (W0, b0) in zip(params, direct_params):
+            np.testing.assert_array_equal(W, W0)
+            np.testing.assert_array_equal(b, b0)
+
+
+def test_fused_runs_through_fit_and_refuses_what_it_cannot_do(course_data):
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    r = fit(
+        cpu,
+        TrainConfig(solver="fused", iterations=30, dtype="float64", log_every=10),
+        train.X,
+        train.Y,
+    )
+    d = fit(
+        cpu,
+        TrainConfig(solver="direct", iterations=30, dtype="float64", log_every=10),
+        train.X,
+        train.Y,
+    )
+    assert (
+        r.solver == "fused" and rel_err([c for _, c in r.costs], [c for _, c in d.costs]) <= 1e-12
+    )
+    with pytest.raises(GpucatError, match="--solver fused runs plain full-batch"):
+        choose_solver(TrainConfig(solver="fused", optimizer="adam"), cpu, 209)
+    with pytest.raises(GpucatError, match="--solver fused runs on one process"):
+        choose_solver(TrainConfig(solver="fused"), cpu, 209, processes=2)
