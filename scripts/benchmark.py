@@ -11,6 +11,9 @@
         Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
         alternating A B A B ..., training seconds from each JSON; medians and the ratio.
 
+    python scripts/benchmark.py layouts [--m 209 1000 5000]
+        The NumPy direct path's planner: the time of each product layout and its choice.
+
     python scripts/benchmark.py recipe [--devices gpu] [--runs 3] [--out F.json]
         The reference recipe on the real data in one process: every solver in both dtypes on
         each device, and PyTorch eager (and, on CUDA, replayed as a CUDA graph) beside it;
@@ -43,6 +46,8 @@ def solvers_for(backend) -> tuple[str, ...]:
     """The solvers worth timing on a backend: fused kernels are a GPU path (on NumPy the
     fused solver is the generic code, and NumpyDirectSolver is the fast CPU path)."""
     return SOLVERS if backend.is_gpu else ("direct", "gram")
+
+
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
@@ -473,6 +478,24 @@ def recipe(args) -> dict:
     return doc
 
 
+def layouts(args) -> dict:
+    """What the NumPy direct path's planner measures and picks, per m and dtype."""
+    from gpucat import network
+    from gpucat.backend import get_backend
+    from gpucat.solvers import plan_layout
+
+    out = []
+    for m in args.m:
+        X64, _ = synthetic(m)
+        W1 = network.init_params([12288, 20], 1)[0][0]
+        for dtype in ("float32", "float64"):
+            X, W = X64.astype(dtype), W1.astype(dtype)
+            best, ms = plan_layout(X, W, get_backend("cpu").free_memory(), repeats=args.repeats)
+            out.append({"m": m, "dtype": dtype, "chosen": best.name, "product_ms": ms})
+            print(json.dumps(out[-1]), flush=True)
+    return {"machine": machine_info(), "rows": out}
+
+
 def print_recipe_table(rows) -> None:
     head = f"{'impl':14} {'device':28} {'dtype':8} {'solver':10} {'median s':>9} {'ms/it':>8} {'cost dev':>9} {'train':>6} {'test':>5}"
     print(head)
@@ -493,6 +516,9 @@ def main() -> None:
     s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
     s.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
     s.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
+    la = sub.add_parser("layouts")
+    la.add_argument("--m", type=int, nargs="+", default=[209, 1000, 5000])
+    la.add_argument("--repeats", type=int, default=7)
     r = sub.add_parser("recipe")
     r.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
     r.add_argument("--iterations", type=int, default=2500)
@@ -509,7 +535,7 @@ def main() -> None:
     args = p.parse_args()
     if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
         os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
-    {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe}[args.cmd](args)
+    {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe, "layouts": layouts}[args.cmd](args)
 
 
 if __name__ == "__main__":
