@@ -23,6 +23,7 @@ from typing import Any
 
 from gpucat import network
 from gpucat.network import Array, Layer
+from gpucat.solvers import DirectSolver
 
 
 class Ops:
@@ -115,15 +116,12 @@ def make_ops(backend) -> Ops:
     return CupyOps(backend.xp) if backend.is_gpu else Ops(backend.xp)
 
 
-class FusedSolver:
+class FusedSolver(DirectSolver):
     """Plain full-batch gradient descent, the direct algorithm, through ``Ops``."""
 
     def __init__(self, backend, params: list[Layer], X: Array, Y: Array, lr: float):
-        self.backend, self.xp = backend, backend.xp
-        self.params, self.X, self.Y = params, X, Y
-        self.scale = lr / X.shape[1]  # lr/m: backward yields the update steps directly
+        super().__init__(backend, params, X, Y, lr)  # scale = lr/m: backward gives the steps
         self.ops = make_ops(backend)
-        self.i = 0
 
     def step(self, want_cost: bool):
         ops, params, last = self.ops, self.params, len(self.params) - 1
@@ -143,12 +141,3 @@ class FusedSolver:
                 dZ = ops.relu_backward(dA, Zs[l - 1])
         self.i += 1
         return cost
-
-    def parameters(self) -> list[Layer]:
-        return self.params
-
-    def optimizer_state(self) -> dict:
-        return {}
-
-    def load_optimizer_state(self, state: dict) -> None:
-        pass

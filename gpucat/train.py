@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,129 +164,103 @@ def fit(
     start, stop = reducer.block(m_total)
     full_batch = config.batch_size is None or config.batch_size >= m_total
     shard = make_shard(backend, train, start, stop, config.dtype, full_batch)
-    try:
-        return _train(
-            backend,
-            config,
-            source,
-            shard,
-            val_rows,
-            m_total,
-            reducer,
-            init,
-            on_log,
-            on_step,
-            checkpoint,
-            checkpoint_every,
-            resume,
-            stop_after,
+    with closing(shard):  # a streamed shard stops its reader thread at the end
+        val = (
+            _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
         )
-    finally:
-        shard.close()
 
-
-def _train(
-    backend,
-    config,
-    source,
-    shard,
-    val_rows,
-    m_total,
-    reducer,
-    init,
-    on_log,
-    on_step,
-    checkpoint,
-    checkpoint_every,
-    resume,
-    stop_after,
-) -> TrainResult:
-    val = _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
-
-    progress, best, opt_state = Progress(), None, None
-    host_init = init or network.init_params(list(config.layers), config.seed)
-    if resume:
-        saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
-        check_resume(config, saved, resume)
-        best = params_to_device(backend, best_host, config.dtype) if best_host else None
-    params = params_to_device(backend, host_init, config.dtype)
-    needs_params = bool(config.validation or checkpoint_every or resume)
-    solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
-    solver = make_solver(
-        solver_name, backend, params, shard, reducer, config, m_total, progress.layout
-    )
-    if resume:
-        try:
-            solver.load_optimizer_state(
-                {
-                    k: backend.asarray(v, config.dtype) if isinstance(v, np.ndarray) else v
-                    for k, v in opt_state.items()
-                }
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise GpucatError(
-                f"{resume}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass "
-                "a checkpoint written by `gpucat train --checkpoint-every N`."
-            ) from None
-    solver.i = progress.next_iteration
-
-    result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
-    result.layout = progress.layout = getattr(getattr(solver, "layout", None), "name", None)
-    result.first_iteration = result.iterations_done = progress.next_iteration
-    result.best_iteration = progress.best_iteration
-    result.costs = [tuple(c) for c in progress.costs]
-    result.val_costs = [tuple(c) for c in progress.val_costs]
-    last = config.iterations if stop_after is None else min(stop_after, config.iterations)
-    backend.synchronize()
-    start_time = time.perf_counter()
-    for i in range(progress.next_iteration, last):
-        log_point = config.is_log_point(i)
-        val_cost = None
-        if log_point and val is not None:
-            current = solver.parameters()  # before this iteration's update
-            val_cost = val.cost(current)
-            if progress.best_cost is None or val_cost < progress.best_cost:
-                progress.best_cost, progress.best_iteration, progress.bad_log_points = (
-                    val_cost,
-                    i,
-                    0,
+        progress, best, opt_state = Progress(), None, None
+        host_init = init or network.init_params(list(config.layers), config.seed)
+        if resume:
+            saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
+            check_resume(config, saved, resume)
+            best = params_to_device(backend, best_host, config.dtype) if best_host else None
+        params = params_to_device(backend, host_init, config.dtype)
+        needs_params = bool(config.validation or checkpoint_every or resume)
+        solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
+        solver = make_solver(
+            solver_name, backend, params, shard, reducer, config, m_total, progress.layout
+        )
+        if resume:
+            try:
+                solver.load_optimizer_state(
+                    {
+                        k: backend.asarray(v, config.dtype) if isinstance(v, np.ndarray) else v
+                        for k, v in opt_state.items()
+                    }
                 )
-                best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in current]
-            else:
-                progress.bad_log_points += 1
-        out = solver.step(want_cost=log_point)
-        if out is not None:
-            loss_sum, penalty = out
-            (total,) = reducer.sum_scalars(backend.scalar(loss_sum))  # host sync, log points only
-            cost = (total + (backend.scalar(penalty) if penalty is not None else 0.0)) / m_total
-            check_cost(cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate)
-            result.costs.append((i, cost))
-            if val_cost is not None:
-                result.val_costs.append((i, val_cost))
-            if on_log:
-                on_log(i, cost, val_cost)
-        result.iterations_done = i + 1
-        if on_step:
-            on_step(i)
-        if checkpoint_every and (i + 1) % checkpoint_every == 0 and reducer.is_root:
-            progress.next_iteration = i + 1
-            progress.costs, progress.val_costs = result.costs, result.val_costs
-            _write_checkpoint(checkpoint, backend, config, solver, best, progress)
-        if config.patience and progress.bad_log_points >= config.patience:
-            result.stopped_early = True
-            break
-    result.params = solver.parameters()
-    if val is not None and not result.stopped_early:
-        # the final update's parameters compete too (iteration number: one past the last)
-        final = val.cost(result.params)
-        if progress.best_cost is None or final < progress.best_cost:
-            progress.best_cost, progress.best_iteration, best = final, result.iterations_done, None
-    if best is not None:
-        result.params = best  # restore the parameters with the best validation cost
-    result.best_iteration = progress.best_iteration
-    backend.synchronize()
-    result.seconds = time.perf_counter() - start_time
-    return result
+            except (KeyError, TypeError, ValueError) as e:
+                raise GpucatError(
+                    f"{resume}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass "
+                    "a checkpoint written by `gpucat train --checkpoint-every N`."
+                ) from None
+        solver.i = progress.next_iteration
+
+        result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
+        result.layout = progress.layout = getattr(getattr(solver, "layout", None), "name", None)
+        result.first_iteration = result.iterations_done = progress.next_iteration
+        result.best_iteration = progress.best_iteration
+        result.costs = [tuple(c) for c in progress.costs]
+        result.val_costs = [tuple(c) for c in progress.val_costs]
+        last = config.iterations if stop_after is None else min(stop_after, config.iterations)
+        backend.synchronize()
+        start_time = time.perf_counter()
+        for i in range(progress.next_iteration, last):
+            log_point = config.is_log_point(i)
+            val_cost = None
+            if log_point and val is not None:
+                current = solver.parameters()  # before this iteration's update
+                val_cost = val.cost(current)
+                if progress.best_cost is None or val_cost < progress.best_cost:
+                    progress.best_cost, progress.best_iteration, progress.bad_log_points = (
+                        val_cost,
+                        i,
+                        0,
+                    )
+                    best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in current]
+                else:
+                    progress.bad_log_points += 1
+            out = solver.step(want_cost=log_point)
+            if out is not None:
+                loss_sum, penalty = out
+                (total,) = reducer.sum_scalars(
+                    backend.scalar(loss_sum)
+                )  # host sync, log points only
+                cost = (total + (backend.scalar(penalty) if penalty is not None else 0.0)) / m_total
+                check_cost(
+                    cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate
+                )
+                result.costs.append((i, cost))
+                if val_cost is not None:
+                    result.val_costs.append((i, val_cost))
+                if on_log:
+                    on_log(i, cost, val_cost)
+            result.iterations_done = i + 1
+            if on_step:
+                on_step(i)
+            if checkpoint_every and (i + 1) % checkpoint_every == 0 and reducer.is_root:
+                progress.next_iteration = i + 1
+                progress.costs, progress.val_costs = result.costs, result.val_costs
+                _write_checkpoint(checkpoint, backend, config, solver, best, progress)
+            if config.patience and progress.bad_log_points >= config.patience:
+                result.stopped_early = True
+                break
+        result.params = solver.parameters()
+        if val is not None and not result.stopped_early:
+            # the final update's parameters compete too (iteration number: one past the last)
+            final = val.cost(result.params)
+            if progress.best_cost is None or final < progress.best_cost:
+                progress.best_cost, progress.best_iteration, best = (
+                    final,
+                    result.iterations_done,
+                    None,
+                )
+        if best is not None:
+            result.params = best  # restore the parameters with the best validation cost
+        result.best_iteration = progress.best_iteration
+        backend.synchronize()
+        result.seconds = time.perf_counter() - start_time
+        return result
 
 
 def _write_checkpoint(path, backend, config, solver, best, progress) -> None:
