@@ -275,6 +275,9 @@ def sweep(args) -> None:
                     r = bench_torch_minibatch(X, Y, sizes, dtype, args.repeats, 20, dev)
                     rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
                     print(json.dumps(rows[-1]), flush=True)
+    if not rows:
+        print(f"no usable backend among --devices {args.devices}: nothing to time", file=sys.stderr)
+        return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}

@@ -57,6 +57,8 @@ def summarize(out: Path, gpucat: str, torch: str) -> list[tuple[str, str, bool |
     doc = load(out / "recipe.json")
     rows = doc["rows"] if doc else []
     mine = [r for r in rows if r["impl"] == gpucat]
+    if not mine:
+        checks.append((f"{gpucat} rows in recipe.json", "none: the backend never ran", False))
     for r in (r for r in mine if r["dtype"] == "float64"):
         dev = r["max_rel_cost_deviation_vs_numpy_float64"]
         ok = (
