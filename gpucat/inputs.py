@@ -126,16 +126,18 @@ _WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 655
 
 def _as_rgb8(im):
     """Any Pillow image -> 8-bit RGB by what its values mean, never by clipping: 16-bit and
-    32-bit integer gray scaled from 0..65535, float gray from [0, 1] (or 0..255 when its
-    values exceed 1), transparency (alpha, palette or colour key) composited over white."""
+    32-bit integer gray scaled from 0..65535, float gray from [0, 1] (or from 0..255, or
+    0..65535, when its values exceed 1, or 255), transparency (alpha, palette or colour
+    key) composited over white."""
     from PIL import Image
 
     if im.mode in _WIDE_MODES or im.mode == "F":
         a = np.asarray(im, dtype=np.float64)
         if not np.isfinite(a).all():
             raise ValueError("the image holds NaN or infinite values")
-        if im.mode == "F":
-            full = 1.0 if a.max(initial=0.0) <= 1.0 else 255.0
+        if im.mode == "F":  # [0, 1], else 8-bit values, else 16-bit values stored as floats
+            top = a.max(initial=0.0)
+            full = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
         else:
             full = _WIDE_MODES[im.mode]
         gray = np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)

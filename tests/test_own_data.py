@@ -131,7 +131,7 @@ def gray8():
 
 @pytest.mark.parametrize(
     "kind",
-    ["I;16 png", "I tiff", "F [0,1] tiff", "F [0,255] tiff"],
+    ["I;16 png", "I tiff", "F [0,1] tiff", "F [0,255] tiff", "F [0,65535] tiff"],
 )
 def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
     """16-bit and float copies of a photo give the 8-bit copy's pixels (to rounding), where
@@ -142,6 +142,7 @@ def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
         "I tiff": (g * 257).astype(np.int32),
         "F [0,1] tiff": (g / 255).astype(np.float32),
         "F [0,255] tiff": g.astype(np.float32),
+        "F [0,65535] tiff": (g * 257).astype(np.float32),
     }[kind]
     path = tmp_path / ("x.png" if "png" in kind else "x.tif")
     Image.fromarray(arr).save(path)
