@@ -81,7 +81,7 @@ class MPIReducer(LocalReducer):
 
     def sum_arrays(self, arrays: list[Any]) -> list[Any]:
         xp = self.backend.xp
-        concat = getattr(xp, "concat", None) or xp.concatenate  # array API name, NumPy 1 name
+        concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
         flat = concat([xp.reshape(a, (-1,)) for a in arrays])
         flat = self._allreduce(flat)
         out, k = [], 0

@@ -254,16 +254,29 @@ class GramSolver(_FirstLayerApart):
     iteration, and float32 accumulation drifts.
     """
 
+    BLOCK = 1024  # rows of X (input features) upcast to float64 at a time
+
     def __init__(self, backend, params, X, Y, lr):
         super().__init__(backend, params, X, Y, lr)
         xp = self.xp
-        f64 = xp.float64
-        X64 = xp.astype(X, f64)
+        m = X.shape[1]
         self.dtype = X.dtype
-        self.W1_0 = xp.astype(params[0].W, f64)
-        self.G = X64.T @ X64  # (m, m), formed once
-        self.Z1_lin = self.W1_0 @ X64  # W1 @ X without b1
+        self.W1_0 = xp.astype(params[0].W, xp.float64)
+        on = {"device": backend.device} if backend.name == "strict" else {}
+        self.G = xp.zeros((m, m), dtype=xp.float64, **on)  # formed once
+        self.Z1_lin = xp.zeros((self.W1_0.shape[0], m), dtype=xp.float64, **on)
+        for a, b, Xb in self._float64_blocks():
+            self.G += Xb.T @ Xb
+            self.Z1_lin += self.W1_0[:, a:b] @ Xb  # W1 @ X without b1
         self.C = xp.zeros_like(self.Z1_lin)
+
+    def _float64_blocks(self):
+        """X in float64, a block of input features at a time: float32 training never holds
+        a float64 copy of the data set."""
+        n = self.X.shape[0]
+        for a in range(0, n, self.BLOCK):
+            b = min(a + self.BLOCK, n)
+            yield a, b, self.xp.astype(self.X[a:b, :], self.xp.float64, copy=False)
 
     def first_linear(self) -> Array:
         return self.xp.astype(self.Z1_lin, self.dtype, copy=False) + self.params[0].b
@@ -278,8 +291,9 @@ class GramSolver(_FirstLayerApart):
     def parameters(self) -> list[Layer]:
         """Materialize W1 = W1(0) - C @ X^T (one pass over X), in the training dtype."""
         xp = self.xp
-        W1 = self.W1_0 - self.C @ xp.astype(self.X, xp.float64).T
-        self.params[0].W = xp.astype(W1, self.dtype)
+        concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
+        parts = [self.W1_0[:, a:b] - self.C @ Xb.T for a, b, Xb in self._float64_blocks()]
+        self.params[0].W = xp.astype(concat(parts, axis=1), self.dtype)
         return self.params
 
 
