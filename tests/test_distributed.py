@@ -252,7 +252,8 @@ def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
         "    out[name] = [dead_layers(cpu, p, train, 'float64', red),\n"
         "                 score(cpu, p, train, 'float64', red),\n"
         "                 score(cpu, params_to_device(cpu, nan, 'float64'), train, 'float64', red)]\n"
-        "print(json.dumps(out))\n"
+        "# one file per rank: lines printed by several ranks at once can interleave\n"
+        "open(f'rank{reducer.rank}.json', 'w').write(json.dumps(out))\n"
     )
     env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
     out = subprocess.run(
@@ -261,9 +262,10 @@ def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
         text=True,
         env=env,
         timeout=300,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    docs = [json.loads(line) for line in out.stdout.strip().splitlines()]
+    docs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(3)]
     assert len(docs) == 3 and all(d["mine"] == docs[0]["mine"] for d in docs)  # every rank
     assert docs[0]["mine"] == docs[0]["local"]  # ... says what one process says
     dead, (correct, n, bad), (_, _, nan_bad) = docs[0]["mine"]
