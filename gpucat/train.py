@@ -118,8 +118,9 @@ class _Validation:
         if self.part is not None:
             for X, Y in self.part.chunks():
                 _, caches = network.forward(xp, params, X)
-                local += self.backend.scalar(network.loss_sum_from_logits(xp, caches[-1][1], Y))
-        (total,) = self.reducer.sum_scalars(local)  # host sync
+                local = local + network.loss_sum_from_logits(xp, caches[-1][1], Y)
+            local = self.backend.scalar(local)  # host sync, once per log point
+        (total,) = self.reducer.sum_scalars(local)
         return total / self.n
 
 
