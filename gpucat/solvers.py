@@ -420,20 +420,31 @@ class GeneralSolver:
             penalty = network.l2_penalty(xp, params, c.l2) if c.l2 else None
             if m_batch < self.M or D is not None:
                 loss = self.loss_sum()
+        # Every gradient is linear in dZ_L: scaled by 1/m_batch (the batch's global size),
+        # this process's gradients are its share of the batch mean and the reducer's sum of
+        # the shares is the mean. Plain gradient descent folds the learning rate in too and
+        # applies the results as steps: no extra passes over the weights.
+        lr = c.learning_rate / (1.0 + c.lr_decay * epoch)
+        plain = c.optimizer == "gd"
+        scale = (lr if plain else 1.0) / m_batch
         if X is None:  # no example of this batch lives here: this process adds zeros
-            sums = [xp.zeros_like(a) for p in params for a in (p.W, p.b)]
+            parts = [xp.zeros_like(a) for p in params for a in (p.W, p.b)]
         else:
             AL, caches = network.forward(xp, params, X, D)
             if want_cost and loss is None:  # the full batch, no dropout: this very forward
                 loss = network.loss_sum_from_logits(xp, caches[-1][1], Y)
-            grads = network.backward(xp, params, caches, AL, Y, scale=1.0, dropout=D)
-            sums = [a for g in grads for a in (g.dW, g.db)]
-        sums = self.reducer.sum_arrays(sums)
+            grads = network.backward(xp, params, caches, AL, Y, scale=scale, dropout=D)
+            parts = [a for g in grads for a in (g.dW, g.db)]
+        parts = self.reducer.sum_arrays(parts)
         grads = []
-        for p, dW, db in zip(params, sums[0::2], sums[1::2]):
-            dW = (dW + c.l2 * p.W) / m_batch if c.l2 else dW / m_batch
-            grads.append(Grad(dW=dW, db=db / m_batch))
-        self.opt.update(params, grads, c.learning_rate / (1.0 + c.lr_decay * epoch))
+        for p, dW, db in zip(params, parts[0::2], parts[1::2]):
+            if c.l2:  # (l2 / m) W, added once, after the reduction
+                dW = dW + (c.l2 * scale) * p.W
+            grads.append(Grad(dW=dW, db=db))
+        if plain:
+            network.apply_steps(params, grads)
+        else:
+            self.opt.update(params, grads, lr)
         self.i += 1
         return (loss, penalty) if want_cost else None
 

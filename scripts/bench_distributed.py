@@ -4,7 +4,8 @@
     python scripts/bench_distributed.py --ranks 2 [--iterations 200] [--dtype float64]
 
 Runs (each a separate process, alternating, --repeats times):
-  1 process, BLAS with all cores;   1 process, 1 BLAS thread;
+  1 process, BLAS with all cores;   1 process, 1 BLAS thread (both the NumPy direct path);
+  1 process under mpiexec --distributed (the general solver that N ranks run);
   N processes via mpiexec (each with cores/N BLAS threads, as gpucat sets);
 plus an Allreduce micro-benchmark of the reference network's gradient buffer
 (245,973 values) on N ranks. Prints one JSON object. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
@@ -74,6 +75,7 @@ def main() -> None:
     runs = {
         "1 process, all cores": (train + ["--solver", "direct"], {}),
         "1 process, 1 BLAS thread": (train + ["--solver", "direct"], {"OPENBLAS_NUM_THREADS": "1"}),
+        "1 process --distributed": ([mpiexec, "-n", "1"] + train + ["--distributed"], {}),
         f"{a.ranks} processes": ([mpiexec, "-n", str(a.ranks)] + train + ["--distributed"], {}),
     }
     samples = {k: [] for k in runs}
