@@ -1,14 +1,17 @@
 """The data-source seam: how training examples arrive.
 
 A *source* is anything with ``n`` examples of ``n_features`` values, a ``divisor``,
-``labels()`` and ``read(idx) -> (rows, labels)``: a ``Dataset`` in memory (data.py), whose
-rows stay as stored (uint8 pixels).
+``labels()`` and ``read(idx) -> (rows, labels)``: a ``Dataset`` in memory, or an
+``H5Source`` that stays on disk and reads the rows asked for (data.py). Either way the rows
+stay as stored (uint8 pixels) until they reach the device.
 
 The trainer numbers the examples it trains on by *position*: the source rows left after
 the validation split, in order, then (``--flip``) their mirrored copies. A data-parallel
 process owns one contiguous block of positions (distributed.shard_bounds); a single
 process owns them all. ``DeviceShard`` puts a block on the device and hands out
-(mini-)batches as float columns; the conversion to the training dtype happens there,
+(mini-)batches as float columns; ``StreamedShard`` reads each batch from a source on disk
+instead, the next one in a background thread. The conversion to the training dtype happens
+on the device,
 ``rows / divisor`` in that dtype, which for 8-bit pixels is bit for bit the reference
 preprocessing (float64 x / 255 rounded to the dtype: checked for all 256 values).
 """
@@ -25,7 +28,7 @@ from gpucat.backend import Backend
 from gpucat.data import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 
-SPLIT = 3  # the validation split's random stream (solvers.host_rng)
+SPLIT = 3  # the validation split's random stream (host_rng)
 CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
 DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
 
