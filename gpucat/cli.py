@@ -258,8 +258,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig(**given)
     config.check()
     _check_writable(args.out, args.plot, args.checkpoint)
-    if args.checkpoint_every and not (args.checkpoint or args.resume):
-        raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
     if args.plot:
         from gpucat.plots import _pyplot
 

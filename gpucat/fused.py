@@ -63,6 +63,7 @@ class CupyOps(Ops):
         import cupy
 
         self.cupy = cupy
+        self._ones_cache: dict = {}  # (m, dtype) -> a column of ones, for b -= dZ @ 1
         self._bias_relu = cupy.ElementwiseKernel(
             "T b", "T z, T a", "z = z + b; a = z > (T)0 ? z : (T)0", "gpucat_bias_relu"
         )
@@ -106,10 +107,9 @@ class CupyOps(Ops):
 
     def _ones(self, m: int, dtype):
         key = (m, dtype)
-        cache = self.__dict__.setdefault("_ones_cache", {})
-        if key not in cache:
-            cache[key] = self.cupy.ones((m, 1), dtype=dtype)
-        return cache[key]
+        if key not in self._ones_cache:
+            self._ones_cache[key] = self.cupy.ones((m, 1), dtype=dtype)
+        return self._ones_cache[key]
 
 
 def make_ops(backend) -> Ops:

@@ -183,19 +183,24 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def load_folder(folder: str | os.PathLike) -> Dataset:
-    """cat/ and non-cat/ subfolders give labelled data; otherwise the images in the folder."""
-    folder = Path(folder)
+def folder_files(folder: Path) -> list[tuple[Path, float | None]]:
+    """(image file, label) of a folder: 1.0 for cat/, 0.0 for non-cat/ (any letter case);
+    without those subfolders, the folder's own images with no label."""
     subs = {
         p.name.lower(): p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
     }
     cat = next((subs[n] for n in CAT_DIRS if n in subs), None)
     non = next((subs[n] for n in NONCAT_DIRS if n in subs), None)
-    if cat or non:
-        files = [(p, 1.0) for p in (_image_files(cat) if cat else [])]
-        files += [(p, 0.0) for p in (_image_files(non) if non else [])]
-    else:
-        files = [(p, None) for p in _image_files(folder)]
+    if not (cat or non):
+        return [(p, None) for p in _image_files(folder)]
+    files = [(p, 1.0) for p in (_image_files(cat) if cat else [])]
+    return files + [(p, 0.0) for p in (_image_files(non) if non else [])]
+
+
+def load_folder(folder: str | os.PathLike) -> Dataset:
+    """cat/ and non-cat/ subfolders give labelled data; otherwise the images in the folder."""
+    folder = Path(folder)
+    files = folder_files(folder)
     if not files:
         raise GpucatError(
             f"{folder}: no images found; put PNG/JPEG files in it, or in cat/ and non-cat/ "

@@ -33,22 +33,18 @@ def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
 
 def labelled_files(folder: Path) -> list[tuple[Path, int]]:
     """(image file, label) for a folder with cat/ and non-cat/ subfolders."""
-    from gpucat.inputs import CAT_DIRS, NONCAT_DIRS, _image_files
+    from gpucat.inputs import folder_files
 
     if not folder.is_dir():
         raise GpucatError(f"{folder}: no such folder.")
-    subs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
-    cat = next((subs[n] for n in CAT_DIRS if n in subs), None)
-    non = next((subs[n] for n in NONCAT_DIRS if n in subs), None)
-    if not cat and not non:
+    files = folder_files(folder)
+    if files and files[0][1] is None:
         raise GpucatError(
             f"{folder}: prepare needs labelled images: put them in cat/ and non-cat/ subfolders."
         )
-    files = [(p, 1) for p in (_image_files(cat) if cat else [])]
-    files += [(p, 0) for p in (_image_files(non) if non else [])]
     if not files:
-        raise GpucatError(f"{folder}: its cat/ and non-cat/ subfolders hold no images.")
-    return files
+        raise GpucatError(f"{folder}: no images found in it or in cat/ and non-cat/ subfolders.")
+    return [(p, int(y)) for p, y in files]
 
 
 def prepare(folder, out, jobs: int | None = None, progress: bool | None = None) -> int:

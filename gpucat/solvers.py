@@ -385,9 +385,10 @@ class GeneralSolver:
             return X, Y, slice(s.start, s.stop), self.M, i
         members, mine, epoch = self._members(i)
         X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
-        upcoming, mine_next, _ = self._members(i + 1)  # read the next batch while this trains
-        if mine_next.size:
-            s.prefetch(upcoming[mine_next] - s.start)
+        if s.streams:  # read the next batch from disk while this one trains
+            upcoming, mine_next, _ = self._members(i + 1)
+            if mine_next.size:
+                s.prefetch(upcoming[mine_next] - s.start)
         return X, Y, mine, members.size, epoch
 
     def dropout_masks(self, i: int, columns, m_batch: int) -> list[Array] | None:

@@ -219,6 +219,8 @@ class DeviceShard:
             b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
             yield self._convert(self.U[a:b, :]), self.Y[:, a:b]
 
+    streams = False  # resident: nothing to read ahead
+
     def prefetch(self, local: np.ndarray) -> None:
         """Resident examples need no reading ahead."""
 
@@ -234,6 +236,8 @@ class StreamedShard(DeviceShard):
     mini-batch's rows (uint8) are read from disk, the next batch's in a background thread
     while this one trains, so memory holds a few batches whatever the data set's size.
     Only the labels stay resident."""
+
+    streams = True
 
     def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
         from concurrent.futures import ThreadPoolExecutor
