@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--out", required=True, help="the .h5 file to write (atomically)")
     pp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
 
+    i = sub.add_parser(
+        "info",
+        help="versions, BLAS, GPUs and MPI: what a bug report needs",
+        description=(
+            "Versions of gpucat, Python, NumPy and its BLAS, CuPy and CUDA; each GPU with its "
+            "free memory and whether it passes gpucat's probe (and why not); mpi4py and MPI."
+        ),
+    )
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+
     x = sub.add_parser("export", help="write a trained model as an ONNX graph")
     x.add_argument("--model", required=True, help="a .safetensors or original-program JSON model")
     x.add_argument("--out", required=True, help="the .onnx file to write")
@@ -182,6 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     return parser
+
+
+def _note(line: str) -> None:
+    print(f"gpucat: note: {line}", file=sys.stderr, flush=True)
+
+
+def get_backend(device: str | None, gpu_index: int = 0):
+    """The backend for --device; ``auto`` falling back to the CPU where a GPU was expected
+    says why in one line."""
+    from gpucat.backend import get_backend as resolve
+
+    return resolve(device, gpu_index, on_fallback=_note)
 
 
 def _cost_logger(out, bar=None):
@@ -244,7 +266,6 @@ def _training_data(args: argparse.Namespace, can_fetch: bool):
 
 def cmd_train(args: argparse.Namespace) -> None:
     from gpucat import models
-    from gpucat.backend import get_backend
     from gpucat.reducers import LOCAL
     from gpucat.train import TrainConfig, params_to_host, run_recipe
 
@@ -266,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.distributed:
         from gpucat.distributed import setup
 
-        reducer, backend, threads = setup(args.device)
+        reducer, backend, threads = setup(args.device, on_fallback=_note)
     else:
         backend = get_backend(args.device)
     say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
@@ -358,7 +379,6 @@ def cmd_fetch_data(args: argparse.Namespace) -> None:
 
 
 def _model_and_backend(args: argparse.Namespace):
-    from gpucat.backend import get_backend
     from gpucat.models import load_model
 
     model = load_model(args.model)
@@ -445,7 +465,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"Saved {args.model} ({sizes}) as ONNX to {args.out}: input {args.input}, {args.dtype}")
 
 
+def cmd_info(args: argparse.Namespace) -> None:
+    from gpucat.info import collect, table
+
+    info = collect()
+    print(json.dumps(info) if args.json else table(info))
+
+
 COMMANDS = {
+    "info": cmd_info,
     "train": cmd_train,
     "fetch-data": cmd_fetch_data,
     "evaluate": cmd_evaluate,

@@ -50,6 +50,34 @@ def shard_bounds(m: int, size: int, rank: int, allow_empty: bool = False) -> tup
     return start, start + base + (1 if rank < extra else 0)
 
 
+def _mpi_libraries() -> list[str]:
+    """Paths of the MPI libraries mapped into this process (Linux), e.g. libmpi.so.12."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as f:
+            return sorted({ln.split()[-1] for ln in f if "libmpi" in ln.rsplit("/", 1)[-1]})
+    except OSError:
+        return []
+
+
+def mpi_cuda_aware() -> bool:
+    """Whether MPI may be handed device buffers: GPUCAT_MPI_CUDA_AWARE=1 or 0 when set, else
+    the library's own answer, MPIX_Query_cuda_support() (Open MPI and MPICH both export it;
+    mpi4py does not wrap it, so it is called through ctypes), else False: stage on the host."""
+    said = os.environ.get("GPUCAT_MPI_CUDA_AWARE", "").strip().lower()
+    if said:
+        return said not in ("0", "false", "no", "off")
+    import ctypes
+
+    for path in _mpi_libraries():
+        try:
+            query = ctypes.CDLL(path).MPIX_Query_cuda_support
+        except (OSError, AttributeError):
+            continue
+        query.restype, query.argtypes = ctypes.c_int, []
+        return bool(query())
+    return False
+
+
 class MPIReducer(LocalReducer):
     """Sums over all ranks of a communicator. Device arrays travel in one flat buffer per
     call: straight from device memory when MPI is CUDA-aware, else staged through pinned
@@ -64,10 +92,7 @@ class MPIReducer(LocalReducer):
         self._cuda_aware = False
         self._staging = None
         if backend.is_gpu:
-            try:
-                self._cuda_aware = bool(MPI.Query_cuda_support())
-            except (AttributeError, NotImplementedError):
-                pass
+            self._cuda_aware = mpi_cuda_aware()
             self.how = (
                 "CUDA-aware MPI, device buffers"
                 if self._cuda_aware
@@ -143,12 +168,12 @@ def local_gpu_index(comm) -> int:
     return int(os.environ.get("GPUCAT_LOCAL_RANK", local))
 
 
-def setup(device: str | None):
+def setup(device: str | None, on_fallback=None):
     """(MPIReducer, backend, BLAS note) for this rank: its own GPU with --device gpu/auto
     (one per rank, round-robin), else NumPy with the node's cores shared among its ranks."""
     from gpucat.backend import get_backend
 
     comm = init_mpi()
-    backend = get_backend(device, gpu_index=local_gpu_index(comm))
+    backend = get_backend(device, local_gpu_index(comm), on_fallback if comm.rank == 0 else None)
     threads = limit_blas_threads(comm) if backend.name == "numpy" else "one GPU per rank"
     return MPIReducer(comm, backend), backend, threads

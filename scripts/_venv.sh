@@ -1,14 +1,47 @@
 # Sourced by train.sh and test.sh: make (once) and enter the project's virtual environment.
-# GPUCAT_VENV picks another folder; GPUCAT_EXTRAS the pip extras to install.
+#
+# GPUCAT_BASE_EXTRAS (set by the caller: plot or test) are installed, and where an NVIDIA
+# driver answers (`nvidia-smi`), the CuPy build for its CUDA major version with the CUDA
+# libraries it needs (the cuda12 or cuda13 extra: CuPy's [ctk]), so that training uses the
+# GPU and the tests cover both devices. GPUCAT_EXTRAS replaces the whole choice,
+# GPUCAT_VENV picks another folder, GPUCAT_DRY_RUN=1 prints the install and stops.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${GPUCAT_VENV:-$root/.venv}"
-extras="${GPUCAT_EXTRAS:-test}"
+
+# The extra for this machine's GPU driver (cuda12 / cuda13), or nothing for the CPU.
+gpu_extra() {
+  command -v nvidia-smi >/dev/null 2>&1 || return 0
+  local major
+  major="$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9]*\)\..*/\1/p' | head -n 1)"
+  if [ -z "$major" ]; then
+    echo "gpucat: nvidia-smi gave no CUDA version (is the driver loaded?); setting up for the CPU" >&2
+  elif [ "$major" -ge 13 ]; then
+    echo cuda13
+  elif [ "$major" -eq 12 ]; then
+    echo cuda12
+  else
+    echo "gpucat: the NVIDIA driver supports CUDA $major, CuPy 14 needs 12 or newer;" \
+      "setting up for the CPU (update the driver to train on the GPU)" >&2
+  fi
+}
+
+if [ -n "${GPUCAT_EXTRAS:-}" ]; then
+  extras="$GPUCAT_EXTRAS"
+else
+  gpu="$(gpu_extra)"
+  extras="${GPUCAT_BASE_EXTRAS:-test}${gpu:+,$gpu}"
+fi
+if [ "${GPUCAT_DRY_RUN:-0}" = 1 ]; then
+  echo "would install: python -m pip install -e '$root[$extras]' into $venv"
+  exit 0
+fi
 stamp="$venv/.gpucat-installed-$extras"
 if [ ! -x "$venv/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+  echo "gpucat: installing gpucat[$extras] into $venv (once)" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[$extras]"
   touch "$stamp"
 fi

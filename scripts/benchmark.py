@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Benchmarks: milliseconds per iteration over a sweep, and gpucat against PyTorch eager.
 
-    python scripts/benchmark.py sweep [--quick] [--out docs/benchmark]
+    python scripts/benchmark.py sweep [--quick] [--out docs/benchmark] [--json-only]
         Sweeps examples m (209 .. 20,000, synthetic data of the real shape), hidden width,
         dtype, backend and solver; a PyTorch-eager baseline of the same network when torch
         is installed. Median ms/iteration over repeats after warm-up, device synchronized.
-        Writes OUT.csv, OUT.json and OUT.png.
+        Writes OUT.json (after every row), then OUT.csv and OUT.png
+        (`benchmark.py plot-sweep OUT.json` makes those two from a JSON alone).
 
     python scripts/benchmark.py vs-torch [--dtype float32] [--solver direct] [--runs 3]
         Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
@@ -249,6 +250,15 @@ def sweep(args) -> None:
     widths = [20] if args.quick else [20, 100, 400]
     cases = [(m, 20) for m in ms_list] + [(209, w) for w in widths if w != 20]
     rows = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
+
+    def add(row: dict) -> None:  # OUT.json after every row: an interrupted sweep keeps its rows
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+
     for m, width in cases:
         X, Y = synthetic(m)
         sizes = [12288, width, 7, 5, 1]
@@ -262,26 +272,26 @@ def sweep(args) -> None:
                     ):
                         continue
                     r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
-                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
-                    print(json.dumps(rows[-1]), flush=True)
+                    add({"m": m, "hidden": width, "dtype": dtype, **r})
                 r = bench_gpucat_minibatch(backend, X, Y, sizes, dtype, args.repeats, 20)
-                rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
-                print(json.dumps(rows[-1]), flush=True)
+                add({"m": m, "hidden": width, "dtype": dtype, **r})
             for dev, graph in torch_devices(args.devices):
                 r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
-                rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
-                print(json.dumps(rows[-1]), flush=True)
+                add({"m": m, "hidden": width, "dtype": dtype, **r})
                 if not graph:
                     r = bench_torch_minibatch(X, Y, sizes, dtype, args.repeats, 20, dev)
-                    rows.append({"m": m, "hidden": width, "dtype": dtype, **r})
-                    print(json.dumps(rows[-1]), flush=True)
+                    add({"m": m, "hidden": width, "dtype": dtype, **r})
     if not rows:
         print(f"no usable backend among --devices {args.devices}: nothing to time", file=sys.stderr)
         return
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
-    out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
+    if not args.json_only:
+        write_tables(out.with_suffix(".json"))
+
+
+def write_tables(json_path: Path) -> None:
+    """OUT.csv and OUT.png beside a sweep's OUT.json."""
+    rows = json.loads(Path(json_path).read_text())["rows"]
+    out = Path(json_path).with_suffix("")
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -410,6 +420,15 @@ def recipe(args) -> dict:
         train.Y,
     )
     rows = []
+    doc = {"machine": machine_info(), "iterations": iters, "runs": args.runs, "rows": rows}
+
+    def add(row: dict) -> None:  # --out after every row: a later failure keeps the rows done
+        row["ms_per_iteration"] = 1000 * row["median_s"] / iters
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(doc, indent=1))
+
     for backend in selected_backends(args.devices):
         for dtype in ("float32", "float64"):
             for solver in solvers_for(backend):
@@ -426,7 +445,7 @@ def recipe(args) -> dict:
                     accuracy(predict_proba(backend, r.params, ds.X, dtype), ds.Y)[1]
                     for ds in (train, test)
                 ]
-                rows.append(
+                add(
                     {
                         "impl": f"gpucat-{backend.name}",
                         "device": backend.label,
@@ -440,7 +459,6 @@ def recipe(args) -> dict:
                         "test_correct": correct[1],
                     }
                 )
-                print(json.dumps(rows[-1]), flush=True)
     if not args.no_torch:
         sys.path.insert(0, str(ROOT / "scripts"))
         from torch_baseline import train_torch
@@ -455,7 +473,7 @@ def recipe(args) -> dict:
 
                 run(20)  # warm-up
                 runs = [run(iters) for _ in range(args.runs)]
-                rows.append(
+                add(
                     {
                         "impl": f"torch-{dev}",
                         "device": dev,
@@ -471,12 +489,6 @@ def recipe(args) -> dict:
                         "test_correct": None,
                     }
                 )
-                print(json.dumps(rows[-1]), flush=True)
-    for r in rows:
-        r["ms_per_iteration"] = 1000 * r["median_s"] / iters
-    doc = {"machine": machine_info(), "iterations": iters, "runs": args.runs, "rows": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=1))
     print_recipe_table(rows)
     return doc
 
@@ -519,6 +531,9 @@ def main() -> None:
     s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
     s.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
     s.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
+    s.add_argument("--json-only", action="store_true", help="write OUT.json alone")
+    ps = sub.add_parser("plot-sweep", help="OUT.csv and OUT.png from a sweep's OUT.json")
+    ps.add_argument("json_path", metavar="OUT.json")
     la = sub.add_parser("layouts")
     la.add_argument("--m", type=int, nargs="+", default=[209, 1000, 5000])
     la.add_argument("--repeats", type=int, default=7)
@@ -538,6 +553,9 @@ def main() -> None:
     args = p.parse_args()
     if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
         os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
+    if args.cmd == "plot-sweep":
+        write_tables(Path(args.json_path))
+        return
     {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe, "layouts": layouts}[args.cmd](args)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the same recipe from identical initial parameters on every usable device; compare.
 
-    python scripts/compare_devices.py [--iterations N] [--dtype float32] [--json] [--plot F.png]
+    python scripts/compare_devices.py [--iterations N] [--dtype float32] [--log-every N]
+                                      [--json] [--json-out F.json] [--plot F.png]
 
 Works on a CPU-only laptop (NumPy only) and on a GPU workstation (NumPy and CuPy). Data
 come from --data-dir, else GPUCAT_DATA_DIR, else the project's data/ folder, like
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from gpucat import data
 from gpucat.backend import available_backends
@@ -36,8 +38,8 @@ def compare(args: argparse.Namespace) -> dict:
     train_set, test_set = data.load_course_data(args.data_dir)
     dtypes = [args.dtype] if args.dtype else ["float64", "float32"]
     rows = []
-    for backend in available_backends():
-        for dtype in dtypes:
+    for dtype in dtypes:  # NumPy first in each dtype: the reference of the rows after it
+        for backend in available_backends():
             config = TrainConfig(
                 iterations=args.iterations,
                 dtype=dtype,
@@ -47,7 +49,15 @@ def compare(args: argparse.Namespace) -> dict:
             print(f"training on {backend.label}, {dtype} ...", file=sys.stderr, flush=True)
             _, summary = run_recipe(backend, config, train_set, test_set)
             rows.append(summary)
-    # devices are compared within a dtype: float32 and float64 runs part ways by rounding
+            result = with_deviations(rows)
+            if args.json_out:  # after every row: a later failure leaves the rows done
+                Path(args.json_out).write_text(json.dumps(slim(result)) + "\n")
+    return result
+
+
+def with_deviations(rows: list[dict]) -> dict:
+    """Each row's largest relative cost deviation from NumPy in the same dtype (devices are
+    compared within a dtype: float32 and float64 runs part ways by rounding)."""
     deviation = 0.0
     for r in rows:
         ref = next(q for q in rows if q["backend"] == "numpy" and q["dtype"] == r["dtype"])
@@ -56,6 +66,11 @@ def compare(args: argparse.Namespace) -> dict:
         )
         deviation = max(deviation, r["max_cost_deviation"])
     return {"rows": rows, "max_cost_deviation": deviation, "reference": "NumPy, same dtype"}
+
+
+def slim(result: dict) -> dict:
+    keep = (*COLUMNS, "max_cost_deviation", "costs", "train_correct", "test_correct")
+    return {**result, "rows": [{k: r[k] for k in keep if k in r} for r in result["rows"]]}
 
 
 def print_table(result: dict) -> None:
@@ -82,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--plot", default=None, metavar="PNG", help="cost curves and time bars")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")
+    p.add_argument("--json-out", default=None, metavar="FILE", help="the JSON, rewritten per row")
     args = p.parse_args(argv)
     try:
         result = compare(args)
@@ -95,13 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compare_devices: error: {e}", file=sys.stderr)
         return 2
     if args.json:
-        slim = {
-            **result,
-            "rows": [
-                {k: r[k] for k in (*COLUMNS, "max_cost_deviation", "costs")} for r in result["rows"]
-            ],
-        }
-        print(json.dumps(slim))
+        print(json.dumps(slim(result)))
     return 0
 
 

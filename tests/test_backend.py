@@ -1,54 +1,26 @@
-"""The backend shim: which device each request opens, without a GPU (a stand-in CuPy)."""
+"""The backend shim without a GPU, through a stand-in CuPy: which device each request opens,
+and the probe that accepts a GPU only once it has computed the right numbers."""
 
 from __future__ import annotations
 
 import sys
-import types
 
 import pytest
+from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
-
-
-class _Device:
-    opened: list[int] = []
-
-    def __init__(self, index):
-        self.index = index
-        _Device.opened.append(index)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def use(self):
-        pass
-
-    def synchronize(self):
-        pass
-
-
-def fake_cupy(count: int):
-    """A `cupy` module whose driver sees `count` GPUs and records each Device opened."""
-    _Device.opened = []
-    runtime = types.SimpleNamespace(
-        getDeviceCount=lambda: count, getDeviceProperties=lambda i: {"name": b"Fake GPU"}
-    )
-    zeros = lambda n: types.SimpleNamespace(  # noqa: E731
-        sum=lambda: types.SimpleNamespace(get=lambda: 0.0)
-    )
-    return types.SimpleNamespace(
-        cuda=types.SimpleNamespace(runtime=runtime, Device=_Device), zeros=zeros
-    )
+from gpucat.cli import main
 
 
 @pytest.fixture
 def gpus(monkeypatch):
-    def install(count):
-        monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count))
+    """install(**kw) puts a stand-in CuPy (fake_cupy's arguments) in place of the real one."""
+
+    def install(count=1, **kw):
+        fake = fake_cupy(count, **kw)
+        monkeypatch.setitem(sys.modules, "cupy", fake)
         backend_mod._cupy_backend.cache_clear()
+        return fake
 
     yield install
     backend_mod._cupy_backend.cache_clear()
@@ -56,10 +28,10 @@ def gpus(monkeypatch):
 
 def test_auto_on_a_rank_opens_only_that_ranks_gpu(gpus):
     """`--device auto` on data-parallel rank 2 must not open a context on GPU 0 first."""
-    gpus(4)
+    fake = gpus(4)
     b = backend_mod.get_backend("auto", gpu_index=2)
     assert b.name == "cupy" and b.label == "GPU 2 (Fake GPU)"
-    assert _Device.opened == [2]
+    assert fake.opened == [2]
 
 
 def test_more_ranks_than_gpus_share_them_round_robin(gpus):
@@ -72,3 +44,55 @@ def test_backend_names_select_their_backend(gpus, alias, name):
     gpus(1)
     b = backend_mod.get_backend(alias)
     assert b.name == name and backend_mod.get_backend(b.flag) is b
+
+
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (dict(kernel="raise"), "an element-wise kernel (NVRTC) failed on CUDA device 0"),
+        (
+            dict(kernel="wrong"),
+            "an element-wise kernel (NVRTC) on CUDA device 0 gave wrong numbers",
+        ),
+        (dict(gemm="raise"), "a float64 matrix product (cuBLAS) failed on CUDA device 0"),
+        (dict(gemm="wrong"), "a float64 matrix product (cuBLAS) on CUDA device 0 gave wrong"),
+        (dict(version="13.6.0"), "CuPy 13.6.0 is installed, gpucat needs CuPy 14 or newer"),
+    ],
+)
+def test_probe_refuses_a_gpu_that_does_not_compute(gpus, capsys, broken, message):
+    """A CuPy whose kernels cannot compile (no NVRTC), whose products fail or are wrong (no
+    cuBLAS), or that is older than 14, is refused: `gpu` says why in one message, exit 2,
+    and `auto` trains on the CPU with that reason in one line."""
+    gpus(1, **broken)
+    why = backend_mod.why_no_gpu()
+    assert why is not None and message in why
+    assert backend_mod.get_backend("auto").name == "numpy"
+    with pytest.raises(backend_mod.GpucatError, match="no usable GPU"):
+        backend_mod.get_backend("gpu")
+    assert main(["train", "--device", "gpu", "--iterations", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    if "version" not in broken:
+        assert "cupy-cuda12x[ctk]" in err  # what to install
+
+
+def test_auto_says_in_one_line_why_the_gpu_is_not_used(gpus, capsys, tmp_path):
+    gpus(1, gemm="raise")
+    assert main(["train", "--iterations", "2", "--layers", "12288,2,1", "--json"]) == 0
+    captured = capsys.readouterr()
+    notes = [line for line in captured.err.splitlines() if line.startswith("gpucat: note:")]
+    assert len(notes) == 1 and "training runs on the CPU" in notes[0]
+    assert "cuBLAS" in notes[0]
+    assert '"backend": "numpy"' in captured.out.splitlines()[-1]
+
+
+def test_auto_stays_quiet_where_no_gpu_is_expected(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    backend_mod._cupy_backend.cache_clear()
+    try:
+        assert backend_mod.fallback_note() is None
+        assert main(["train", "--iterations", "1", "--layers", "12288,2,1"]) == 0
+    finally:
+        backend_mod._cupy_backend.cache_clear()
+    assert "gpucat: note" not in capsys.readouterr().err

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import run_gpucat
+from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
 from gpucat.cli import main
@@ -138,19 +139,6 @@ def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
     assert d.returncode == 2 and "different recipe" in d.stderr
 
 
-def _fake_cupy(device_count):
-    """A stand-in `cupy` module whose driver reports `device_count` (or raises it)."""
-    import types
-
-    def count():
-        if isinstance(device_count, Exception):
-            raise device_count
-        return device_count
-
-    runtime = types.SimpleNamespace(getDeviceCount=count)
-    return types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=runtime))
-
-
 @pytest.mark.parametrize(
     "fake, message",
     [
@@ -162,7 +150,7 @@ def _fake_cupy(device_count):
     ],
 )
 def test_gpu_unusable_says_why(monkeypatch, capsys, fake, message):
-    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(fake))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(fake))
     backend_mod._cupy_backend.cache_clear()
     try:
         assert main(["train", "--device", "gpu", "--iterations", "1"]) == 2

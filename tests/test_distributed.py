@@ -31,8 +31,11 @@ def mpiexec() -> str:
 
 
 def run_mpi(n: int, *args: str, data: Path | None = None):
+    """`mpiexec -n N gpucat train --distributed ARGS` on the CPU (where a single process gives
+    the same sums in the same order: equal to 1e-12); the GPU has its own test below."""
     env = {**os.environ, "GPUCAT_DATA_DIR": str(data or data_dir())}
-    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "gpucat", "train", "--distributed", *args]
+    cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "gpucat", "train", "--distributed"]
+    cmd += ["--device", "cpu", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -49,6 +52,66 @@ def test_more_processes_than_examples_is_an_error():
     with pytest.raises(GpucatError, match="3 processes but only 2 training examples"):
         shard_bounds(2, 3, 0)
     assert [shard_bounds(2, 3, r, allow_empty=True) for r in range(3)] == [(0, 1), (1, 2), (2, 2)]
+
+
+def test_cuda_awareness_is_the_mpi_librarys_own_answer(monkeypatch):
+    """mpi4py has no Query_cuda_support: the answer comes from the MPI library loaded into
+    the process (MPIX_Query_cuda_support, through ctypes); the PyPI MPICH is built without
+    CUDA, so it says no. GPUCAT_MPI_CUDA_AWARE overrides it either way."""
+    from mpi4py import MPI  # noqa: F401  (loads the MPI library)
+
+    from gpucat import distributed
+
+    monkeypatch.delenv("GPUCAT_MPI_CUDA_AWARE", raising=False)
+    libraries = distributed._mpi_libraries()
+    assert libraries and all("libmpi" in p for p in libraries)
+    import ctypes
+
+    assert hasattr(ctypes.CDLL(libraries[0]), "MPIX_Query_cuda_support")
+    assert distributed.mpi_cuda_aware() is False
+    monkeypatch.setenv("GPUCAT_MPI_CUDA_AWARE", "1")
+    assert distributed.mpi_cuda_aware() is True
+    monkeypatch.setenv("GPUCAT_MPI_CUDA_AWARE", "0")
+    assert distributed.mpi_cuda_aware() is False
+
+
+def test_mpiexec_on_one_gpu_equals_one_process():
+    """Two ranks sharing the one GPU (their sums staged through pinned host memory, or passed
+    as device buffers to a CUDA-aware MPI) against one process on that GPU, float64, 50
+    iterations: equal to 1e-10 (scripts/mpi_check.py, which gpu_check.sh runs too)."""
+    from conftest import _make_backend
+
+    _make_backend("cupy")  # skips with the reason where no GPU is usable (fails if required)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
+    out = subprocess.run(
+        [sys.executable, str(script), "--device", "gpu", "--processes", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["processes"] == 2 and doc["device"].startswith("GPU")
+    assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-10
+
+
+def test_mpi_check_script_on_the_cpu():
+    """The same script on the CPU, where the ranks' sums come out as one process's."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
+    out = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--iterations", "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["processes"] == 2 and doc["reduce"] == "host memory (NumPy)"
+    assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-12 and doc["passed"]
 
 
 def single_process(course_data, **options):
