@@ -1,9 +1,10 @@
 """Checkpoints: everything a resumed run needs to end exactly where an uninterrupted one would.
 
-One safetensors file (written atomically): the parameters, the optimizer's state, the best
-parameters so far (early stopping), and as metadata the recipe, the next iteration, the
-logged costs and the early-stopping counters. The random streams are counter-based
-(sources.host_rng), so the iteration number is their whole state.
+One safetensors file (written atomically: a temporary file, fsync, rename, so a run killed
+while writing leaves the previous checkpoint whole): the parameters, the optimizer's state,
+the best parameters so far (early stopping), and as metadata the recipe, the next
+iteration, the logged costs, the early-stopping state and the product layout. The random
+streams are counter-based (sources.host_rng), so the iteration number is their whole state.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from gpucat import __version__
 from gpucat.errors import GpucatError
 from gpucat.models import atomic_write
 
-FORMAT = "gpucat-checkpoint-1"
+FORMAT = "gpucat-checkpoint-2"
 
 
 @dataclass
@@ -27,12 +28,17 @@ class Progress:
     """Where training stands: what the loop needs besides parameters and optimizer state."""
 
     next_iteration: int = 0
-    costs: list = field(default_factory=list)
-    val_costs: list = field(default_factory=list)
+    costs: list = field(default_factory=list)  # [iteration, cost] at the log points
+    val_costs: list = field(default_factory=list)  # [iteration, cost] at the validations
     best_cost: float | None = None
     best_iteration: int | None = None
-    bad_log_points: int = 0
-    layout: str | None = None  # the NumPy direct path's product layout: a resumed run keeps it
+    bad_validations: int = 0  # validations since the best one (early stopping)
+    stopped_early: bool = False
+    layout: str | None = None  # NumPy's product layout: a resumed run keeps it (bit for bit)
+    solver: str | None = None  # the solver that ran (auto resolved): a resumed run keeps it
+    since_log: list = field(default_factory=lambda: [0.0, 0])  # batch loss, examples since
+    # the last log point: a log point reports their mean
+    first_loss: float | None = None  # iteration 0's mean loss: the divergence rule's yardstick
 
 
 def save_checkpoint(
@@ -77,7 +83,7 @@ def load_checkpoint(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise GpucatError(f"{path}: no such checkpoint file.")
-    hint = "pass a file written by `gpucat train --checkpoint FILE --checkpoint-every N`."
+    hint = "pass a file written by `gpucat train --checkpoint FILE`."
     try:
         with safe_open(str(path), framework="np") as f:
             meta = json.loads((f.metadata() or {})["gpucat_checkpoint"])
@@ -127,6 +133,8 @@ def load_checkpoint(path: str | os.PathLike):
         f"{p}{l}": a.shape for l, (W, b) in enumerate(params, 1) for p, a in (("W", W), ("b", b))
     }
     for k, v in opt.items():
+        if k.startswith("solver."):  # a solver's own state (Gram's C, ...): shapes of its own
+            continue
         if k.split(".")[-1] not in shapes or v.shape != shapes[k.split(".")[-1]]:
             raise GpucatError(f"{path}: optimizer state {k!r} does not fit the parameters; {hint}")
     opt.update(counters)

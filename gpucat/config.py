@@ -3,39 +3,66 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from gpucat.errors import GpucatError
 
 REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
-SOLVERS = ("auto", "direct", "gram", "fused")
+SOLVERS = ("auto", "direct", "gram")  # solvers.py
+OPTIMIZERS = ("gd", "momentum", "adam")  # optim.py
+DTYPES = ("float32", "float64")
 FLOATS = ("learning_rate", "beta1", "beta2", "epsilon", "lr_decay", "l2", "keep_prob", "validation")
-OPTIMIZERS = ("gd", "momentum", "adam")
+# settings that only observe a run: a resumed run may change them
+OBSERVERS = ("iterations", "log_every", "full_cost")
+
+
+def knob(default, help: str, choices: tuple | None = None):
+    """A TrainConfig field with its help text: the CLI's flags and CatClassifier's
+    parameters are made from these, so they are written once."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class TrainConfig:
     """The knobs of one training run; the defaults are the reference recipe."""
 
-    layers: tuple[int, ...] = REFERENCE_LAYERS
-    learning_rate: float = 0.0075
-    iterations: int = 2500  # parameter updates (one per mini-batch)
-    seed: int = 1
-    dtype: str = "float32"
-    log_every: int = 100
-    solver: str = "auto"  # auto, direct or gram (see solvers.py)
+    layers: tuple[int, ...] = knob(REFERENCE_LAYERS, "layer sizes, e.g. 12288,20,7,5,1")
+    learning_rate: float = knob(0.0075, "the learning rate α")
+    iterations: int = knob(2500, "parameter updates, one per (mini-)batch")
+    seed: int = knob(1, "initial weights, shuffles, dropout masks, validation split")
+    dtype: str = knob(
+        "float64",
+        "floating-point type of the training arithmetic (float64 reproduces the published run "
+        "exactly; float32 is faster for the direct solver, on consumer GPUs above all)",
+        DTYPES,
+    )
+    log_every: int = knob(100, "iterations between cost read-outs (observes only)")
+    solver: str = knob(
+        "auto",
+        "direct: the README's algorithm; gram: the same iterates through the M x M Gram matrix "
+        "(fewer examples than inputs; not Adam); auto picks gram where it applies and pays",
+        SOLVERS,
+    )
     # beyond the original recipe (the defaults leave it unchanged)
-    batch_size: int | None = None  # None: full batch
-    optimizer: str = "gd"
-    beta1: float = 0.9  # momentum's beta, Adam's beta1
-    beta2: float = 0.999
-    epsilon: float = 1e-8
-    lr_decay: float = 0.0  # lr = learning_rate / (1 + lr_decay * epoch)
-    l2: float = 0.0  # lambda of the L2 penalty (lambda / 2m) * sum ||W||^2
-    keep_prob: float = 1.0  # inverted dropout on hidden layers
-    flip: bool = False  # add mirrored copies of the training images
-    validation: float = 0.0  # fraction of the training data held out (stratified)
-    patience: int | None = None  # early stopping: log points without validation improvement
+    batch_size: int | None = knob(
+        None, "mini-batch size, reshuffled every epoch (default: full batch)"
+    )
+    optimizer: str = knob("gd", "gradient descent, momentum or Adam", OPTIMIZERS)
+    beta1: float = knob(0.9, "momentum's beta, Adam's beta1")
+    beta2: float = knob(0.999, "Adam's beta2")
+    epsilon: float = knob(1e-8, "Adam's epsilon")
+    lr_decay: float = knob(0.0, "learning rate / (1 + decay * epoch)")
+    l2: float = knob(0.0, "L2 strength λ: the cost adds (λ/2M)·Σ‖W‖², each step (λ/M)·W")
+    keep_prob: float = knob(1.0, "inverted dropout on hidden layers: probability to keep a unit")
+    flip: bool = knob(False, "add left-right mirrored copies of the training images")
+    validation: float = knob(0.0, "fraction of the training set held out (stratified)")
+    validate_every: int = knob(
+        100, "validate at iterations i with i %% N == 0, and the final parameters"
+    )
+    patience: int | None = knob(None, "early stopping: validations without a better cost")
+    full_cost: bool = knob(
+        False, "log the whole training set's cost, not the batches' (a pass over the data)"
+    )
 
     def check(self) -> None:
         """Raise GpucatError for settings that cannot train, and make every number a plain
@@ -56,8 +83,9 @@ class TrainConfig:
                 raise GpucatError(f"{flag} must be a positive number, got {v}.")
         if self.iterations < 1:
             raise GpucatError(f"--iterations must be at least 1, got {self.iterations}.")
-        if self.log_every < 1:
-            raise GpucatError(f"--log-every must be at least 1, got {self.log_every}.")
+        for flag, v in (("--log-every", self.log_every), ("--validate-every", self.validate_every)):
+            if v < 1:
+                raise GpucatError(f"{flag} must be at least 1, got {v}.")
         if self.solver not in SOLVERS:
             raise GpucatError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
         if self.optimizer not in OPTIMIZERS:
@@ -89,7 +117,7 @@ class TrainConfig:
             return int(v)
 
         try:
-            for name in ("iterations", "seed", "log_every"):
+            for name in ("iterations", "seed", "log_every", "validate_every"):
                 setattr(self, name, whole(name, getattr(self, name)))
             for name in ("batch_size", "patience"):
                 if getattr(self, name) is not None:
@@ -99,22 +127,11 @@ class TrainConfig:
                 setattr(self, name, float(getattr(self, name)))
         except (TypeError, ValueError) as e:
             raise GpucatError(f"a training setting is not a number ({e}).") from None
-        self.flip = bool(self.flip)
+        self.flip, self.full_cost = bool(self.flip), bool(self.full_cost)
         self.dtype, self.solver, self.optimizer = (
             str(self.dtype),
             str(self.solver),
             str(self.optimizer),
-        )
-
-    @property
-    def is_plain(self) -> bool:
-        """The original algorithm: full-batch gradient descent, no penalty, no dropout."""
-        return (
-            self.batch_size is None
-            and self.optimizer == "gd"
-            and self.lr_decay == 0
-            and self.l2 == 0
-            and self.keep_prob == 1
         )
 
     def to_dict(self) -> dict:
@@ -130,4 +147,5 @@ class TrainConfig:
         return c
 
     def is_log_point(self, i: int) -> bool:
+        """Costs are read at every log_every-th iteration and at the last."""
         return i % self.log_every == 0 or i == self.iterations - 1

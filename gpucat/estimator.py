@@ -7,7 +7,9 @@ X is (n_samples, n_features), or images (n_samples, 64, 64, 3), flattened in
 height-width-channel order. Integer values are pixels and are scaled to [0, 1] (uint16 by
 65535, every other integer type by 255); float features are used as they are, except that
 float *images* must already lie in [0, 1]. y holds any two labels (numbers or strings);
-``classes_`` keeps them sorted and ``predict`` returns them.
+``classes_`` keeps them sorted and ``predict`` returns them. The network's output is the
+probability of ``pos_label_``: ``pos_label`` when given, else the label "cat" (any case),
+else the larger label (1 of 0/1).
 
 With scikit-learn installed the class is a real BaseEstimator / ClassifierMixin, validates
 its input with scikit-learn's own helpers and passes ``check_estimator``; without it, the
@@ -16,9 +18,12 @@ same API stands alone with plain checks.
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import fields
+
 import numpy as np
 
-from gpucat.config import TrainConfig
+from gpucat.config import REFERENCE_LAYERS, TrainConfig
 from gpucat.data import IMAGE_SHAPE, Dataset
 from gpucat.errors import GpucatError
 
@@ -33,24 +38,17 @@ except ImportError:
     _BASES = (object,)
     HAVE_SKLEARN = False
 
-_RECIPE = (
-    "learning_rate",
-    "iterations",
-    "optimizer",
-    "batch_size",
-    "beta1",
-    "beta2",
-    "epsilon",
-    "lr_decay",
-    "l2",
-    "keep_prob",
-    "flip",
-    "validation",
-    "patience",
-    "log_every",
-    "solver",
-    "dtype",
-)
+# The parameters: the network's hidden layers, every knob of TrainConfig but the layers and
+# the seed (so a knob added there is a parameter here too), where to train, the seed, and
+# which label means "cat".
+_RECIPE = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("layers", "seed")}
+_PARAMS = {
+    "hidden_layers": REFERENCE_LAYERS[1:-1],
+    **_RECIPE,
+    "device": "auto",
+    "random_state": 1,
+    "pos_label": None,
+}
 
 
 def _flatten_images(X):
@@ -71,6 +69,20 @@ def _divisor(dtype: np.dtype) -> float:
     if np.issubdtype(dtype, np.integer):
         return 65535.0 if dtype == np.uint16 else 255.0
     return 1.0
+
+
+def positive_label(classes: np.ndarray, pos_label=None):
+    """The label that means "cat": ``pos_label`` when given (one of the classes), else the
+    label spelled "cat" (any case), else the larger of the two (1 of 0/1; the later of two
+    strings, as scikit-learn's binary metrics take it)."""
+    if pos_label is not None:
+        if pos_label not in classes.tolist():
+            raise ValueError(
+                f"pos_label={pos_label!r} is not one of the labels {classes.tolist()}."
+            )
+        return pos_label
+    named = [c for c in classes.tolist() if isinstance(c, str) and c.lower() == "cat"]
+    return named[0] if named else classes[-1]
 
 
 def _check_plain(X, y=None):
@@ -94,57 +106,32 @@ def _check_plain(X, y=None):
 
 class CatClassifier(*_BASES):
     """An L-layer binary classifier (ReLU hidden layers, sigmoid output) trained by gpucat;
-    every parameter maps to a `gpucat train` flag, ``random_state`` to ``--seed``."""
+    every parameter but ``hidden_layers``, ``device``, ``random_state`` (``--seed``; None:
+    a fresh seed, kept in ``seed_``) and ``pos_label`` is a TrainConfig knob and a `gpucat
+    train` flag of the same name."""
 
-    def __init__(
-        self,
-        hidden_layers=(20, 7, 5),
-        learning_rate=0.0075,
-        iterations=2500,
-        optimizer="gd",
-        batch_size=None,
-        beta1=0.9,
-        beta2=0.999,
-        epsilon=1e-8,
-        lr_decay=0.0,
-        l2=0.0,
-        keep_prob=1.0,
-        flip=False,
-        validation=0.0,
-        patience=None,
-        log_every=100,
-        solver="auto",
-        dtype="float32",
-        device="auto",
-        random_state=1,
-    ):
-        self.hidden_layers = hidden_layers
-        self.learning_rate = learning_rate
-        self.iterations = iterations
-        self.optimizer = optimizer
-        self.batch_size = batch_size
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.epsilon = epsilon
-        self.lr_decay = lr_decay
-        self.l2 = l2
-        self.keep_prob = keep_prob
-        self.flip = flip
-        self.validation = validation
-        self.patience = patience
-        self.log_every = log_every
-        self.solver = solver
-        self.dtype = dtype
-        self.device = device
-        self.random_state = random_state
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise TypeError(
+                f"CatClassifier got unknown parameters {unknown}; valid: {list(_PARAMS)}"
+            )
+        for name, default in _PARAMS.items():
+            setattr(self, name, params.get(name, default))
+
+    # scikit-learn reads the parameters from __init__'s signature: spell them out there
+    __init__.__signature__ = inspect.Signature(
+        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        + [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+            for name, default in _PARAMS.items()
+        ]
+    )
 
     if not HAVE_SKLEARN:  # get_params / set_params as scikit-learn defines them
 
         def get_params(self, deep: bool = True) -> dict:
-            import inspect
-
-            names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-            return {n: getattr(self, n) for n in names}
+            return {n: getattr(self, n) for n in _PARAMS}
 
         def set_params(self, **params):
             valid = self.get_params()
@@ -196,7 +183,7 @@ class CatClassifier(*_BASES):
         return out
 
     def _labels(self, y) -> np.ndarray:
-        """y as 0/1 floats; ``classes_`` = the two labels, sorted."""
+        """y as 0/1 floats, 1 for the positive label; ``classes_`` = the two labels, sorted."""
         if HAVE_SKLEARN:
             check_classification_targets(y)
             kind = type_of_target(y)
@@ -214,12 +201,22 @@ class CatClassifier(*_BASES):
                 f"({classes.tolist()})."
             )
         self.classes_ = classes
-        return (y == classes[1]).astype(np.float64)
+        self.pos_label_ = positive_label(classes, self.pos_label)
+        return (y == self.pos_label_).astype(np.float64)
+
+    def _seed(self) -> int:
+        """``random_state``: an int is the seed (`gpucat train --seed`); None draws a fresh
+        one, as scikit-learn does, and a RandomState draws from itself; ``seed_`` keeps it."""
+        r = self.random_state
+        if r is None or isinstance(r, np.random.RandomState):
+            state = r if r is not None else np.random.mtrand._rand  # NumPy's global generator
+            return int(state.randint(0, 2**32 - 1, dtype=np.int64))
+        return r
 
     def _config(self) -> TrainConfig:
         recipe = {k: getattr(self, k) for k in _RECIPE}
         layers = (self.n_features_in_, *tuple(self.hidden_layers), 1)
-        return TrainConfig(layers=layers, seed=self.random_state, **recipe)
+        return TrainConfig(layers=layers, seed=self._seed(), **recipe)
 
     def _backend(self):
         from gpucat.backend import get_backend
@@ -242,6 +239,7 @@ class CatClassifier(*_BASES):
             result = fit(backend, config, data)
         except GpucatError as e:
             raise ValueError(str(e)) from None
+        self.seed_ = config.seed  # random_state=seed_ repeats this fit
         self.params_ = params_to_host(backend, result.params)
         self.device_ = backend.label  # where it trained: device="auto" picks a usable GPU
         self.costs_ = result.costs
@@ -250,7 +248,8 @@ class CatClassifier(*_BASES):
 
     def predict_proba(self, X) -> np.ndarray:
         """(n_samples, 2): the probabilities of ``classes_[0]`` and ``classes_[1]``, computed
-        in float64 from the trained weights (as `gpucat evaluate` does by default)."""
+        in float64 from the trained weights (as `gpucat evaluate` does by default); the
+        network's output is the probability of ``pos_label_``."""
         from gpucat.train import params_to_device, predict_proba
 
         if HAVE_SKLEARN:
@@ -263,12 +262,15 @@ class CatClassifier(*_BASES):
         p = predict_proba(
             backend, params_to_device(backend, self.params_, "float64"), data, "float64"
         )
-        return np.column_stack([1.0 - p, p])
+        pos = int(np.flatnonzero(self.classes_ == self.pos_label_)[0])
+        return np.column_stack([1.0 - p, p] if pos == 1 else [p, 1.0 - p])
 
     def predict(self, X) -> np.ndarray:
         """The label (from ``classes_``) whose probability is above one half."""
         proba = self.predict_proba(X)  # checks first that the model is fitted
-        return self.classes_[(proba[:, 1] > 0.5).astype(int)]
+        pos = self.classes_ == self.pos_label_
+        cat = proba[:, np.flatnonzero(pos)[0]] > 0.5  # as `gpucat evaluate` thresholds
+        return np.where(cat, self.classes_[pos][0], self.classes_[~pos][0])
 
     if not HAVE_SKLEARN:
 

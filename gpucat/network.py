@@ -1,22 +1,24 @@
-"""The L-layer network, written once against an array namespace ``xp``.
+"""The L-layer network, written once against an ``Ops`` object (ops.py), in the order of the
+README's equations:
 
-Forward:  Z = W @ A_prev + b,  A = relu(Z) in hidden layers, sigmoid(Z) at the output.
-Cost:     mean binary cross-entropy, computed from the output logits so it stays finite.
-Backward: dZ = dA * g'(Z), dW = dZ @ A_prev.T / m, db = sum(dZ) / m, dA_prev = W.T @ dZ.
-Update:   W -= lr * dW,  b -= lr * db.
+Forward:  Z = W · A_prev + b,  A = relu(Z) in hidden layers, ŷ = σ(Z) at the output.
+Cost:     the summed binary cross-entropy from the output logits (finite when σ saturates).
+Backward: dZ_L = ŷ − y;  dW = dZ · A_prevᵀ / m,  db = Σ dZ / m,  dA_prev = Wᵀ · dZ,
+          dZ = dA ⊙ relu′(Z) in hidden layers.
 
-Every function takes device arrays and returns device arrays: nothing here reads a value
-back to the host, so one training iteration queues work without a single sync.
+This is the only forward and the only backward pass in gpucat: every solver, every
+optimizer, every device and every process runs them. Nothing here reads a value back to
+the host, so an iteration queues its work without a sync.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-Array = Any  # an array of the backend's namespace (NumPy, CuPy, array-api-strict)
+from gpucat.ops import Array, Ops
 
 
 @dataclass
@@ -25,14 +27,6 @@ class Layer:
 
     W: Array
     b: Array
-
-
-@dataclass
-class Grad:
-    """The gradients of the cost with respect to one layer's W and b."""
-
-    dW: Array
-    db: Array
 
 
 def init_params(layer_sizes: list[int], seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -48,152 +42,88 @@ def init_params(layer_sizes: list[int], seed: int = 1) -> list[tuple[np.ndarray,
     ]
 
 
-def relu(xp: Any, Z: Array) -> Array:
-    return xp.maximum(Z, 0.0)
+@dataclass
+class Pass:
+    """What the backward pass needs of a forward pass: each layer's input A_prev and
+    pre-activation Z, and the dropout masks."""
 
-
-def backprop_relu(xp: Any, dA: Array, Z: Array) -> Array:
-    """dZ = dA * relu'(Z), with relu'(0) = 0 as in the reference."""
-    return xp.where(Z > 0.0, dA, 0.0)
-
-
-def sigmoid(xp: Any, Z: Array) -> Array:
-    """1 / (1 + exp(-Z)) without overflow: exp is only ever taken of -|Z|."""
-    e = xp.exp(-xp.abs(Z))
-    r = 1.0 / (1.0 + e)
-    return xp.where(Z >= 0.0, r, e * r)
-
-
-def loss_sum_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
-    """The summed binary cross-entropy of sigmoid(ZL) against Y, as a 0-d array.
-
-    -[y log s(z) + (1 - y) log(1 - s(z))] = max(z, 0) - z*y + log(1 + exp(-|z|)),
-    which is finite for any finite logit, however saturated the sigmoid is. A sum, not a
-    mean, so that pieces of a data set (chunks, processes) add up before the one division.
-    """
-    losses = xp.maximum(ZL, 0.0) - ZL * Y + xp.log1p(xp.exp(-xp.abs(ZL)))
-    return xp.sum(losses)
-
-
-def cost_from_logits(xp: Any, ZL: Array, Y: Array) -> Array:
-    """The cost J: the mean binary cross-entropy over the m columns of ZL."""
-    return loss_sum_from_logits(xp, ZL, Y) / ZL.shape[1]
-
-
-def l2_penalty(xp: Any, params: list[Layer], l2: float) -> Array:
-    """(l2 / 2) * the sum of every squared weight (biases excluded): m times the L2 term."""
-    return (l2 / 2) * sum(xp.sum(layer.W * layer.W) for layer in params)
-
-
-def l2_cost(xp: Any, params: list[Layer], l2: float, m: int) -> Array:
-    """The L2 term of the cost, (l2 / 2m) * sum of every squared weight (biases excluded)."""
-    return l2_penalty(xp, params, l2) / m
+    inputs: list[Array]
+    Zs: list[Array]
+    masks: list[Array] | None
 
 
 def forward(
-    xp: Any, params: list[Layer], X: Array, dropout: list[Array] | None = None
-) -> tuple[Array, list[tuple[Array, Array]]]:
-    """The output probabilities AL and, per layer, the cache (A_prev, Z) for backward.
+    ops: Ops,
+    params: list[Layer],
+    X: Array,
+    Y: Array,
+    scale: float | None,
+    masks: list[Array] | None = None,
+    Z1: Array | None = None,
+) -> tuple[Array | None, Array, Pass]:
+    """(dZ_L times ``scale``, the summed loss, the Pass): the network on X against labels Y.
 
-    ``dropout``: one mask per hidden layer, 0 where a unit is dropped and 1/keep_prob where
-    it is kept (inverted dropout), multiplied into that layer's activations.
-    """
-    caches = []
-    A = X
-    last = len(params) - 1
+    ``scale`` multiplies dZ_L: 1/m for the mean's gradient, lr/m when the step is applied as
+    gradient descent; every gradient is linear in dZ_L, so it is applied once, here (None:
+    the loss alone). ``masks``: per hidden layer, 0 where a unit is dropped and 1/keep_prob
+    where kept (inverted dropout). ``Z1``: the first layer's W1·X when the solver forms it
+    another way (the Gram solver)."""
+    inputs, Zs = [], []
+    A, last = X, len(params) - 1
     for l, layer in enumerate(params):
-        Z = layer.W @ A + layer.b
-        caches.append((A, Z))
-        if l == last:
-            A = sigmoid(xp, Z)
-        else:
-            A = relu(xp, Z) if dropout is None else relu(xp, Z) * dropout[l]
-    return A, caches
+        Z = Z1 if (l == 0 and Z1 is not None) else ops.matmul(layer.W, A)
+        inputs.append(A)
+        Zs.append(Z)
+        if l < last:
+            A = ops.bias_relu(Z, layer.b, None if masks is None else masks[l])
+    dZ, loss = ops.output(Zs[-1], params[-1].b, Y, scale)
+    return dZ, loss, Pass(inputs, Zs, masks)
 
 
 def backward(
-    xp: Any,
+    ops: Ops,
     params: list[Layer],
-    caches: list[tuple[Array, Array]],
-    AL: Array,
-    Y: Array,
-    scale: float | None = None,
-    dropout: list[Array] | None = None,
-    l2: float = 0.0,
-) -> list[Grad]:
-    """Gradients of the mean cross-entropy for every layer, first layer first.
-
-    At the output, dA = -(Y/AL - (1-Y)/(1-AL)) times sigmoid'(Z) = AL(1-AL) simplifies to
-    dZ = AL - Y: the same value, without dividing by an AL that has saturated to 0 or 1.
-    dA_prev is not formed for the input layer, whose dA nobody needs.
-
-    Every gradient is linear in dZ_L, so the 1/m of the mean is applied once, to dZ_L.
-    ``scale`` replaces that 1/m: solvers pass lr/m and get the update steps lr*dW, lr*db.
-    ``dropout`` takes the masks the forward pass used; ``l2`` adds (l2/m) * W to each dW.
-    """
-    return _backward(xp, params, caches, AL, Y, scale, False, dropout, l2)[0]
-
-
-def backward_to_input(
-    xp: Any,
-    params: list[Layer],
-    caches: list[tuple[Array, Array]],
-    AL: Array,
-    Y: Array,
-    scale: float | None = None,
-) -> tuple[list[Grad], Array]:
-    """Like ``backward``, plus dA of the network's input (times the same scale): what a
-    layer in front of this network needs."""
-    return _backward(xp, params, caches, AL, Y, scale, True, None, 0.0)
-
-
-def _backward(xp, params, caches, AL, Y, scale, to_input: bool, dropout, l2: float):
-    grads: list[Grad] = [None] * len(params)  # type: ignore[list-item]
-    s = 1.0 / AL.shape[1] if scale is None else scale
-    dZ = (AL - Y) * s
-    dA_prev = None
+    fwd: Pass,
+    dZ: Array,
+    emit: Callable[[int, Array, Array], None],
+) -> None:
+    """Propagate dZ_L back through the layers, last first: ``emit(l, dZ, A_prev)`` receives
+    each layer's dZ (already scaled) with its input, and turns it into that layer's update
+    or gradient (solvers.py). dA_prev = Wᵀ · dZ is formed with W before ``emit`` changes
+    it, and never for the input layer, whose dA nobody needs."""
     for l in range(len(params) - 1, -1, -1):
-        A_prev, _ = caches[l]
-        dW = dZ @ A_prev.T
-        if l2:
-            dW = dW + (l2 * s) * params[l].W
-        grads[l] = Grad(dW=dW, db=xp.sum(dZ, axis=1, keepdims=True))
-        if l > 0 or to_input:
-            dA_prev = params[l].W.T @ dZ
+        dA_prev = ops.matmul_tn(params[l].W, dZ) if l > 0 else None
+        emit(l, dZ, fwd.inputs[l])
         if l > 0:
-            if dropout is not None:
-                dA_prev = dA_prev * dropout[l - 1]  # only kept units pass gradient back
-            dZ = backprop_relu(xp, dA_prev, caches[l - 1][1])
-    return grads, dA_prev
+            mask = None if fwd.masks is None else fwd.masks[l - 1]
+            dZ = ops.backprop_relu(dA_prev, fwd.Zs[l - 1], mask)
 
 
-def update(params: list[Layer], grads: list[Grad], learning_rate: float) -> None:
-    """Gradient descent in place: W -= lr * dW, b -= lr * db."""
-    for layer, g in zip(params, grads):
-        layer.W -= learning_rate * g.dW
-        layer.b -= learning_rate * g.db
+def loss_sum(ops: Ops, params: list[Layer], chunks) -> Array:
+    """The summed loss of the parameters over (X, Y) chunks, without dropout (0-d)."""
+    total = 0.0
+    for X, Y in chunks:
+        total = total + forward(ops, params, X, Y, None)[1]
+    return total
 
 
-def apply_steps(params: list[Layer], steps: list[Grad]) -> None:
-    """W -= step.dW, b -= step.db, for steps that already include the learning rate."""
-    for layer, s in zip(params, steps):
-        layer.W -= s.dW
-        layer.b -= s.db
+def predict_proba(ops: Ops, params: list[Layer], X: Array) -> Array:
+    """The probability of "cat" for each column of X, shape (1, m)."""
+    A, last = X, len(params) - 1
+    for l, layer in enumerate(params):
+        Z = ops.matmul(layer.W, A)
+        if l < last:
+            A = ops.bias_relu(Z, layer.b)
+    Z += params[-1].b
+    return ops.sigmoid(Z)
 
 
-def dead_layers(xp: Any, params: list[Layer], X: Array) -> Array:
+def dead_layers(ops: Ops, params: list[Layer], X: Array) -> Array | None:
     """A 0/1 flag per hidden layer: 1 when every unit is inactive (ReLU output 0) for every
     example of X. A layer like that cuts the input off: the network then predicts the same
     probability for every image, whatever it shows."""
-    flags = []
-    A = X
+    xp, flags, A = ops.xp, [], X
     for layer in params[:-1]:
-        A = relu(xp, layer.W @ A + layer.b)
+        A = ops.bias_relu(ops.matmul(layer.W, A), layer.b)
         flags.append(xp.max(A) <= 0.0)
     return xp.stack(flags) if flags else None
-
-
-def predict_proba(xp: Any, params: list[Layer], X: Array) -> Array:
-    """The probability of "cat" for each column of X, shape (1, m)."""
-    AL, _ = forward(xp, params, X)
-    return AL

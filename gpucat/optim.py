@@ -1,27 +1,32 @@
-"""Optimizers, hand-written on the array namespace: gradient descent, momentum, Adam.
+"""Optimizers: gradient descent, momentum and Adam, each step through the device's Ops (one
+fused kernel per parameter on CuPy). Their state is device arrays, named for checkpoints.
 
-Each keeps its state as device arrays, one per parameter, and exposes it by name for
-checkpoints. ``update(params, grads, lr)`` changes the parameters in place.
+``update(ops, params, grads, lr, l2)`` changes the parameters in place; the gradient of
+the L2 term, l2·W, is added to each weight's gradient inside the step (biases have none).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpucat import network
-from gpucat.network import Grad, Layer
+from gpucat.config import OPTIMIZERS
+from gpucat.network import Layer
+from gpucat.ops import Ops
 
 
 class GradientDescent:
-    """W -= lr * dW, b -= lr * db."""
+    """p ← p − lr·g. Linear in g: solvers fold lr into the gradient or into the product."""
 
     name = "gd"
 
-    def __init__(self, xp: Any, params: list[Layer]):
-        self.xp = xp
+    def __init__(self, ops: Ops, params: list[Layer], **hyper):
+        self.ops = ops
 
-    def update(self, params: list[Layer], grads: list[Grad], lr: float) -> None:
-        network.update(params, grads, lr)
+    def update(self, params: list[Layer], grads: list[tuple], lr: float, l2: float) -> None:
+        for layer, (dW, db) in zip(params, grads):
+            if dW is not None:  # None: a weight its solver updates itself (Gram's W1)
+                self.ops.sgd(layer.W, dW, lr, l2)
+            self.ops.sgd(layer.b, db, lr)
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -31,68 +36,56 @@ class GradientDescent:
 
 
 class Momentum(GradientDescent):
-    """v = beta * v + (1 - beta) * g;  p -= lr * v  (an exponentially weighted average)."""
+    """v ← β·v + (1 − β)·g;  p ← p − lr·v  (an exponentially weighted average of gradients)."""
 
     name = "momentum"
 
-    def __init__(self, xp: Any, params: list[Layer], beta: float = 0.9):
-        super().__init__(xp, params)
-        self.beta = beta
-        self.v = [(xp.zeros_like(p.W), xp.zeros_like(p.b)) for p in params]
+    def __init__(self, ops, params, beta1: float = 0.9, **hyper):
+        super().__init__(ops, params)
+        self.beta = beta1
+        zeros = ops.xp.zeros_like
+        self.v = [(zeros(p.W), zeros(p.b)) for p in params]
 
-    def update(self, params, grads, lr):
-        b = self.beta
-        for layer, g, (vW, vb) in zip(params, grads, self.v):
-            vW *= b
-            vW += (1 - b) * g.dW
-            vb *= b
-            vb += (1 - b) * g.db
-            layer.W -= lr * vW
-            layer.b -= lr * vb
+    def update(self, params, grads, lr, l2):
+        for layer, (dW, db), (vW, vb) in zip(params, grads, self.v):
+            if dW is not None:
+                self.ops.momentum(layer.W, dW, vW, self.beta, lr, l2)
+            self.ops.momentum(layer.b, db, vb, self.beta, lr)
 
     def state(self):
-        out = {}
-        for l, (vW, vb) in enumerate(self.v, start=1):
-            out[f"v.W{l}"], out[f"v.b{l}"] = vW, vb
-        return out
+        return {f"v.{k}{l}": a for l, pair in enumerate(self.v, 1) for k, a in zip("Wb", pair)}
 
     def load_state(self, state):
         self.v = [(state[f"v.W{l}"], state[f"v.b{l}"]) for l in range(1, len(self.v) + 1)]
 
 
 class Adam(GradientDescent):
-    """m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr * m_hat / (sqrt(v_hat) + eps),
-    with the bias corrections m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)."""
+    """m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²;  p ← p − lr·m̂ / (√v̂ + ε), with the
+    bias corrections m̂ = m / (1 − β1ᵗ), v̂ = v / (1 − β2ᵗ)."""
 
     name = "adam"
 
-    def __init__(self, xp, params, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
-        super().__init__(xp, params)
-        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-        self.t = 0
-        self.m = [(xp.zeros_like(p.W), xp.zeros_like(p.b)) for p in params]
-        self.v = [(xp.zeros_like(p.W), xp.zeros_like(p.b)) for p in params]
+    def __init__(self, ops, params, beta1=0.9, beta2=0.999, epsilon=1e-8, **hyper):
+        super().__init__(ops, params)
+        self.beta1, self.beta2, self.epsilon, self.t = beta1, beta2, epsilon, 0
+        zeros = ops.xp.zeros_like
+        self.m = [(zeros(p.W), zeros(p.b)) for p in params]
+        self.v = [(zeros(p.W), zeros(p.b)) for p in params]
 
-    def update(self, params, grads, lr):
-        xp, b1, b2 = self.xp, self.beta1, self.beta2
+    def update(self, params, grads, lr, l2):
         self.t += 1
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for layer, g, (mW, mb), (vW, vb) in zip(params, grads, self.m, self.v):
-            for p_name, grad, m, v in (("W", g.dW, mW, vW), ("b", g.db, mb, vb)):
-                m *= b1
-                m += (1 - b1) * grad
-                v *= b2
-                v += (1 - b2) * (grad * grad)
-                step = (lr / c1) * m / (xp.sqrt(v / c2) + self.epsilon)
-                if p_name == "W":
-                    layer.W -= step
-                else:
-                    layer.b -= step
+        hyper = (self.beta1, self.beta2, self.epsilon, lr, self.t)
+        for layer, (dW, db), (mW, mb), (vW, vb) in zip(params, grads, self.m, self.v):
+            if dW is not None:
+                self.ops.adam(layer.W, dW, mW, vW, *hyper, l2)
+            self.ops.adam(layer.b, db, mb, vb, *hyper)
 
     def state(self):
-        out = {"t": self.t}
-        for l, ((mW, mb), (vW, vb)) in enumerate(zip(self.m, self.v), start=1):
-            out[f"m.W{l}"], out[f"m.b{l}"], out[f"v.W{l}"], out[f"v.b{l}"] = mW, mb, vW, vb
+        out: dict[str, Any] = {"t": self.t}
+        for name, pairs in (("m", self.m), ("v", self.v)):
+            out.update(
+                {f"{name}.{k}{l}": a for l, p in enumerate(pairs, 1) for k, a in zip("Wb", p)}
+            )
         return out
 
     def load_state(self, state):
@@ -102,11 +95,7 @@ class Adam(GradientDescent):
         self.v = [(state[f"v.W{l}"], state[f"v.b{l}"]) for l in range(1, n + 1)]
 
 
-def make_optimizer(name: str, xp: Any, params: list[Layer], beta1=0.9, beta2=0.999, epsilon=1e-8):
-    if name == "gd":
-        return GradientDescent(xp, params)
-    if name == "momentum":
-        return Momentum(xp, params, beta1)
-    if name == "adam":
-        return Adam(xp, params, beta1, beta2, epsilon)
-    raise ValueError(name)
+def make_optimizer(name: str, ops: Ops, params: list[Layer], **hyper) -> GradientDescent:
+    """The optimizer called ``name`` (one of OPTIMIZERS); ``hyper``: beta1, beta2, epsilon."""
+    classes = dict(zip(OPTIMIZERS, (GradientDescent, Momentum, Adam)))
+    return classes[name](ops, params, **hyper)

@@ -1,456 +1,151 @@
-"""Solvers: how one training iteration is carried out.
+"""Solvers: which algorithm carries out an iteration. Two, on every device and any number of
+processes, each running the one forward and backward pass of network.py through the
+device's Ops:
 
-All of them run the same algorithm (forward, cost, backward, update of the reference
-recipe) and differ only in how they spend the arithmetic:
+- ``DirectSolver``: the README's algorithm, multiplying by X in every forward and backward
+  pass. On one process with gradient descent each layer's step is applied as the backward
+  pass produces it (on CuPy one GEMM into W); otherwise the gradients are summed over the
+  processes by the reducer and the optimizer applies them.
+- ``GramSolver``: the same iterates without touching X inside the loop. W1 stays
+  s·W1(0) − C·Xᵀ (gradient descent and momentum add up multiples of Xᵀ's rows; L2 shrinks
+  s and C), so Z1 = W1·X = s·W1(0)·X − C·G with the Gram matrix G = XᵀX of the M training
+  examples. The loop updates C (n_1 × M); W1 is formed only when asked for. Adam divides
+  each weight by its own running size, which leaves that algebra, so Gram refuses it.
+  Derivation: docs/gram-solver.md.
 
-- ``DirectSolver``: the network math as written in network.py, on any backend.
-- ``NumpyDirectSolver``: the same on NumPy, with the first layer's two products over X
-  in the memory layout that runs fastest on this machine, chosen by timing at setup.
-- ``GeneralSolver``: everything beyond the original recipe (mini-batches, momentum and
-  Adam, learning-rate decay, L2, dropout), and any run over several processes, on the
-  generic code: gradients as sums, added up over processes by the reducer.
-- ``GramSolver`` (``NumpyGramSolver`` on NumPy): exact for full batch, and never touches X inside the loop. Since every
-  update of W1 is a combination of the rows of X^T, W1 = W1(0) - C @ X^T, so
-  Z1_lin = W1 @ X = W1(0) @ X - C @ G with the m x m Gram matrix G = X^T @ X. The loop
-  updates Z1_lin -= (lr/m) dZ1 @ G and C += (lr/m) dZ1; W1 is formed only when asked for.
-  See docs/gram-solver.md.
-
-Each solver's ``step`` queues one iteration and, when asked, returns ``(loss_sum, penalty)``
-computed before the update: this process's summed loss over its training examples and
-the L2 penalty (None without L2), both 0-d device arrays, which the trainer reduces and
-divides by the global count. No host sync inside.
+Both take the same constructor, ``(ops, params, shard, reducer, config, M, layout)``, and
+offer ``step(i)`` (iteration i; returns this process's summed training loss over its
+examples of the batch, a 0-d device array, for the parameters before the update),
+``parameters()``, ``optimizer_state()`` / ``load_optimizer_state()`` and ``layout``;
+``memory(config, M, n_x, streamed)`` says what they hold, checked before anything is made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from gpucat import network
-from gpucat.backend import Backend
 from gpucat.config import SOLVERS, TrainConfig
 from gpucat.errors import GpucatError
-from gpucat.network import Array, Grad, Layer
+from gpucat.network import Layer
+from gpucat.ops import Array, Ops
 from gpucat.optim import make_optimizer
-from gpucat.sources import DeviceShard, host_rng
+from gpucat.sources import DROPOUT, Batches, host_rng, to_columns
 
-SHUFFLE, DROPOUT = 1, 2  # the random streams of the epoch shuffles and the dropout masks
-GRAM_MEMORY_FRACTION = 0.25  # auto uses gram only when G takes at most this share of free memory
+GRAM_MEMORY_FRACTION = 0.25  # auto uses Gram only when it takes at most this share of memory
 
 
 class DirectSolver:
-    """The reference algorithm, written once against the backend's namespace."""
+    """The README's algorithm: forward, backward and update, through the device's Ops."""
 
-    def __init__(self, backend: Backend, params: list[Layer], X: Array, Y: Array, lr: float):
-        self.backend, self.xp = backend, backend.xp
-        self.params, self.X, self.Y, self.lr = params, X, Y, lr
-        self.scale = lr / X.shape[1]
-        self.i = 0  # iterations done (set by the trainer on resume)
-
-    def step(self, want_cost: bool):
-        AL, caches = network.forward(self.xp, self.params, self.X)
-        cost = self._cost(caches[-1][1]) if want_cost else None
-        # lr/m in place of 1/m: the backward pass yields the update steps directly
-        steps = network.backward(self.xp, self.params, caches, AL, self.Y, scale=self.scale)
-        network.apply_steps(self.params, steps)
-        self.i += 1
-        return cost
-
-    def _cost(self, ZL: Array):
-        return network.loss_sum_from_logits(self.xp, ZL, self.Y), None
-
-    def parameters(self) -> list[Layer]:
-        """The current parameters as layers of the training dtype."""
-        return self.params
-
-    def optimizer_state(self) -> dict:
-        return {}
-
-    def load_optimizer_state(self, state: dict) -> None:
-        pass
-
-
-class _FirstLayerApart(DirectSolver):
-    """Layers 2..L by the generic network code; subclasses say how layer 1 is computed."""
-
-    def __init__(self, backend, params, X, Y, lr):
-        if len(params) < 2:
-            raise GpucatError("this solver needs at least one hidden layer; use --solver direct.")
-        super().__init__(backend, params, X, Y, lr)
-        self.rest = params[1:]
-
-    def first_linear(self) -> Array:  # Z1 = W1 @ X + b1
-        raise NotImplementedError
-
-    def first_update(self, dZ1: Array) -> None:  # dZ1 comes scaled by lr/m
-        raise NotImplementedError
-
-    def step(self, want_cost: bool):
-        xp = self.xp
-        Z1 = self.first_linear()
-        AL, caches = network.forward(xp, self.rest, network.relu(xp, Z1))
-        cost = self._cost(caches[-1][1]) if want_cost else None
-        steps, dA1 = network.backward_to_input(xp, self.rest, caches, AL, self.Y, scale=self.scale)
-        network.apply_steps(self.rest, steps)
-        self.first_update(network.backprop_relu(xp, dA1, Z1))
-        self.i += 1
-        return cost
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the NumPy direct path keeps W1 and X for the first layer's two products with X
-    (the forward Z1 = W1 X and the update W1 -= dZ1 Xᵀ): W1 as (n_1, n_x) or transposed,
-    and for each product whether it reads X as columns (n_x, m) or as rows (m, n_x)."""
-
-    name: str
-    transposed: bool
-    forward: str  # "cols" or "rows"
-    update: str
-
-    @property
-    def storage(self) -> set[str]:
-        return {self.forward, self.update}
-
-
-LAYOUTS = (
-    Layout("plain", False, "cols", "cols"),
-    Layout("rows", False, "rows", "rows"),
-    Layout("cols/rows", False, "cols", "rows"),
-    Layout("W1T rows/cols", True, "rows", "cols"),
-    Layout("W1T rows", True, "rows", "rows"),
-    Layout("W1T cols", True, "cols", "cols"),
-)
-
-
-def _forward(transposed: bool, W: Array, X: Array, rows: bool) -> Array:
-    """Z1 without b1, (n_1, m), from W1 (or W1ᵀ) and X as columns (or rows)."""
-    if transposed:
-        return (X @ W).T if rows else (X.T @ W).T
-    return W @ X.T if rows else W @ X
-
-
-def _update(transposed: bool, dZ: Array, X: Array, rows: bool, out: Array) -> Array:
-    """dZ1 Xᵀ (or its transpose, to match W1's orientation) into ``out``."""
-    if transposed:
-        return np.matmul(X.T if rows else X, dZ.T, out=out)
-    return np.matmul(dZ, X if rows else X.T, out=out)
-
-
-LAYOUT_NAMES = {c.name: c for c in LAYOUTS}
-_PLANS: dict[tuple, Layout] = {}  # this process's choices: a second fit of the same shapes reuses
-
-
-def choose_layout(
-    X: np.ndarray, W1: np.ndarray, free_bytes: int, name: str | None = None
-) -> Layout:
-    """The layout for these shapes: ``name`` when given (a resumed run's), else
-    GPUCAT_NUMPY_LAYOUT when set, else this process's earlier plan for the same shapes, else
-    a new plan (``plan_layout``). Layouts differ only in rounding, but a fixed one makes
-    runs bit-for-bit repeatable across processes."""
-    import os
-
-    name = name or os.environ.get("GPUCAT_NUMPY_LAYOUT")
-    if name:
-        if name not in LAYOUT_NAMES:
-            raise GpucatError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUT_NAMES)}.")
-        return LAYOUT_NAMES[name]
-    both = 2 * X.nbytes <= 0.5 * free_bytes
-    key = (X.shape, X.dtype.str, W1.shape, both)
-    if key not in _PLANS:
-        _PLANS[key] = plan_layout(X, W1, free_bytes)[0]
-    return _PLANS[key]
-
-
-def plan_layout(
-    X: np.ndarray, W1: np.ndarray, free_bytes: int, repeats: int = 2
-) -> tuple[Layout, dict]:
-    """Choose the fastest Layout by timing its two products on this data, as FFTW's planner
-    and cuDNN's benchmark mode do: the best layout differs between CPUs, BLAS builds, dtypes
-    and sizes (docs/benchmarks.md). Layouts that keep X twice are tried only when both
-    copies fit in half of the free memory. Returns the choice and every product's time."""
-    import time
-
-    both = 2 * X.nbytes <= 0.5 * free_bytes
-    candidates = [c for c in LAYOUTS if both or len(c.storage) == 1]
-    if not both and any("rows" in c.storage for c in candidates) and 3 * X.nbytes > free_bytes:
-        candidates = [LAYOUTS[0]]  # no room even to try a second copy
-    if len(candidates) == 1:
-        return candidates[0], {}
-    copies = {"cols": np.ascontiguousarray(X), "rows": np.ascontiguousarray(X.T)}
-    Ws = {False: np.ascontiguousarray(W1), True: np.ascontiguousarray(W1.T)}
-    dZ = np.random.default_rng(0).standard_normal((W1.shape[0], X.shape[1])).astype(X.dtype)
-    times = {}
-
-    def clock(key, fn):
-        if key not in times:
-            fn()  # warm-up
-            ts = []
-            for _ in range(repeats):
-                t = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t)
-            times[key] = min(ts)
-        return times[key]
-
-    def cost(c: Layout) -> float:
-        W, out = Ws[c.transposed], np.empty_like(Ws[c.transposed])
-        f = clock(
-            ("forward", c.transposed, c.forward),
-            lambda: _forward(c.transposed, W, copies[c.forward], c.forward == "rows"),
-        )
-        u = clock(
-            ("update", c.transposed, c.update),
-            lambda: _update(c.transposed, dZ, copies[c.update], c.update == "rows", out),
-        )
-        return f + u
-
-    best = min(candidates, key=cost)
-    return best, {f"{k[0]} {'W1T' if k[1] else 'W1'} {k[2]}": 1000 * v for k, v in times.items()}
-
-
-class NumpyDirectSolver(_FirstLayerApart):
-    """The direct algorithm on NumPy with the first layer's two products with X in the
-    memory layout that runs fastest here, chosen at setup by timing each (``plan_layout``);
-    ``layout`` forces one (tests). The arithmetic is the direct algorithm's; only where the
-    operands lie changes (each layout is tested equal to DirectSolver)."""
-
-    def __init__(self, backend, params, X, Y, lr, layout: Layout | str | None = None):
-        super().__init__(backend, params, X, Y, lr)
-        if not isinstance(layout, Layout):
-            layout = choose_layout(X, params[0].W, backend.free_memory(), layout)
-        self.layout = layout
-        self.X_cols = np.ascontiguousarray(X) if "cols" in layout.storage else None
-        self.X_rows = np.ascontiguousarray(X.T) if "rows" in layout.storage else None
-        W = params[0].W
-        self.W1 = np.ascontiguousarray(W.T if layout.transposed else W)  # the working copy
-        self.buf = np.empty_like(self.W1)
-
-    def _X(self, which: str) -> np.ndarray:
-        return self.X_rows if which == "rows" else self.X_cols
-
-    def first_linear(self) -> Array:
-        c = self.layout
-        Z1 = _forward(c.transposed, self.W1, self._X(c.forward), c.forward == "rows")
-        Z1 += self.params[0].b
-        return Z1
-
-    def first_update(self, dZ1: Array) -> None:
-        c = self.layout
-        self.W1 -= _update(c.transposed, dZ1, self._X(c.update), c.update == "rows", self.buf)
-        self.params[0].b -= np.sum(dZ1, axis=1, keepdims=True)
-
-    def parameters(self) -> list[Layer]:
-        W = self.W1.T if self.layout.transposed else self.W1
-        self.params[0].W = np.ascontiguousarray(W)
-        return self.params
-
-
-class GramSolver(_FirstLayerApart):
-    """Exact full-batch gradient descent that multiplies by the m x m Gram matrix, not X.
-
-    Z1_lin, C and G stay float64 whatever the training dtype: they accumulate over every
-    iteration, and float32 accumulation drifts.
-    """
-
-    BLOCK = 1024  # rows of X (input features) upcast to float64 at a time
-
-    def __init__(self, backend, params, X, Y, lr):
-        super().__init__(backend, params, X, Y, lr)
-        xp = self.xp
-        m = X.shape[1]
-        self.dtype = X.dtype
-        self.W1_0 = xp.astype(params[0].W, xp.float64)
-        on = {"device": backend.device} if backend.name == "strict" else {}
-        self.G = xp.zeros((m, m), dtype=xp.float64, **on)  # formed once
-        self.Z1_lin = xp.zeros((self.W1_0.shape[0], m), dtype=xp.float64, **on)
-        for a, b, Xb in self._float64_blocks():
-            self.G += Xb.T @ Xb
-            self.Z1_lin += self.W1_0[:, a:b] @ Xb  # W1 @ X without b1
-        self.C = xp.zeros_like(self.Z1_lin)
-
-    def _float64_blocks(self):
-        """X in float64, a block of input features at a time: float32 training never holds
-        a float64 copy of the data set."""
-        n = self.X.shape[0]
-        for a in range(0, n, self.BLOCK):
-            b = min(a + self.BLOCK, n)
-            yield a, b, self.xp.astype(self.X[a:b, :], self.xp.float64, copy=False)
-
-    def first_linear(self) -> Array:
-        return self.xp.astype(self.Z1_lin, self.dtype, copy=False) + self.params[0].b
-
-    def first_update(self, dZ1: Array) -> None:
-        xp = self.xp
-        step = xp.astype(dZ1, xp.float64, copy=False)  # already lr/m * dZ1
-        self.Z1_lin -= step @ self.G
-        self.C += step
-        self.params[0].b -= xp.sum(dZ1, axis=1, keepdims=True)
-
-    def parameters(self) -> list[Layer]:
-        """Materialize W1 = W1(0) - C @ X^T (one pass over X), in the training dtype."""
-        xp = self.xp
-        concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
-        parts = [self.W1_0[:, a:b] - self.C @ Xb.T for a, b, Xb in self._float64_blocks()]
-        self.params[0].W = xp.astype(concat(parts, axis=1), self.dtype)
-        return self.params
-
-
-class NumpyGramSolver(GramSolver):
-    """GramSolver's iteration on NumPy in fewer, cheaper calls: biases added in place,
-    ReLU' as a multiply by the mask, sums as array methods, the update applied layer by
-    layer. The same operations in the same order, so the results are bit-identical to
-    GramSolver (tested); about 25 % less time per iteration (docs/benchmarks.md).
-    """
-
-    def step(self, want_cost: bool):
-        p, last = self.params, len(self.params) - 1
-        Z = self.Z1_lin.astype(self.dtype, copy=False) + p[0].b
-        Zs, As = [Z], []
-        A = np.maximum(Z, 0.0)
-        for l in range(1, last + 1):
-            As.append(A)
-            Z = p[l].W @ A
-            Z += p[l].b
-            Zs.append(Z)
-            A = network.sigmoid(np, Z) if l == last else np.maximum(Z, 0.0)
-        cost = self._cost(Z) if want_cost else None
-        dZ = A - self.Y
-        dZ *= self.scale
-        for l in range(last, 0, -1):
-            dA = p[l].W.T @ dZ  # with W before its update, as in backward()
-            p[l].W -= dZ @ As[l - 1].T
-            p[l].b -= dZ.sum(axis=1, keepdims=True)
-            dA *= Zs[l - 1] > 0.0
-            dZ = dA
-        step = dZ.astype(np.float64, copy=False)
-        self.Z1_lin -= step @ self.G
-        self.C += step
-        p[0].b -= dZ.sum(axis=1, keepdims=True)
-        self.i += 1
-        return cost
-
-
-class GeneralSolver:
-    """Every training option, on one process or many, on the generic code: mini-batches,
-    momentum and Adam, learning-rate decay, L2 and dropout.
-
-    Iteration i takes a (mini-)batch of training positions: a seeded shuffle of all of them
-    per epoch, drawn on the host, so every backend and every process sees the same order.
-    This process keeps the batch's examples of its own block, computes the gradient *sums*
-    over them, the reducer adds those up over all processes, and only then are they divided
-    by the batch's size (and the L2 gradient added). Dropout masks are drawn for the whole
-    batch from the iteration's stream, and each process takes its columns. So one process
-    and N processes compute the same update. The logged cost is the whole training set's
-    (with the L2 term, without dropout) before the update.
-    """
+    name = "direct"
 
     def __init__(
         self,
-        backend: Backend,
+        ops: Ops,
         params: list[Layer],
-        shard: DeviceShard,
+        shard,
         reducer,
         config: TrainConfig,
-        m_total: int,
+        M: int,
+        layout=None,
     ):
-        self.backend, self.xp = backend, backend.xp
-        self.params, self.shard, self.reducer, self.config = params, shard, reducer, config
-        self.M = m_total  # training examples over all processes
-        self.batch_size = min(config.batch_size or m_total, m_total)
-        self.n_batches = -(-m_total // self.batch_size)
-        self.opt = make_optimizer(
-            config.optimizer, self.xp, params, config.beta1, config.beta2, config.epsilon
-        )
-        self.i = 0  # iterations done (set by the trainer on resume)
-        self._perm_epoch, self._perm = None, None
+        self.ops, self.params, self.shard, self.reducer = ops, params, shard, reducer
+        self.config, self.M = config, M
+        self.batches = Batches(shard, M, config.batch_size, config.seed)
+        hyper = dict(beta1=config.beta1, beta2=config.beta2, epsilon=config.epsilon)
+        self.opt = make_optimizer(config.optimizer, ops, params, **hyper)
+        # one process with gradient descent: apply each layer's step as backward produces it
+        self.apply_now = reducer.size == 1 and config.optimizer == "gd"
+        self._arrange(layout)
 
-    def _members(self, i: int):
-        """(global positions of iteration i's batch, indices of those held here, epoch)."""
-        s = self.shard
-        epoch, k = divmod(i, self.n_batches)
-        if self._perm_epoch != epoch:
-            self._perm = host_rng(self.config.seed, SHUFFLE, epoch).permutation(self.M)
-            self._perm_epoch = epoch
-        members = self._perm[k * self.batch_size : (k + 1) * self.batch_size]
-        return members, np.flatnonzero((members >= s.start) & (members < s.stop)), epoch
+    def _arrange(self, layout) -> None:
+        """Store W1 the way this device multiplies it by X fastest (NumPy's planner)."""
+        self.layout = None
+        if not self.ops.plans_layout:
+            return
+        b, W1 = self.batches, self.params[0].W
+        if b.full:
+            X = self.shard.columns()[0]
+        else:  # plan on data of a batch's shape: random pixels, never zeros
+            rows = np.random.default_rng(0).integers(0, 256, (b.size, W1.shape[1]), np.uint8)
+            X = to_columns(self.ops.backend, rows, self.config.dtype, 255.0)
+        self.params[0].W = self.ops.arrange_first_layer(W1, X, layout)
+        self.layout = self.ops.layout
 
-    def batch(self, i: int):
-        """(X, Y, this process's columns of the batch, the batch's global size, epoch); X and
-        Y are None when none of the batch's examples live here."""
-        s = self.shard
-        if self.batch_size == self.M:
-            X, Y = s.columns()
-            return X, Y, slice(s.start, s.stop), self.M, i
-        members, mine, epoch = self._members(i)
-        X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
-        if s.streams:  # read the next batch from disk while this one trains
-            upcoming, mine_next, _ = self._members(i + 1)
-            if mine_next.size:
-                s.prefetch(upcoming[mine_next] - s.start)
-        return X, Y, mine, members.size, epoch
-
-    def dropout_masks(self, i: int, columns, m_batch: int) -> list[Array] | None:
-        """This process's columns of iteration i's masks, drawn for the whole batch."""
+    def masks(self, i: int, batch) -> list[Array] | None:
+        """This process's columns of iteration i's dropout masks, drawn on the host for the
+        whole batch from the iteration's own stream: the same on every device and process."""
         c = self.config
         if c.keep_prob >= 1:
             return None
         rng = host_rng(c.seed, DROPOUT, i)
         return [
-            self.backend.asarray(
-                ((rng.random((n, m_batch)) < c.keep_prob) / c.keep_prob)[:, columns], c.dtype
+            self.ops.backend.asarray(
+                ((rng.random((n, batch.size)) < c.keep_prob) / c.keep_prob)[:, batch.columns],
+                c.dtype,
             )
             for n in c.layers[1:-1]
         ]
 
-    def loss_sum(self) -> Array:
-        """The summed loss over this process's training examples (current parameters)."""
-        xp, total = self.xp, 0.0
-        for X, Y in self.shard.chunks():
-            _, caches = network.forward(xp, self.params, X)
-            total = total + network.loss_sum_from_logits(xp, caches[-1][1], Y)
-        return total
+    def learning_rate(self, epoch: int) -> float:
+        c = self.config
+        return c.learning_rate / (1.0 + c.lr_decay * epoch)
 
-    def step(self, want_cost: bool):
-        xp, c, params = self.xp, self.config, self.params
-        X, Y, columns, m_batch, epoch = self.batch(self.i)
-        D = self.dropout_masks(self.i, columns, m_batch)
-        loss = penalty = None
-        if want_cost:
-            penalty = network.l2_penalty(xp, params, c.l2) if c.l2 else None
-            if m_batch < self.M or D is not None:
-                loss = self.loss_sum()
-        # Every gradient is linear in dZ_L: scaled by 1/m_batch (the batch's global size),
-        # this process's gradients are its share of the batch mean and the reducer's sum of
-        # the shares is the mean. Plain gradient descent folds the learning rate in too and
-        # applies the results as steps: no extra passes over the weights.
-        lr = c.learning_rate / (1.0 + c.lr_decay * epoch)
-        plain = c.optimizer == "gd"
-        scale = (lr if plain else 1.0) / m_batch
-        if X is None:  # no example of this batch lives here: this process adds zeros
-            parts = [xp.zeros_like(a) for p in params for a in (p.W, p.b)]
+    def step(self, i: int) -> Array:
+        ops, p, c = self.ops, self.params, self.config
+        batch = self.batches(i)
+        lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M  # the L2 gradient: (λ/M)·W
+        grads: list = [None] * len(p)
+        if self.apply_now:  # lr/m in dZ_L: backward yields each step, applied at once
+
+            def emit(l, dZ, A_prev):
+                ops.descend(p[l].W, dZ, A_prev, 1.0 - lr * l2)
+                ops.descend_bias(p[l].b, dZ)
+
+            scale = lr / batch.size
         else:
-            AL, caches = network.forward(xp, params, X, D)
-            if want_cost and loss is None:  # the full batch, no dropout: this very forward
-                loss = network.loss_sum_from_logits(xp, caches[-1][1], Y)
-            grads = network.backward(xp, params, caches, AL, Y, scale=scale, dropout=D)
-            parts = [a for g in grads for a in (g.dW, g.db)]
-        parts = self.reducer.sum_arrays(parts)
-        grads = []
-        for p, dW, db in zip(params, parts[0::2], parts[1::2]):
-            if c.l2:  # (l2 / m) W, added once, after the reduction
-                dW = dW + (c.l2 * scale) * p.W
-            grads.append(Grad(dW=dW, db=db))
-        if plain:
-            network.apply_steps(params, grads)
-        else:
-            self.opt.update(params, grads, lr)
-        self.i += 1
-        return (loss, penalty) if want_cost else None
+
+            def emit(l, dZ, A_prev):
+                grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
+
+            scale = 1.0 / batch.size  # this process's share of the batch mean
+        loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads)
+        if not self.apply_now:
+            self.opt.update(p, self._reduced(grads), lr, l2)
+        return loss
+
+    def _forward_backward(self, batch, masks, scale, emit, grads, Z1=None) -> Array:
+        """The one forward and backward pass over this process's part of the batch (a
+        process holding none of it adds zeros to the sums)."""
+        ops, p = self.ops, self.params
+        if batch.Y is None:
+            for l, layer in enumerate(p):
+                grads[l] = (ops.xp.zeros_like(layer.W), ops.xp.zeros_like(layer.b))
+            return ops.zeros((), self.config.dtype)
+        dZ, loss, fwd = network.forward(ops, p, batch.X, batch.Y, scale, masks, Z1)
+        network.backward(ops, p, fwd, dZ, emit)
+        return loss
+
+    def _reduced(self, grads: list) -> list:
+        """The gradients summed over every process (here: one buffer, one reduction)."""
+        flat = self.reducer.sum_arrays([a for pair in grads for a in pair if a is not None])
+        it = iter(flat)
+        return [tuple(None if a is None else next(it) for a in pair) for pair in grads]
 
     def parameters(self) -> list[Layer]:
+        """The current parameters as layers of the training dtype."""
         return self.params
+
+    def exact_loss(self) -> Array:
+        """This process's summed loss over all its training examples, without dropout."""
+        return network.loss_sum(self.ops, self.params, self.shard.chunks())
+
+    def squared_weights(self, layers: list[Layer] | None = None) -> float:
+        """Σ‖W‖² over the weights (the L2 penalty's sum), read to the host."""
+        xp = self.ops.xp
+        total = sum(xp.sum(p.W * p.W) for p in (self.params if layers is None else layers))
+        return self.ops.backend.scalar(total)
 
     def optimizer_state(self) -> dict:
         return self.opt.state()
@@ -458,69 +153,236 @@ class GeneralSolver:
     def load_optimizer_state(self, state: dict) -> None:
         self.opt.load_state(state)
 
+    @staticmethod
+    def memory(config: TrainConfig, M: int, n_x: int, streamed: bool) -> int:
+        """Bytes this solver holds: X in the training dtype for full batch, else the uint8
+        examples (unless streamed) and one batch in floats; weights and optimizer state."""
+        size = np.dtype(config.dtype).itemsize
+        B = min(config.batch_size or M, M)
+        data = n_x * M * size if B == M else (0 if streamed else n_x * M) + n_x * B * size
+        weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:]))
+        copies = {"gd": 2, "momentum": 3, "adam": 4}[config.optimizer]
+        return data + copies * weights * size
 
-def gram_bytes(m: int) -> int:
-    return 8 * m * m
+
+class GramSolver(DirectSolver):
+    """Full- or mini-batch gradient descent or momentum (with L2, decay, dropout) that
+    multiplies by the M × M Gram matrix instead of X. Z0 = W1(0)·X, G, C and the momentum's
+    V stay float64 whatever the training dtype: they accumulate over every iteration."""
+
+    name = "gram"
+    BLOCK = 1024  # input features upcast to float64 at a time
+
+    def __init__(self, ops, params, shard, reducer, config, M, layout=None):
+        if len(params) < 2:
+            raise GpucatError("--solver gram needs at least one hidden layer; use --solver direct.")
+        if config.optimizer == "adam":
+            raise GpucatError(
+                "--solver gram runs gradient descent and momentum: Adam's per-weight scaling "
+                "leaves the span of the examples that the Gram matrix works in. Drop --solver "
+                "gram (or use --solver direct) with --optimizer adam."
+            )
+        super().__init__(ops, params, shard, reducer, config, M, layout)
+        self._rows = None
+        xp, n1 = ops.xp, params[0].W.shape[0]
+        self.W1_0 = xp.astype(params[0].W, xp.float64)
+        own = slice(shard.start, shard.stop)
+        self.G = ops.zeros((M, shard.stop - shard.start))  # G[:, own] = Xᵀ · X_own
+        self.Z0 = ops.zeros((n1, shard.stop - shard.start))  # W1(0) · X_own
+        for a, b, Xb in self._float64_blocks():
+            self.G += ops.matmul_tn(Xb, Xb[:, own])
+            self.Z0 += ops.matmul(self.W1_0[:, a:b], Xb[:, own])
+        self.s, self.v_s = 1.0, 0.0  # W1 = s·W1(0) − C·Xᵀ; momentum v_W1 = v_s·W1(0) − V·Xᵀ
+        self._W1_0_squared = None
+        self.C = ops.zeros((n1, M))
+        self.V = ops.zeros((n1, M)) if config.optimizer == "momentum" else None
+
+    def _arrange(self, layout) -> None:
+        self.layout = None  # W1 never meets X inside the loop
+
+    def _float64_blocks(self):
+        """X over all M training positions in float64, a block of input features at a time:
+        float32 training never holds a float64 copy of the data set."""
+        if self._rows is None:  # as stored (uint8): at most M × n_x < n_x² bytes
+            self._rows = self.shard.train.read(np.arange(self.M))[0]
+        rows, n = self._rows, self._rows.shape[1]
+        for a in range(0, n, self.BLOCK):
+            b = min(a + self.BLOCK, n)
+            block = np.ascontiguousarray(rows[:, a:b])
+            yield a, b, to_columns(self.ops.backend, block, "float64", self.shard.divisor)
+
+    def step(self, i: int) -> Array:
+        ops, p, c = self.ops, self.params, self.config
+        xp = ops.xp
+        batch = self.batches(i)
+        lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M
+        grads: list = [None] * len(p)
+        dZ1 = []
+        local = batch.positions - self.shard.start
+
+        def emit(l, dZ, A_prev):
+            if l == 0:
+                dZ1.append(dZ)
+            elif self.apply_now:
+                ops.descend(p[l].W, dZ, A_prev, 1.0 - lr * l2)
+                ops.descend_bias(p[l].b, dZ)
+            else:
+                grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
+
+        Z1 = None
+        if batch.Y is not None:
+            idx = ops.backend.asarray(local)
+            G = self.G if batch.size == self.M else xp.take(self.G, idx, axis=1)
+            Z0 = self.Z0 if batch.size == self.M else xp.take(self.Z0, idx, axis=1)
+            Z1 = ops.matmul(self.C, G)
+            Z1 = (Z0 - Z1) if self.s == 1.0 else (self.s * Z0 - Z1)
+            Z1 = xp.astype(Z1, getattr(xp, c.dtype), copy=False)
+        scale = (lr if self.apply_now else 1.0) / batch.size
+        loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads, Z1)
+        # this process's dZ1 in its columns of an (n_1, M) array: the sum over processes
+        if dZ1:
+            full = ops.scatter_columns(dZ1[0], batch.positions, self.M)
+        else:
+            full = ops.zeros((p[0].W.shape[0], self.M))
+        if self.apply_now:  # dZ1 carries lr/m: C ← (1 − lr·λ/M)·C + dZ1, s likewise
+            decay = 1.0 - lr * l2
+            if decay != 1.0:
+                self.C *= decay
+                self.s *= decay
+            self.C += full
+            ops.descend_bias(p[0].b, dZ1[0])
+            return loss
+        db1 = ops.sum_rows(dZ1[0]) if dZ1 else xp.zeros_like(p[0].b)
+        grads[0] = (None, db1)
+        *grads, (full,) = self._reduced([*grads, (full,)])
+        self.opt.update(p, grads, lr, l2)  # b1 and layers 2..L; W1 below, in (s, C) terms
+        G_C = -full if not l2 else l2 * self.C - full  # the W1 gradient: g_s·W1(0) − G_C·Xᵀ
+        g_s = l2 * self.s
+        if self.V is None:
+            self.s -= lr * g_s
+            self.C -= lr * G_C
+        else:
+            beta = c.beta1
+            self.v_s = beta * self.v_s + (1.0 - beta) * g_s
+            self.V *= beta
+            self.V += (1.0 - beta) * G_C
+            self.s -= lr * self.v_s
+            self.C -= lr * self.V
+        return loss
+
+    def exact_loss(self) -> Array:
+        xp = self.ops.xp
+        Z1 = self.ops.matmul(self.C, self.G)
+        Z1 = xp.astype(self.s * self.Z0 - Z1, getattr(xp, self.config.dtype))
+        return network.forward(self.ops, self.params, None, self.shard.Y, None, None, Z1)[1]
+
+    def optimizer_state(self) -> dict:
+        """The optimizer's state and the Gram representation of W1 (float64), so that a
+        resumed run goes on exactly: W1 = s·W1(0) − C·Xᵀ, momentum v_s and V."""
+        state = {**self.opt.state(), "solver.s": self.s, "solver.v_s": self.v_s}
+        state.update({"solver.W1_0": self.W1_0, "solver.C": self.C})
+        if self.V is not None:
+            state["solver.V"] = self.V
+        return state
+
+    def load_optimizer_state(self, state: dict) -> None:
+        state = dict(state)
+        self.s, self.v_s = float(state.pop("solver.s")), float(state.pop("solver.v_s"))
+        self.W1_0, self.C = state.pop("solver.W1_0"), state.pop("solver.C")
+        if self.V is not None:
+            self.V = state.pop("solver.V")
+        own = slice(self.shard.start, self.shard.stop)
+        self.Z0 = self.ops.zeros(self.Z0.shape)
+        for a, b, Xb in self._float64_blocks():  # W1(0)·X_own again, from the saved W1(0)
+            self.Z0 += self.ops.matmul(self.W1_0[:, a:b], Xb[:, own])
+        self._W1_0_squared = None
+        super().load_optimizer_state(state)
+
+    def squared_weights(self, layers=None) -> float:
+        """Σ‖W‖² with ‖W1‖² = s²‖W1(0)‖² − 2s·Σ C⊙Z0 + Σ (C·G)⊙C, summed over the
+        processes' columns: W1 itself is never formed."""
+        xp, own = self.ops.xp, slice(self.shard.start, self.shard.stop)
+        C = self.C[:, own]
+        cross = xp.sum(C * self.Z0)
+        inner = xp.sum(self.ops.matmul(self.C, self.G) * C)
+        cross, inner = self.reducer.sum_scalars(
+            self.ops.backend.scalar(cross), self.ops.backend.scalar(inner)
+        )
+        if self._W1_0_squared is None:
+            self._W1_0_squared = self.ops.backend.scalar(xp.sum(self.W1_0 * self.W1_0))
+        rest = super().squared_weights(self.params[1:])
+        return self.s**2 * self._W1_0_squared - 2 * self.s * cross + inner + rest
+
+    def parameters(self) -> list[Layer]:
+        """W1 = s·W1(0) − C·Xᵀ (one pass over X), in the training dtype."""
+        xp = self.ops.xp
+        concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
+        parts = [
+            self.s * self.W1_0[:, a:b] - self.ops.matmul_nt(self.C, Xb)
+            for a, b, Xb in self._float64_blocks()
+        ]
+        self.params[0].W = xp.astype(concat(parts, axis=1), getattr(xp, self.config.dtype))
+        return self.params
+
+    @staticmethod
+    def memory(config, M, n_x, streamed) -> int:
+        """G and Z0 (float64), C and V, the float64 feature block, the examples as stored."""
+        n1 = config.layers[1] if len(config.layers) > 2 else 1
+        return 8 * M * M + 8 * 3 * n1 * M + 8 * GramSolver.BLOCK * M + n_x * M
 
 
-def choose_solver(
-    config: TrainConfig, backend: Backend, m: int, needs_params: bool = False, processes: int = 1
-) -> str:
-    """The one place that decides which solver runs: ``auto`` becomes gram for the plain
-    recipe with m < n_x when G fits in free memory, else direct; anything beyond the plain
-    recipe, or more than one process, runs the general solver.
+SOLVER_CLASSES = {"direct": DirectSolver, "gram": GramSolver}
 
-    ``needs_params``: the trainer reads the parameters during training (validation,
-    checkpoints), which the Gram solver only forms at the end.
-    """
-    name, layers = config.solver, config.layers
+
+def gram_applies(config: TrainConfig) -> str | None:
+    """Why the Gram solver cannot run this recipe, or None when it can."""
+    if len(config.layers) < 3:
+        return "it needs at least one hidden layer"
+    if config.optimizer == "adam":
+        return "it runs gradient descent and momentum, not Adam"
+    if config.validation:
+        return "validation reads W1, which it forms only at the end"
+    return None
+
+
+def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, streamed=False) -> str:
+    """The one place that decides which solver runs: ``auto`` becomes gram when it applies
+    and pays (fewer examples than inputs, G in a quarter of free memory, the data not
+    streamed from disk), else direct. Only the recipe and the data decide: checkpoints and
+    resuming observe a run, and a resumed run keeps its checkpoint's solver."""
+    name = config.solver
     if name not in SOLVERS:
         raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
-    if not config.is_plain:
-        if name in ("gram", "fused"):
-            raise GpucatError(
-                f"--solver {name} runs plain full-batch gradient descent only; drop --solver "
-                "for mini-batches, other optimizers, --lr-decay, --l2 or --keep-prob."
-            )
-        return "general"
-    if name == "gram" and needs_params:
-        raise GpucatError(
-            "--solver gram cannot be combined with --validation or checkpoints; use direct."
-        )
-    if processes > 1:
-        if name in ("gram", "fused"):
-            raise GpucatError(f"--solver {name} runs on one process; drop it for --distributed.")
-        return "general"  # the direct algorithm, its gradients summed over processes
+    why = gram_applies(config)
+    if name == "gram" and why:
+        raise GpucatError(f"--solver gram cannot run this recipe: {why}; use --solver direct.")
     if name != "auto":
         return name
-    if needs_params or len(layers) < 3 or m >= layers[0]:
-        return "direct"
-    return "gram" if gram_bytes(m) <= GRAM_MEMORY_FRACTION * backend.free_memory() else "direct"
+    fits = GramSolver.memory(config, M, n_x, streamed) <= GRAM_MEMORY_FRACTION * free_bytes
+    # a streamed source stays on disk: Gram would read it whole
+    return "gram" if why is None and M < n_x and fits and not streamed else "direct"
 
 
-def make_solver(
-    name: str,
-    backend: Backend,
-    params: list[Layer],
-    shard: DeviceShard,
-    reducer,
-    config: TrainConfig,
-    m_total: int,
-    layout: str | None = None,
-):
-    """The solver object for a resolved name on this backend (``layout``: the NumPy direct
-    path's, when a resumed run must keep the one it started with)."""
-    if name == "general":
-        return GeneralSolver(backend, params, shard, reducer, config, m_total)
-    X, Y = shard.columns()
-    lr = config.learning_rate
+def check_memory(name: str, config: TrainConfig, M: int, n_x: int, streamed, free: int) -> None:
+    """Refuse, before allocating anything, a run whose solver would not fit: one message
+    saying what to change."""
+    need = SOLVER_CLASSES[name].memory(config, M, n_x, streamed)
+    if need <= free:
+        return
+    gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
     if name == "gram":
-        cls = NumpyGramSolver if backend.name == "numpy" else GramSolver
-        return cls(backend, params, X, Y, lr)
-    if name == "fused":
-        from gpucat.fused import FusedSolver
+        advice = "use --solver direct (it needs no M × M matrix)"
+    elif config.batch_size is None or config.batch_size >= M:
+        advice = "train in mini-batches (--batch-size 256) or use --dtype float32"
+    else:
+        advice = "use a smaller --batch-size or --dtype float32"
+    raise GpucatError(
+        f"--solver {name} needs {gib(need)} for {M} examples of {n_x} features "
+        f"({config.dtype}), and {gib(free)} is free: {advice}."
+    )
 
-        return FusedSolver(backend, params, X, Y, lr)
-    if backend.name == "numpy" and len(params) >= 2:
-        return NumpyDirectSolver(backend, params, X, Y, lr, layout)
-    return DirectSolver(backend, params, X, Y, lr)
+
+def make_solver(name, ops, params, shard, reducer, config, M, layout=None):
+    """The solver object for a resolved name (``layout``: the NumPy product layout a resumed
+    run must keep)."""
+    return SOLVER_CLASSES[name](ops, params, shard, reducer, config, M, layout)

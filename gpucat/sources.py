@@ -28,7 +28,7 @@ from gpucat.backend import Backend
 from gpucat.data import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 
-SPLIT = 3  # the validation split's random stream (host_rng)
+SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks, validation
 CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
 DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
 
@@ -67,12 +67,6 @@ def stratified_split(
     return train_idx, val_idx
 
 
-def mirrored(X: np.ndarray) -> np.ndarray:
-    """The images of X (columns of 64x64x3 in height-width-channel order) flipped left-right."""
-    m = X.shape[1]
-    return X.reshape(*IMAGE_SHAPE, m)[:, ::-1, :, :].reshape(N_FEATURES, m)
-
-
 def mirrored_rows(rows: np.ndarray) -> np.ndarray:
     """The same for images stored as rows (k, 12288)."""
     k = rows.shape[0]
@@ -82,7 +76,7 @@ def mirrored_rows(rows: np.ndarray) -> np.ndarray:
 @dataclass
 class TrainingSet:
     """The examples a run trains on, by position: ``source`` rows ``rows`` in order, then,
-    with ``flip``, the same rows mirrored."""
+    with ``flip``, the same rows mirrored. A source itself (a subset of one, for scoring)."""
 
     source: Any
     rows: np.ndarray
@@ -94,10 +88,17 @@ class TrainingSet:
                 f"--flip mirrors 64x64 RGB images; this data has {self.source.n_features} "
                 "features per example."
             )
+        self.n_features, self.divisor = self.source.n_features, self.source.divisor
 
     @property
     def size(self) -> int:
         return self.rows.size * (2 if self.flip else 1)
+
+    n = size
+
+    def labels(self) -> np.ndarray:
+        y = self.source.labels()[self.rows]
+        return np.concatenate([y, y]) if self.flip else y
 
     def read(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, labels) of the examples at these positions (mirrored copies made here)."""
@@ -109,6 +110,63 @@ class TrainingSet:
                 rows = np.array(rows)  # a copy of our own before changing it
                 rows[flipped] = mirrored_rows(rows[flipped])
         return rows, y
+
+
+@dataclass
+class Batch:
+    """Iteration i's examples held by this process: X (n_x, k) and Y (1, k) on the device
+    (None when it holds none), their global training positions, their columns in the whole
+    batch (for the dropout masks), the batch's size over all processes, and the epoch."""
+
+    X: Any
+    Y: Any
+    positions: np.ndarray
+    columns: Any
+    size: int
+    epoch: int
+
+
+class Batches:
+    """Which examples iteration i trains on: all M training positions (full batch), or batch
+    k of epoch e in a seeded shuffle of them drawn on the host — the same order on every
+    backend and every process, whichever part of it a process holds (its shard's block)."""
+
+    def __init__(self, shard, M: int, batch_size: int | None, seed: int):
+        self.shard, self.M, self.seed = shard, M, seed
+        self.size = min(batch_size or M, M)
+        self.full = self.size == M
+        self.per_epoch = -(-M // self.size)
+        self._epoch, self._perm = None, None
+
+    def epoch(self, i: int) -> int:
+        return i // self.per_epoch
+
+    def size_of(self, i: int) -> int:
+        """The global size of iteration i's batch (an epoch's last one may be short)."""
+        return min(self.size, self.M - (i % self.per_epoch) * self.size)
+
+    def members(self, i: int) -> np.ndarray:
+        """The global positions of iteration i's batch, in batch order."""
+        epoch, k = divmod(i, self.per_epoch)
+        if self._epoch != epoch:
+            self._perm = host_rng(self.seed, SHUFFLE, epoch).permutation(self.M)
+            self._epoch = epoch
+        return self._perm[k * self.size : (k + 1) * self.size]
+
+    def __call__(self, i: int) -> Batch:
+        s = self.shard
+        if self.full:
+            X, Y = s.columns()
+            return Batch(X, Y, np.arange(s.start, s.stop), slice(s.start, s.stop), self.M, i)
+        members = self.members(i)
+        mine = np.flatnonzero((members >= s.start) & (members < s.stop))
+        X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
+        if s.streams:  # read the next batch from disk while this one trains
+            upcoming = self.members(i + 1)
+            ahead = upcoming[(upcoming >= s.start) & (upcoming < s.stop)]
+            if ahead.size:
+                s.prefetch(ahead - s.start)
+        return Batch(X, Y, members[mine], mine, members.size, self.epoch(i))
 
 
 def split_training(source, validation: float, flip: bool, seed: int):
@@ -150,26 +208,38 @@ def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
     return backend.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
 
 
+def is_streamed(backend: Backend, train: TrainingSet, m: int, full_batch: bool) -> bool:
+    """Whether a block of m training positions is read from disk batch by batch: when the
+    source stays on disk and training is in mini-batches, always on the CPU (where device
+    memory is host memory), on a GPU when the uint8 block exceeds a quarter of free memory."""
+    if full_batch or not getattr(train.source, "streams", False):
+        return False
+    return not backend.is_gpu or m * train.source.n_features > DEVICE_SHARE * backend.free_memory()
+
+
 def make_shard(
-    backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str, full_batch: bool
+    backend: Backend,
+    train: TrainingSet,
+    start: int,
+    stop: int,
+    dtype: str,
+    full_batch: bool,
+    examples: bool = True,
 ):
     """This process's block of training positions on the device: resident (a float copy for
-    full-batch training, else uint8), or streamed from the source batch by batch when the
-    source stays on disk and the block would not fit: always on the CPU, where device memory
-    is host memory; on a GPU when the uint8 block exceeds a quarter of free memory."""
-    streams = getattr(train.source, "streams", False)
-    if streams and not full_batch:
-        nbytes = (stop - start) * train.source.n_features
-        if not backend.is_gpu or nbytes > DEVICE_SHARE * backend.free_memory():
-            return StreamedShard(backend, train, start, stop, dtype)
-    return DeviceShard(backend, train, start, stop, dtype, full_batch)
+    full-batch training, else uint8; only the labels when ``examples`` is False: the Gram
+    solver reads X itself), or streamed from the source batch by batch (``is_streamed``)."""
+    if examples and is_streamed(backend, train, stop - start, full_batch):
+        return StreamedShard(backend, train, start, stop, dtype)
+    return DeviceShard(backend, train, start, stop, dtype, full_batch, examples)
 
 
 class DeviceShard:
     """One process's block [start, stop) of training positions, resident on the device.
 
     Full-batch training keeps one float copy (``columns()``). Mini-batch training keeps the
-    rows as stored (uint8: 1 byte a pixel) and converts each batch as it is taken."""
+    rows as stored (uint8: 1 byte a pixel) and converts each batch as it is taken. Without
+    ``examples``, the labels alone: batches then hold X = None."""
 
     def __init__(
         self,
@@ -179,16 +249,22 @@ class DeviceShard:
         stop: int,
         dtype: str,
         full_batch: bool,
+        examples: bool = True,
     ):
-        self.backend, self.dtype = backend, dtype
+        self.backend, self.dtype, self.train = backend, dtype, train
         self.divisor = train.source.divisor
         self.start, self.stop = start, stop
-        rows, y = train.read(np.arange(start, stop))
-        self.Y = labels_row(backend, y, dtype)
-        if full_batch:
-            self.X, self.U = to_columns(backend, rows, dtype, self.divisor), None
+        self.X = self.U = None
+        positions = np.arange(start, stop)
+        if not examples:
+            y = train.labels()[positions]
         else:
-            self.X, self.U = None, backend.asarray(np.ascontiguousarray(rows))
+            rows, y = train.read(positions)
+            if full_batch:
+                self.X = to_columns(backend, rows, dtype, self.divisor)
+            else:
+                self.U = backend.asarray(np.ascontiguousarray(rows))
+        self.Y = labels_row(backend, y, dtype)
 
     @property
     def m(self) -> int:
@@ -197,7 +273,7 @@ class DeviceShard:
     def columns(self) -> tuple[Any, Any]:
         """(X, Y) of the whole block, floats on the device (full-batch training; a block
         kept as stored is converted whole for the occasion)."""
-        if self.X is None:
+        if self.X is None and self.U is not None:
             return self.batch(np.arange(self.m))
         return self.X, self.Y
 
@@ -205,9 +281,10 @@ class DeviceShard:
         """(X, Y) of the block's examples ``local`` (indices into the block), in that order."""
         xp, b = self.backend.xp, self.backend
         idx = b.asarray(local)
+        Y = xp.take(self.Y, idx, axis=1)
         if self.X is not None:
-            return xp.take(self.X, idx, axis=1), xp.take(self.Y, idx, axis=1)
-        return self._convert(xp.take(self.U, idx, axis=0)), xp.take(self.Y, idx, axis=1)
+            return xp.take(self.X, idx, axis=1), Y
+        return (None if self.U is None else self._convert(xp.take(self.U, idx, axis=0))), Y
 
     def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
         """(X, Y) for consecutive pieces of the block: a whole-set cost in bounded memory."""

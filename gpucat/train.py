@@ -1,16 +1,23 @@
-"""The training loop, the one there is: costs read back only at logging points; validation,
-early stopping, checkpoints and resume around whichever solver carries out the iterations,
+"""The training loop, the one there is: validation on its own grid, early stopping,
+checkpoints, interruptions and resume around whichever solver carries out the iterations,
 on one process or many.
 
 Three seams lead into it: the *solver* says how an iteration is computed (solvers.py), the
 *reducer* how sums cross processes (reducers.py: the identity here, MPI in
 distributed.py), the *data source* how examples arrive (sources.py). Every loss that
 crosses processes travels as a sum with its count; means are taken after the reduction.
+
+Observing a run never changes it: how often costs are read (``log_every``), progress bars,
+JSON, checkpoints and resuming leave the parameters, the iteration a run stops at and the
+reason alone. Each iteration's training loss stays on the device (``_LossTrace``) and is
+read back in blocks, for the log and for the divergence check alike.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -21,31 +28,16 @@ import numpy as np
 from gpucat import network, sources
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
-from gpucat.config import REFERENCE_LAYERS, TrainConfig
+from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
 from gpucat.data import Dataset
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.network import Layer
+from gpucat.ops import Ops, make_ops
 from gpucat.reducers import LOCAL
-from gpucat.solvers import choose_solver, make_solver
-from gpucat.sources import (
-    DeviceShard,
-    TrainingSet,
-    make_shard,
-    mirrored,
-    split_training,
-    stratified_split,
-    to_columns,
-)
+from gpucat.solvers import check_memory, choose_solver, make_solver
+from gpucat.sources import DeviceShard, TrainingSet, make_shard, split_training
 
-__all__ = [
-    "REFERENCE_LAYERS",
-    "TrainConfig",
-    "TrainResult",
-    "fit",
-    "mirrored",
-    "run_recipe",
-    "stratified_split",
-]
+__all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
 
 
 @dataclass
@@ -62,12 +54,98 @@ class TrainResult:
     iterations_done: int = 0
     first_iteration: int = 0  # where this run started: > 0 after --resume
     reduce_how: str = "one process"
-    layout: str | None = None  # the NumPy direct path's product layout, chosen at setup
+    layout: str | None = None  # NumPy's product layout, chosen at setup
+    cost_kind: str = ""  # what a logged cost is (cost_kind)
+    train: TrainingSet | None = None  # the examples trained on (held-out ones excluded)
+    validation: TrainingSet | None = None  # the held-out examples
 
     @property
     def ms_per_iteration(self) -> float:
         """Training time per iteration of this run (a resumed run's own iterations only)."""
         return 1000 * self.seconds / max(self.iterations_done - self.first_iteration, 1)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training between two iterations; ``checkpoint`` names the
+    resumable checkpoint written first (None without one)."""
+
+    def __init__(self, iteration: int, checkpoint: str | None):
+        super().__init__(iteration, checkpoint)
+        self.iteration, self.checkpoint = iteration, checkpoint
+
+
+class _Signals:
+    """While training runs in the main thread, SIGINT and SIGTERM set a flag that the loop
+    reads between iterations, so that a checkpoint is written from a consistent state; a
+    second signal interrupts at once."""
+
+    def __init__(self):
+        self.caught: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.caught is not None:
+            raise KeyboardInterrupt
+        self.caught = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+BLOW_UP = 100  # the divergence rule: a mean loss over 100x the first one's + 10
+
+
+class _LossTrace:
+    """Every iteration's summed training loss, written on the device and read back in blocks
+    (at log points, before checkpoints, every ``SIZE`` iterations and at the end): no host
+    sync per iteration, yet every loss is seen, whatever the log interval. Divergence is
+    decided on each of them: a mean loss that is not finite, or that blows up past a hundred
+    times the first iteration's plus ten (an example's probability of its own label below
+    e^-80); it is reported with the first iteration it happened at."""
+
+    SIZE = 256
+
+    def __init__(self, ops: Ops, reducer, dtype: str, first: int, progress: Progress, lr):
+        self.ops, self.reducer, self.progress, self.lr = ops, reducer, progress, lr
+        self.buffer = ops.zeros((self.SIZE,), dtype)
+        self.first, self.sizes = first, []  # the iteration in buffer[0]; batch sizes since
+        self.last: dict[int, float] = {}  # the summed losses of the block read last
+
+    def record(self, i: int, loss, size: int) -> None:
+        self.buffer[i - self.first] = loss
+        self.sizes.append(size)
+        if len(self.sizes) == self.SIZE:
+            self.read()
+
+    def read(self) -> None:
+        """Bring the pending losses to the host (a sync point), summed over processes."""
+        if not self.sizes:
+            return
+        host = self.ops.backend.to_host(self.buffer[: len(self.sizes)]).tolist()
+        sums = self.reducer.sum_scalars(*host)
+        self.last = {self.first + k: v for k, v in enumerate(sums)}
+        sizes, self.sizes = self.sizes, []
+        self.first += len(sizes)
+        p = self.progress
+        for (i, total), size in zip(self.last.items(), sizes):
+            mean = total / size
+            if p.first_loss is None:
+                p.first_loss = mean
+            if not math.isfinite(mean) or mean > BLOW_UP * p.first_loss + 10:
+                raise TrainingDiverged(
+                    f"training diverged: the training loss reached {mean:.6g} at iteration {i} "
+                    f"(it started at {p.first_loss:.6g}) with learning rate {self.lr:g}; try a "
+                    "smaller --learning-rate (e.g. 10x smaller). No model was saved."
+                )
+        p.since_log[0] += math.fsum(sums)
 
 
 def as_source(X, Y=None):
@@ -87,18 +165,19 @@ def params_to_device(
 
 
 def params_to_host(backend: Backend, params: list[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bring parameters back to the host (to save or compare them)."""
-    return [(backend.to_host(p.W), backend.to_host(p.b)) for p in params]
+    """Bring parameters back to the host (to save or compare them), C-ordered."""
+    host = backend.to_host
+    return [(np.ascontiguousarray(host(p.W)), np.ascontiguousarray(host(p.b))) for p in params]
 
 
-def check_cost(cost: float, first: float, i: int, learning_rate: float) -> None:
-    """Stop with a clear message when the cost is non-finite or has blown far past its start."""
-    if not math.isfinite(cost) or cost > 10.0 * first + 1.0:
-        raise TrainingDiverged(
-            f"training diverged: the cost reached {cost:.6g} at iteration {i} "
-            f"(it started at {first:.6g}) with learning rate {learning_rate:g}; "
-            "try a smaller --learning-rate (e.g. 10x smaller). No model was saved."
-        )
+def cost_kind(config: TrainConfig, full_batch: bool) -> str:
+    """What a logged cost is, in words (the JSON's ``cost_kind``)."""
+    penalty = " + (λ/2M)·Σ‖W‖²" if config.l2 else ""
+    if config.full_cost and (not full_batch or config.keep_prob < 1):
+        return f"mean loss over the whole training set, without dropout{penalty}"
+    what = "the whole training set" if full_batch else "the batches since the previous log point"
+    dropout = ", with dropout" if config.keep_prob < 1 else ""
+    return f"mean loss over {what} in the training pass{dropout}{penalty}"
 
 
 class _Validation:
@@ -113,15 +192,52 @@ class _Validation:
             small = (b - a) * source.n_features * np.dtype(dtype).itemsize <= 64 * 2**20
             self.part = DeviceShard(backend, TrainingSet(source, rows[a:b]), 0, b - a, dtype, small)
 
-    def cost(self, params: list[Layer]) -> float:
-        xp, local = self.backend.xp, 0.0
-        if self.part is not None:
-            for X, Y in self.part.chunks():
-                _, caches = network.forward(xp, params, X)
-                local = local + network.loss_sum_from_logits(xp, caches[-1][1], Y)
-            local = self.backend.scalar(local)  # host sync, once per log point
+    def cost(self, ops: Ops, params: list[Layer]) -> float:
+        local = 0.0
+        if self.part is not None:  # a host sync, once per validation
+            local = self.backend.scalar(network.loss_sum(ops, params, self.part.chunks()))
         (total,) = self.reducer.sum_scalars(local)
         return total / self.n
+
+
+def solver_for(
+    backend: Backend,
+    config: TrainConfig,
+    source,
+    reducer=LOCAL,
+    init: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    progress: Progress | None = None,
+):
+    """(solver, training set, validation rows): the solver ``fit`` runs for this recipe on
+    this source (a resumed run's ``progress`` keeps its solver and layout), its memory
+    checked, its shard (``solver.shard``: close it) and parameters on the device, ready to
+    ``step``; benchmarks use it to time iterations alone."""
+    config.check()
+    source = as_source(source)
+    if source.n_features != config.layers[0]:
+        raise GpucatError(
+            f"the data has {source.n_features} features per example but --layers starts with "
+            f"{config.layers[0]}."
+        )
+    train, val_rows = split_training(source, config.validation, config.flip, config.seed)
+    M, n_x = train.size, source.n_features
+    start, stop = reducer.block(M)
+    full_batch = config.batch_size is None or config.batch_size >= M
+    streamed = sources.is_streamed(backend, train, stop - start, full_batch)
+    free = backend.free_memory()
+    name = (progress and progress.solver) or choose_solver(config, free, M, n_x, streamed)
+    check_memory(name, config, stop - start, n_x, streamed, free)
+    examples = name != "gram"  # the Gram solver reads X itself
+    shard = make_shard(backend, train, start, stop, config.dtype, full_batch, examples)
+    host_init = init or network.init_params(list(config.layers), config.seed)
+    params = params_to_device(backend, host_init, config.dtype)
+    try:
+        layout = progress.layout if progress else None
+        solver = make_solver(name, make_ops(backend), params, shard, reducer, config, M, layout)
+    except BaseException:
+        shard.close()
+        raise
+    return solver, train, val_rows
 
 
 def fit(
@@ -132,154 +248,201 @@ def fit(
     *,
     reducer=LOCAL,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    on_log: Callable[[int, float, float | None], None] | None = None,
+    on_log: Callable[[int, float | None, float | None], None] | None = None,
     on_step: Callable[[int], None] | None = None,
     checkpoint: str | None = None,
     checkpoint_every: int = 0,
     resume: str | None = None,
-    stop_after: int | None = None,
 ) -> TrainResult:
     """Train; the result's params are on the device.
 
-    ``X`` is a data source (a ``Dataset``, see sources.py), or host inputs X (n_x, m)
-    with labels Y (1, m). ``reducer`` makes this one process of a data-parallel run
-    (distributed.py); every process then holds the same parameters throughout. The data and
-    the initial parameters go to the device once; inside the loop the only device-to-host
-    reads are the costs at logging points (and the parameters when a checkpoint is
-    written). ``on_log(i, cost, validation_cost)`` reports each log point, ``on_step(i)``
-    each finished iteration (a progress bar). ``resume``
-    continues from a checkpoint; ``stop_after`` ends the run after that many iterations in
-    total, as an interruption would (for tests).
+    ``X`` is a data source (a ``Dataset``, see sources.py), or host inputs X (n_x, m) with
+    labels Y (1, m). ``reducer`` makes this one process of a data-parallel run
+    (distributed.py); every process then holds the same parameters throughout.
+    ``on_log(i, cost, validation_cost)`` reports each log point and each validation (the
+    other value None), ``on_step(i)`` each finished iteration (a progress bar).
+    ``checkpoint`` is written at the end, every ``checkpoint_every`` iterations, and when
+    SIGINT or SIGTERM arrive (then ``Interrupted`` is raised); ``resume`` continues from
+    one and ends exactly where an uninterrupted run with these settings would.
     """
     config.check()
     source = as_source(X, Y)
-    if source.n_features != config.layers[0]:
-        raise GpucatError(
-            f"the data has {source.n_features} features per example but --layers starts with "
-            f"{config.layers[0]}."
-        )
     if checkpoint_every and not checkpoint:
         raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
-    train, val_rows = split_training(source, config.validation, config.flip, config.seed)
-    m_total = train.size
-    start, stop = reducer.block(m_total)
-    full_batch = config.batch_size is None or config.batch_size >= m_total
-    shard = make_shard(backend, train, start, stop, config.dtype, full_batch)
-    with closing(shard):  # a streamed shard stops its reader thread at the end
+    progress, best, opt_state = Progress(), None, None
+    host_init = init or network.init_params(list(config.layers), config.seed)
+    if resume:
+        saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
+        check_resume(config, saved, resume)
+    solver, train, val_rows = solver_for(backend, config, source, reducer, host_init, progress)
+    M, full_batch, params = train.size, solver.batches.full, solver.params
+    with closing(solver.shard), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
+        ops = solver.ops
         val = (
             _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
         )
-
-        progress, best, opt_state = Progress(), None, None
-        host_init = init or network.init_params(list(config.layers), config.seed)
         if resume:
-            saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
-            check_resume(config, saved, resume)
+            _load_optimizer_state(solver, backend, config, opt_state, resume)
             best = params_to_device(backend, best_host, config.dtype) if best_host else None
-        params = params_to_device(backend, host_init, config.dtype)
-        needs_params = bool(config.validation or checkpoint_every or resume)
-        solver_name = choose_solver(config, backend, m_total, needs_params, reducer.size)
-        solver = make_solver(
-            solver_name, backend, params, shard, reducer, config, m_total, progress.layout
-        )
-        if resume:
-            try:
-                solver.load_optimizer_state(
-                    {
-                        k: backend.asarray(v, config.dtype) if isinstance(v, np.ndarray) else v
-                        for k, v in opt_state.items()
-                    }
-                )
-            except (KeyError, TypeError, ValueError) as e:
-                raise GpucatError(
-                    f"{resume}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass "
-                    "a checkpoint written by `gpucat train --checkpoint-every N`."
-                ) from None
-        solver.i = progress.next_iteration
+        progress.layout, progress.solver = solver.layout, solver.name
+        result = TrainResult(params, solver=solver.name, reduce_how=reducer.how)
+        result.layout, result.cost_kind = solver.layout, cost_kind(config, full_batch)
+        result.train = TrainingSet(source, train.rows)
+        result.validation = TrainingSet(source, val_rows) if val_rows.size else None
+        result.first_iteration = progress.next_iteration
+        lr = config.learning_rate
+        trace = _LossTrace(ops, reducer, config.dtype, progress.next_iteration, progress, lr)
 
-        result = TrainResult(params, solver=solver_name, reduce_how=reducer.how)
-        result.layout = progress.layout = getattr(getattr(solver, "layout", None), "name", None)
-        result.first_iteration = result.iterations_done = progress.next_iteration
-        result.best_iteration = progress.best_iteration
-        result.costs = [tuple(c) for c in progress.costs]
-        result.val_costs = [tuple(c) for c in progress.val_costs]
-        last = config.iterations if stop_after is None else min(stop_after, config.iterations)
+        def save():
+            trace.read()  # a diverged run writes no checkpoint
+            if reducer.is_root:
+                _write_checkpoint(checkpoint, backend, config, solver, best, progress)
+
         backend.synchronize()
         start_time = time.perf_counter()
-        for i in range(progress.next_iteration, last):
+        i = progress.next_iteration
+        while i < config.iterations and not progress.stopped_early:
+            if signals.caught is not None:
+                if checkpoint:
+                    save()
+                raise Interrupted(i, checkpoint)
+            if val is not None and i % config.validate_every == 0:
+                best = _validate(val, ops, solver, progress, i, best, on_log)
             log_point = config.is_log_point(i)
-            val_cost = None
-            if log_point and val is not None:
-                current = solver.parameters()  # before this iteration's update
-                val_cost = val.cost(current)
-                if progress.best_cost is None or val_cost < progress.best_cost:
-                    progress.best_cost, progress.best_iteration, progress.bad_log_points = (
-                        val_cost,
-                        i,
-                        0,
-                    )
-                    best = [Layer(backend.copy(p.W), backend.copy(p.b)) for p in current]
-                else:
-                    progress.bad_log_points += 1
-            out = solver.step(want_cost=log_point)
-            if out is not None:
-                loss_sum, penalty = out
-                (total,) = reducer.sum_scalars(
-                    backend.scalar(loss_sum)
-                )  # host sync, log points only
-                cost = (total + (backend.scalar(penalty) if penalty is not None else 0.0)) / m_total
-                check_cost(
-                    cost, result.costs[0][1] if result.costs else cost, i, config.learning_rate
+            exact = _exact_cost(ops, solver, config, M, full_batch) if log_point else None
+            squares = solver.squared_weights() if log_point and config.l2 else 0.0
+            size = M if full_batch else solver.batches.size_of(i)
+            trace.record(i, solver.step(i), size)
+            progress.since_log[1] += size
+            if log_point:
+                trace.read()
+                cost = (
+                    exact if exact is not None else _batch_cost(progress, trace, i, M, full_batch)
                 )
-                result.costs.append((i, cost))
-                if val_cost is not None:
-                    result.val_costs.append((i, val_cost))
+                if config.l2:  # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
+                    cost += config.l2 / (2 * M) * squares
+                if i % config.log_every == 0:  # on the grid: the next mean starts here
+                    progress.since_log[:] = [0.0, 0]
+                progress.costs.append([i, cost])
                 if on_log:
-                    on_log(i, cost, val_cost)
-            result.iterations_done = i + 1
+                    on_log(i, cost, None)
+            progress.next_iteration = i + 1
             if on_step:
                 on_step(i)
-            if checkpoint_every and (i + 1) % checkpoint_every == 0 and reducer.is_root:
-                progress.next_iteration = i + 1
-                progress.costs, progress.val_costs = result.costs, result.val_costs
-                _write_checkpoint(checkpoint, backend, config, solver, best, progress)
-            if config.patience and progress.bad_log_points >= config.patience:
-                result.stopped_early = True
-                break
+            if config.patience and progress.bad_validations >= config.patience:
+                progress.stopped_early = True
+            if checkpoint_every and (i + 1) % checkpoint_every == 0:
+                save()
+            i += 1
+        trace.read()
+        _check_finite(ops, solver.parameters(), progress.next_iteration, lr)
+        if checkpoint:
+            save()
         result.params = solver.parameters()
-        if val is not None and not result.stopped_early:
-            # the final update's parameters compete too (iteration number: one past the last)
-            final = val.cost(result.params)
-            if progress.best_cost is None or final < progress.best_cost:
-                progress.best_cost, progress.best_iteration, best = (
-                    final,
-                    result.iterations_done,
-                    None,
-                )
+        if val is not None and not progress.stopped_early:
+            # the final parameters compete too (iteration number: one past the last update);
+            # not recorded in the checkpoint: an extended run validates on its own grid
+            if val.cost(ops, result.params) < (progress.best_cost or math.inf):
+                progress.best_iteration, best = progress.next_iteration, None
         if best is not None:
             result.params = best  # restore the parameters with the best validation cost
-        result.best_iteration = progress.best_iteration
+        result.stopped_early, result.best_iteration = (
+            progress.stopped_early,
+            progress.best_iteration,
+        )
+        result.iterations_done = progress.next_iteration
+        result.costs = [tuple(c) for c in progress.costs]
+        result.val_costs = [tuple(c) for c in progress.val_costs]
         backend.synchronize()
         result.seconds = time.perf_counter() - start_time
         return result
 
 
-def _write_checkpoint(path, backend, config, solver, best, progress) -> None:
+def _validate(val, ops, solver, progress: Progress, i: int, best, on_log):
+    """Validation at iteration i (parameters before its update): track the best and count
+    the validations since; returns the best parameters (a device copy) or None."""
+    current = solver.parameters()
+    cost = val.cost(ops, current)
+    progress.val_costs.append([i, cost])
+    if progress.best_cost is None or cost < progress.best_cost:
+        progress.best_cost, progress.best_iteration, progress.bad_validations = cost, i, 0
+        copy = ops.backend.copy
+        best = [Layer(copy(p.W), copy(p.b)) for p in current]
+    else:
+        progress.bad_validations += 1
+    if on_log:
+        on_log(i, None, cost)
+    return best
+
+
+def _exact_cost(ops, solver, config, M, full_batch) -> float | None:
+    """With --full-cost (where the training pass does not compute it already), the mean
+    loss over the whole training set without dropout, before this iteration's update."""
+    if not config.full_cost or (full_batch and config.keep_prob >= 1):
+        return None
+    local = ops.backend.scalar(solver.exact_loss())
+    return solver.reducer.sum_scalars(local)[0] / M
+
+
+def _batch_cost(progress: Progress, trace: _LossTrace, i: int, M: int, full_batch) -> float:
+    """The mean loss of the training pass: iteration i's (full batch), or the batches' since
+    the previous log point."""
+    if full_batch:
+        return trace.last[i] / M
+    total, count = progress.since_log
+    return total / count
+
+
+def _check_finite(ops: Ops, params: list[Layer], iterations: int, lr: float) -> None:
+    """Non-finite parameters after the last update are divergence too: Σ 0·p is NaN when
+    any p is (one host read)."""
+    total = sum(ops.xp.sum(a * 0.0) for p in params for a in (p.W, p.b))
+    if not math.isfinite(ops.backend.scalar(total)):
+        raise TrainingDiverged(
+            f"training diverged: the parameters are not finite after iteration {iterations - 1} "
+            f"(learning rate {lr:g}); try a smaller --learning-rate. No model was saved."
+        )
+
+
+def _load_optimizer_state(solver, backend, config, state: dict, path: str) -> None:
+    try:
+        solver.load_optimizer_state(
+            {
+                # per-parameter state in the training dtype; the solver's own (Gram's) as saved
+                k: backend.asarray(v, None if k.startswith("solver.") else config.dtype)
+                if isinstance(v, np.ndarray)
+                else v
+                for k, v in state.items()
+            }
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise GpucatError(
+            f"{path}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass a "
+            "checkpoint written by `gpucat train --checkpoint FILE` with this recipe."
+        ) from None
+
+
+def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress) -> None:
     host = lambda a: backend.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
+    costs = progress.costs
+    last = config.iterations - 1
+    if costs and costs[-1][0] == last and last % config.log_every:
+        costs = costs[:-1]  # the end's own log point: a longer run would not log there
     save_checkpoint(
         path,
         config.to_dict(),
         params_to_host(backend, solver.parameters()),
         {k: host(v) for k, v in solver.optimizer_state().items()},
         params_to_host(backend, best) if best else None,
-        progress,
+        Progress(**{**progress.__dict__, "costs": costs}),
     )
 
 
 def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
-    """A resumed run must use the recipe it was started with (the length may change)."""
+    """A resumed run must use the recipe it was started with; what only observes it (the
+    length, the log interval, --full-cost) may change."""
     now = config.to_dict()
-    diff = [k for k in now if k not in ("iterations", "log_every") and now[k] != saved.get(k)]
+    diff = [k for k in now if k not in OBSERVERS and now[k] != saved.get(k)]
     if diff:
         shown = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in diff)
         raise GpucatError(
@@ -300,12 +463,13 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
         "iterations": config.iterations,
         "seed": config.seed,
         "costs": [[i, c] for i, c in result.costs],
+        "cost_kind": result.cost_kind,
         "validation_costs": [[i, c] for i, c in result.val_costs],
         "best_iteration": result.best_iteration,
         "stopped_early": result.stopped_early,
         "iterations_done": result.iterations_done,
         "first_iteration": result.first_iteration,
-        "final_cost": result.costs[-1][1],
+        "final_cost": result.costs[-1][1] if result.costs else None,
         "seconds": result.seconds,
         "ms_per_iteration": result.ms_per_iteration,
         "reduce": result.reduce_how,
@@ -318,18 +482,25 @@ def run_recipe(
     config: TrainConfig,
     train_set,
     test_set=None,
-    on_log: Callable[[int, float, float | None], None] | None = None,
+    on_log: Callable[[int, float | None, float | None], None] | None = None,
     reducer=LOCAL,
     **fit_options,
 ) -> tuple[TrainResult, dict]:
-    """Train on train_set and score it (and test_set, when given) on every process of the
-    run; returns the result and a JSON-ready summary, the same on every process."""
+    """Train on train_set and score the model, on every process of the run: the training
+    examples (those held out for validation excluded), the validation ones, and test_set
+    when given. Returns the result and a JSON-ready summary, the same on every process."""
     result = fit(backend, config, train_set, on_log=on_log, reducer=reducer, **fit_options)
     summary = summarize(backend, config, result)
     summary["processes"] = reducer.size
     # hidden layers whose units are all inactive on every training image
-    summary["dead_layers"] = dead_layers(backend, result.params, train_set, config.dtype, reducer)
-    for name, ds in (("train", train_set), ("test", test_set)):
+    summary["dead_layers"] = dead_layers(
+        backend, result.params, result.train, config.dtype, reducer
+    )
+    for name, ds in (
+        ("train", result.train),
+        ("validation", result.validation),
+        ("test", test_set),
+    ):
         if ds is None:
             continue
         correct, n, nonfinite = score(backend, result.params, ds, config.dtype, reducer)
@@ -346,18 +517,17 @@ def run_recipe(
 def _my_columns(backend: Backend, source, dtype: str, reducer):
     """This process's contiguous part of a source, as device columns, chunk by chunk."""
     a, b = reducer.block(source.n, allow_empty=True)
-    size = sources.CHUNK
-    for lo in range(a, b, size):
-        rows, y = source.read(np.arange(lo, min(lo + size, b)))
-        yield to_columns(backend, rows, dtype, source.divisor), y
+    for lo in range(a, b, sources.CHUNK):
+        rows, y = source.read(np.arange(lo, min(lo + sources.CHUNK, b)))
+        yield sources.to_columns(backend, rows, dtype, source.divisor), y
 
 
 def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
     """(correct, examples, non-finite predictions) over the whole source: each process
     scores its part, the counts are summed over processes."""
-    correct = bad = 0
+    ops, correct, bad = make_ops(backend), 0, 0
     for X, y in _my_columns(backend, source, dtype, reducer):
-        p = backend.to_host(network.predict_proba(backend.xp, params, X)).reshape(-1)
+        p = backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
         correct += accuracy(p, y)[1]
         bad += int(np.sum(~np.isfinite(p)))
     correct, bad = reducer.sum_scalars(correct, bad)
@@ -367,9 +537,9 @@ def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOC
 def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
     """1-based numbers of the hidden layers that are inactive for every example of the
     source, on every process (see network.dead_layers)."""
-    alive = np.zeros(len(params) - 1)
+    ops, alive = make_ops(backend), np.zeros(len(params) - 1)
     for X, _ in _my_columns(backend, source, dtype, reducer):
-        flags = network.dead_layers(backend.xp, params, X)
+        flags = network.dead_layers(ops, params, X)
         if flags is not None:
             alive += 1 - backend.to_host(flags).astype(np.float64)
     alive = reducer.sum_scalars(*alive)
@@ -380,8 +550,9 @@ def predict_proba(backend: Backend, params: list[Layer], X, dtype: str) -> np.nd
     """Cat probabilities for every example of a source (or of host columns X), on the host,
     shape (m,); computed chunk by chunk so that a large set never sits on the device whole."""
     source = as_source(X, np.zeros(np.shape(X)[1])) if isinstance(X, np.ndarray) else X
+    ops = make_ops(backend)
     out = [
-        backend.to_host(network.predict_proba(backend.xp, params, Xc)).reshape(-1)
+        backend.to_host(network.predict_proba(ops, params, Xc)).reshape(-1)
         for Xc, _ in _my_columns(backend, source, dtype, LOCAL)
     ]
     return np.concatenate(out) if out else np.zeros(0)

@@ -40,13 +40,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOLVERS = ("direct", "gram", "fused")  # the exact full-batch solvers (gpucat/solvers.py)
-
-
-def solvers_for(backend) -> tuple[str, ...]:
-    """The solvers worth timing on a backend: fused kernels are a GPU path (on NumPy the
-    fused solver is the generic code, and NumpyDirectSolver is the fast CPU path)."""
-    return SOLVERS if backend.is_gpu else ("direct", "gram")
+SOLVERS = ("direct", "gram")  # gpucat/config.py's, less auto
 
 
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -111,29 +105,29 @@ def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> fl
     return 1000 * statistics.median(samples)
 
 
-def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
+def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat, batch=None):
+    """Median ms per iteration of one solver, timed alone (no trainer loop) after warm-up:
+    full batch on X, or mini-batches of ``batch`` taken from uint8 pixels resident on the
+    device and converted there, as `gpucat train --batch-size` runs them."""
     import numpy as np
 
-    from gpucat import network
     from gpucat.config import TrainConfig
-    from gpucat.reducers import LOCAL
-    from gpucat.solvers import make_solver
-    from gpucat.sources import DeviceShard, TrainingSet
-    from gpucat.train import as_source, params_to_device
+    from gpucat.data import Dataset
+    from gpucat.train import solver_for
 
-    m = X.shape[1]
-    shard = DeviceShard(backend, TrainingSet(as_source(X, Y), np.arange(m)), 0, m, dtype, True)
-    params = params_to_device(backend, network.init_params(sizes, 1), dtype)
+    pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
+    config = TrainConfig(layers=tuple(sizes), dtype=dtype, solver=solver_name, batch_size=batch)
     backend.synchronize()
     t = time.perf_counter()
-    config = TrainConfig(layers=tuple(sizes), dtype=dtype)
-    solver = make_solver(solver_name, backend, params, shard, LOCAL, config, m)
+    solver = solver_for(backend, config, Dataset(pixels, Y, "synthetic"))[0]
     backend.synchronize()
     setup_ms = 1000 * (time.perf_counter() - t)
-    ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
+    steps = iter(range(10**9))
+    ms = time_steps(lambda: solver.step(next(steps)), backend.synchronize, repeats, per_repeat)
+    solver.shard.close()
     return {
         "impl": f"gpucat-{backend.name}",
-        "solver": solver_name,
+        "solver": solver_name if batch is None else f"{solver_name} minibatch-{batch}",
         "ms_per_iteration": ms,
         "setup_ms": setup_ms,
         "device": backend.label,
@@ -141,37 +135,6 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat) 
 
 
 MINIBATCH = 256
-
-
-def bench_gpucat_minibatch(backend, X, Y, sizes, dtype, repeats, per_repeat) -> dict:
-    """Mini-batch gradient descent as `gpucat train --batch-size 256` runs it on data held in
-    memory: uint8 pixels resident on the device, each batch taken and converted there."""
-    import numpy as np
-
-    from gpucat import network
-    from gpucat.config import TrainConfig
-    from gpucat.data import Dataset
-    from gpucat.reducers import LOCAL
-    from gpucat.solvers import make_solver
-    from gpucat.sources import TrainingSet, make_shard
-    from gpucat.train import params_to_device
-
-    m = X.shape[1]
-    pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
-    source = Dataset(pixels, Y, "synthetic")
-    config = TrainConfig(layers=tuple(sizes), dtype=dtype, batch_size=min(MINIBATCH, m))
-    full = config.batch_size >= m  # as fit does: a batch of all examples keeps one float copy
-    shard = make_shard(backend, TrainingSet(source, np.arange(m)), 0, m, dtype, full)
-    params = params_to_device(backend, network.init_params(sizes, 1), dtype)
-    solver = make_solver("general", backend, params, shard, LOCAL, config, m)
-    ms = time_steps(lambda: solver.step(want_cost=False), backend.synchronize, repeats, per_repeat)
-    return {
-        "impl": f"gpucat-{backend.name}",
-        "solver": f"minibatch-{config.batch_size}",
-        "ms_per_iteration": ms,
-        "setup_ms": 0.0,
-        "device": backend.label,
-    }
 
 
 def bench_torch_minibatch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
@@ -244,8 +207,6 @@ def torch_devices(devices: str) -> list[tuple[str, bool]]:
 
 
 def sweep(args) -> None:
-    from gpucat.solvers import gram_bytes
-
     ms_list = [209, 1000] if args.quick else [209, 1000, 5000, 20000]
     widths = [20] if args.quick else [20, 100, 400]
     cases = [(m, 20) for m in ms_list] + [(209, w) for w in widths if w != 20]
@@ -266,14 +227,13 @@ def sweep(args) -> None:
         per_repeat = max(1, min(20, int(20 * 1000 / m)))
         for dtype in ("float32", "float64"):
             for backend in selected_backends(args.devices):
-                for solver in solvers_for(backend):
-                    if solver == "gram" and (
-                        m >= 12288 or gram_bytes(m) > 0.25 * backend.free_memory()
-                    ):
-                        continue
+                for solver in SOLVERS:
+                    if solver == "gram" and m >= 12288:
+                        continue  # auto never picks it there: G is bigger than X
                     r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
                     add({"m": m, "hidden": width, "dtype": dtype, **r})
-                r = bench_gpucat_minibatch(backend, X, Y, sizes, dtype, args.repeats, 20)
+                batch = min(MINIBATCH, m)
+                r = bench_gpucat(backend, "direct", X, Y, sizes, dtype, args.repeats, 20, batch)
                 add({"m": m, "hidden": width, "dtype": dtype, **r})
             for dev, graph in torch_devices(args.devices):
                 r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
@@ -431,7 +391,7 @@ def recipe(args) -> dict:
 
     for backend in selected_backends(args.devices):
         for dtype in ("float32", "float64"):
-            for solver in solvers_for(backend):
+            for solver in SOLVERS:
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
                 fit(
                     backend,
@@ -494,18 +454,19 @@ def recipe(args) -> dict:
 
 
 def layouts(args) -> dict:
-    """What the NumPy direct path's planner measures and picks, per m and dtype."""
+    """What NumpyOps' planner measures and picks, per m and dtype."""
+    import numpy as np
+
     from gpucat import network
-    from gpucat.backend import get_backend
-    from gpucat.solvers import plan_layout
+    from gpucat.ops import plan_layout
 
     out = []
     for m in args.m:
         X64, _ = synthetic(m)
         W1 = network.init_params([12288, 20], 1)[0][0]
         for dtype in ("float32", "float64"):
-            X, W = X64.astype(dtype), W1.astype(dtype)
-            best, ms = plan_layout(X, W, get_backend("cpu").free_memory(), repeats=args.repeats)
+            rows = np.ascontiguousarray(X64.T.astype(dtype))  # X as the trainer holds it
+            best, ms = plan_layout(W1.astype(dtype), rows.T, repeats=args.repeats)
             out.append({"m": m, "dtype": dtype, "chosen": best.name, "product_ms": ms})
             print(json.dumps(out[-1]), flush=True)
     return {"machine": machine_info(), "rows": out}

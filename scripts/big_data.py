@@ -117,28 +117,20 @@ def memory(args) -> dict:
 
 def gpucat_throughput(path: str, steps: int, batch: int) -> float:
     """Images per second of gpucat's mini-batch Adam step, streamed from the file."""
-    from gpucat import network
     from gpucat.backend import get_backend
     from gpucat.config import TrainConfig
     from gpucat.data import H5Source
-    from gpucat.reducers import LOCAL
-    from gpucat.solvers import make_solver
-    from gpucat.sources import TrainingSet, make_shard
-    from gpucat.train import params_to_device
+    from gpucat.train import solver_for
 
-    cpu = get_backend("cpu")
-    source = H5Source(path)
     config = TrainConfig(batch_size=batch, optimizer="adam", learning_rate=0.0005, dtype="float32")
-    shard = make_shard(cpu, TrainingSet(source, np.arange(source.n)), 0, source.n, "float32", False)
-    params = params_to_device(cpu, network.init_params(list(config.layers), 1), "float32")
-    solver = make_solver("general", cpu, params, shard, LOCAL, config, source.n)
-    for _ in range(5):
-        solver.step(want_cost=False)
+    solver = solver_for(get_backend("cpu"), config, H5Source(path))[0]
+    for i in range(5):
+        solver.step(i)
     t = time.perf_counter()
-    for _ in range(steps):
-        solver.step(want_cost=False)
+    for i in range(5, 5 + steps):
+        solver.step(i)
     seconds = time.perf_counter() - t
-    shard.close()
+    solver.shard.close()
     return steps * batch / seconds
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from gpucat import data
 from gpucat.backend import available_backends
+from gpucat.config import SOLVERS
 from gpucat.errors import GpucatError
 from gpucat.train import TrainConfig, run_recipe
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=2500)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="default: both")
-    p.add_argument("--solver", choices=("auto", "direct", "gram", "fused"), default="auto")
+    p.add_argument("--solver", choices=SOLVERS, default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--plot", default=None, metavar="PNG", help="cost curves and time bars")
     p.add_argument("--json", action="store_true", help="last stdout line: one JSON object")

@@ -25,6 +25,13 @@ BACKENDS = ["numpy", "strict", "cupy"]
 REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def layout_plans(tmp_path_factory):
+    """NumPy's product-layout plans live in one file for the whole session (this process
+    and the gpucat processes it starts): runs repeat bit for bit across processes."""
+    os.environ["GPUCAT_LAYOUT_CACHE"] = str(tmp_path_factory.mktemp("plans") / "layouts.json")
+
+
 def _unavailable(why: str):
     if REQUIRE_GPU:
         pytest.fail(f"GPUCAT_REQUIRE_GPU is set but {why}")
@@ -59,10 +66,11 @@ def rel_err(a, b) -> float:
 
 
 def assert_matches_central_differences(params, grads, J, h: float = 1e-6) -> None:
-    """Every dW, db against (J(p + h) - J(p - h)) / 2h, float64. Central differences err by
-    O(h^2) plus rounding of order eps/h ~ 1e-10, so 1e-7 relative is a safe bound."""
-    for layer, g in zip(params, grads):
-        for P, dP in ((layer.W, g.dW), (layer.b, g.db)):
+    """Every (dW, db) of grads against (J(p + h) - J(p - h)) / 2h, float64. Central
+    differences err by O(h^2) plus rounding of order eps/h ~ 1e-10, so 1e-7 relative is a
+    safe bound."""
+    for layer, (dW, db) in zip(params, grads):
+        for P, dP in ((layer.W, dW), (layer.b, db)):
             numeric = np.zeros_like(P)
             for idx in np.ndindex(P.shape):
                 old = P[idx]

@@ -152,11 +152,21 @@ def train_options(
     keep_prob=1.0,
     flip=False,
     validation=0.0,
+    validate_every=100,
     patience=None,
+    full_cost=False,
 ):
-    """Every option of `gpucat train`; returns a dict with the final (or best) parameters,
-    the logged costs and validation costs, best_iteration, stopped_early, iterations_done,
-    and first_kink: the first iteration whose forward pass came near a ReLU kink."""
+    """Every option of `gpucat train`, as the README defines it; returns a dict with the
+    final (or best) parameters, the logged costs and validation costs, best_iteration,
+    stopped_early, iterations_done, and first_kink: the first iteration whose forward pass
+    came near a ReLU kink.
+
+    L2 adds (l2 / M) W to each dW, M the number of training examples, whatever the batch
+    size, and (l2 / 2M) sum ||W||^2 to the cost. A logged cost is the mean loss of the
+    training forward passes (dropout included) since the previous log point -- in full-batch
+    training, of that iteration's -- or, with full_cost, of the whole training set without
+    dropout. Validation runs at i % validate_every == 0 (before update i) and on the final
+    parameters; patience counts validations."""
     Xv = Yv = None
     if validation:
         tr, va = split(Y, validation, seed)
@@ -180,9 +190,14 @@ def train_options(
     }
     best, best_p, bad = None, None, 0
     done = 0
+    since = [0.0, 0]  # summed batch losses and examples since the previous log point
+
+    def penalty():
+        return l2 / (2 * M) * sum(np.sum(p["W" + str(l)] ** 2) for l in range(1, L + 1))
+
     for i in range(iterations):
         log = i % log_every == 0 or i == iterations - 1
-        if log and Xv is not None:
+        if Xv is not None and i % validate_every == 0:
             v = cost(forward(Xv, p)[0], Yv)
             out["val_costs"].append((i, v))
             if best is None or v < best:
@@ -190,10 +205,8 @@ def train_options(
                 best_p = {k: a.copy() for k, a in p.items()}
             else:
                 bad += 1
-        if log:
-            c = cost(forward(X, p)[0], Y)
-            c += l2 / (2 * M) * sum(np.sum(p["W" + str(l)] ** 2) for l in range(1, L + 1))
-            out["costs"].append((i, c))
+        exact = cost(forward(X, p)[0], Y) + penalty() if log and full_cost else None
+        pen = penalty() if log else 0.0
         epoch, k = divmod(i, n_batches)
         if B == M:
             Xb, Yb = X, Y
@@ -205,9 +218,19 @@ def train_options(
             rng = np.random.default_rng([seed, 2, i])
             D = [(rng.random((n, Xb.shape[1])) < keep_prob) / keep_prob for n in layer_dims[1:-1]]
         AL, caches = forward_dropout(Xb, p, D)
+        if B == M:  # full batch: the cost of this very iteration
+            since = [0.0, 0]
+        since[0] += cost(AL, Yb) * Yb.shape[1]
+        since[1] += Yb.shape[1]
+        if log:
+            out["costs"].append((i, exact if exact is not None else since[0] / since[1] + pen))
+            if i % log_every == 0:
+                since = [0.0, 0]
         if out["first_kink"] is None and near_kink(p, Xb, caches):
             out["first_kink"] = i
-        g = backward_options(AL, Yb, p, caches, D, l2)
+        g = backward_options(AL, Yb, p, caches, D, 0.0)
+        for l in range(1, L + 1):
+            g["dW" + str(l)] = g["dW" + str(l)] + (l2 / M) * p["W" + str(l)]
         lr = learning_rate / (1 + lr_decay * epoch)
         t += 1
         for l in range(1, L + 1):

@@ -35,12 +35,12 @@ def test_train_json_contract_and_flags(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout.strip().splitlines()[-1])
-    assert doc["device"].startswith("CPU") and doc["dtype"] == "float32"
+    assert doc["device"].startswith("CPU") and doc["dtype"] == "float64"
     assert doc["layers"] == [12288, 4, 1] and doc["iterations"] == 7 and doc["seed"] == 2
     assert [i for i, _ in doc["costs"]] == [0, 3, 6]
     assert all(0 <= doc[k] <= 1 for k in ("train_accuracy", "test_accuracy"))
     assert doc["seconds"] > 0
-    assert (tmp_path / "m.safetensors").stat().st_size > 12288 * 4 * 4
+    assert (tmp_path / "m.safetensors").stat().st_size > 12288 * 4 * 8
     assert doc["dead_layers"] == [] and "warning" not in out.stderr
 
 

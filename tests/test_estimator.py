@@ -41,10 +41,10 @@ def test_passes_scikit_learns_check_estimator(backend):
 
 
 def test_fit_predict_score_reproduce_the_reference(course_data):
-    """The defaults are `gpucat train`'s (float32, the reference recipe): 40/50, 206/209."""
+    """The defaults are `gpucat train`'s (float64, the reference recipe): 40/50, 206/209."""
     train, test = course_data
     clf = CatClassifier(device="cpu").fit(train.images, train.Y.ravel())
-    assert clf.dtype == "float32" and clf.n_features_in_ == 12288
+    assert clf.dtype == "float64" and clf.n_features_in_ == 12288
     assert clf.score(test.images, test.Y.ravel()) == pytest.approx(0.8)
     assert clf.score(train.images, train.Y.ravel()) == pytest.approx(206 / 209)
     proba = clf.predict_proba(test.images)

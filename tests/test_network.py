@@ -1,6 +1,10 @@
-"""The network math on every backend against an independent NumPy float64 computation."""
+"""The network math and the Ops under it, on every backend: against exactly known values, an
+independent NumPy float64 computation (reference_impl), central differences, and every
+device's Ops against the generic Ops (Thinc's test_ops pattern)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -8,6 +12,8 @@ import reference_impl as ref
 from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import network
+from gpucat.network import Layer
+from gpucat.ops import LAYOUTS, Ops, make_ops
 from gpucat.train import params_to_device, params_to_host
 
 SIZES = [30, 8, 5, 3, 1]  # small, but with every kind of layer of the reference network
@@ -21,105 +27,191 @@ def small_problem(m=17, sizes=SIZES, seed=3):
 
 
 def to_dict(host_params):
-    p = {}
-    for l, (W, b) in enumerate(host_params, start=1):
-        p[f"W{l}"], p[f"b{l}"] = W.copy(), b.copy()
-    return p
+    return {
+        f"{k}{l}": a.copy() for l, pair in enumerate(host_params, 1) for k, a in zip("Wb", pair)
+    }
+
+
+def gradients(ops, params, X, Y, masks=None):
+    """(dW, db) per layer of the mean cross-entropy, by the one forward and backward pass,
+    and the summed loss."""
+    grads = [None] * len(params)
+
+    def emit(l, dZ, A_prev):
+        grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
+
+    dZ, loss, fwd = network.forward(ops, params, X, Y, 1.0 / X.shape[1], masks)
+    network.backward(ops, params, fwd, dZ, emit)
+    return grads, loss
 
 
 def test_activations_have_their_known_values(backend, dtype):
     """relu and sigmoid at points whose values are known exactly: sigmoid(ln 3) = 3/4,
     sigmoid(-ln 3) = 1/4, sigmoid(0) = 1/2, and far out 1 - e^-30 and e^-30 (to first order)."""
-    import math
-
+    ops = make_ops(backend)
     z = [-30.0, -math.log(3), -2.5, 0.0, math.log(3), 0.7, 30.0]
     relu = [0.0, 0.0, 0.0, 0.0, math.log(3), 0.7, 30.0]
-    sig = [
-        math.exp(-30.0),
-        0.25,
-        1 / (1 + math.exp(2.5)),
-        0.5,
-        0.75,
-        1 / (1 + math.exp(-0.7)),
-        1 - math.exp(-30.0),
-    ]
-    Zd = backend.asarray(np.array([z]), dtype)
-    xp = backend.xp
-    assert rel_err(backend.to_host(network.relu(xp, Zd)), [relu]) <= RTOL[dtype]
-    got = backend.to_host(network.sigmoid(xp, Zd))[0]
+    sig = [math.exp(-30.0), 0.25, 1 / (1 + math.exp(2.5)), 0.5, 0.75, 1 / (1 + math.exp(-0.7))]
+    sig.append(1 - math.exp(-30.0))
+    Z = backend.asarray(np.array([z]), dtype)
+    zero = backend.asarray(np.zeros((1, 1)), dtype)
+    assert rel_err(backend.to_host(ops.bias_relu(Z, zero)), [relu]) <= RTOL[dtype]
+    got = backend.to_host(ops.sigmoid(Z))[0]
     for g, e in zip(got, sig):  # element by element: e^-30 is tiny beside the rest
         assert abs(g - e) <= RTOL[dtype] * e
 
 
-def test_forward_cost_backward_update_match_reference(backend, dtype):
+@pytest.mark.parametrize("dropout", [False, True])
+def test_forward_backward_match_the_reference(backend, dtype, dropout):
+    """The loss and every gradient, with and without dropout masks, against the course-style
+    float64 implementation (textbook dA formula at the output)."""
     X, Y = small_problem()
     host = network.init_params(SIZES, seed=1)
+    rng = np.random.default_rng(7)
+    D = [(rng.random((n, X.shape[1])) < 0.7) / 0.7 for n in SIZES[1:-1]] if dropout else None
     p_ref = to_dict(host)
-    AL_ref, caches_ref = ref.forward(X, p_ref)
-    g_ref = ref.backward(AL_ref, Y, p_ref, caches_ref)
+    AL_ref, caches_ref = ref.forward_dropout(X, p_ref, D)
+    g_ref = ref.backward_options(AL_ref, Y, p_ref, caches_ref, D, 0.0)
 
-    xp = backend.xp
+    ops = make_ops(backend)
     params = params_to_device(backend, host, dtype)
+    masks = [backend.asarray(d, dtype) for d in D] if dropout else None
     Xd, Yd = backend.asarray(X, dtype), backend.asarray(Y, dtype)
-    AL, caches = network.forward(xp, params, Xd)
+    grads, loss = gradients(ops, params, Xd, Yd, masks)
     tol = RTOL[dtype]
-    assert rel_err(backend.to_host(AL), AL_ref) <= tol
-    for (_, Z), (_, Z_ref) in zip(caches, caches_ref):
-        assert rel_err(backend.to_host(Z), Z_ref) <= tol
-    cost = backend.scalar(network.cost_from_logits(xp, caches[-1][1], Yd))
-    assert rel_err(cost, ref.cost(AL_ref, Y)) <= tol
-
-    grads = network.backward(xp, params, caches, AL, Yd)
-    for l, g in enumerate(grads, start=1):
-        assert rel_err(backend.to_host(g.dW), g_ref[f"dW{l}"]) <= tol, f"dW{l}"
-        assert rel_err(backend.to_host(g.db), g_ref[f"db{l}"]) <= tol, f"db{l}"
-
-    lr = 0.1
-    network.update(params, grads, lr)
-    for l, (W, b) in enumerate(params_to_host(backend, params), start=1):
-        assert rel_err(W, p_ref[f"W{l}"] - lr * g_ref[f"dW{l}"]) <= tol
-        assert rel_err(b, p_ref[f"b{l}"] - lr * g_ref[f"db{l}"]) <= tol
+    assert rel_err(backend.scalar(loss) / X.shape[1], ref.cost(AL_ref, Y)) <= tol
+    for l, (dW, db) in enumerate(grads, start=1):
+        assert rel_err(backend.to_host(dW), g_ref[f"dW{l}"]) <= tol, f"dW{l}"
+        assert rel_err(backend.to_host(db), g_ref[f"db{l}"]) <= tol, f"db{l}"
 
 
 def test_gradients_match_central_differences():
-    """Every parameter of a small float64 network against (J(p+h) - J(p-h)) / 2h."""
+    """Every parameter of a small float64 network, dropout on, against (J(p+h) - J(p-h)) / 2h."""
     sizes = [6, 5, 3, 1]
     X, Y = small_problem(m=9, sizes=sizes, seed=5)
-    host = network.init_params(sizes, seed=2)
+    rng = np.random.default_rng(2)
+    masks = [(rng.random((n, 9)) < 0.7) / 0.7 for n in sizes[1:-1]]
     # nonzero biases, so that their gradients are exercised away from the start point
-    host = [(W, np.full_like(b, 0.1)) for W, b in host]
-    params = [network.Layer(W.copy(), b.copy()) for W, b in host]
+    params = [Layer(W.copy(), np.full_like(b, 0.1)) for W, b in network.init_params(sizes, 2)]
+    from gpucat.backend import get_backend
+
+    ops = Ops(get_backend("cpu"))
 
     def J():
-        _, caches = network.forward(np, params, X)
-        return float(network.cost_from_logits(np, caches[-1][1], Y))
+        return float(network.forward(ops, params, X.copy(), Y, None, masks)[1]) / 9
 
-    AL, caches = network.forward(np, params, X)
-    assert_matches_central_differences(params, network.backward(np, params, caches, AL, Y), J)
+    grads, _ = gradients(ops, params, X, Y, masks)
+    assert_matches_central_differences(params, grads, J)
 
 
 @pytest.mark.parametrize("z", [50.0, -50.0, 800.0, -800.0, 1e6, -1e6])
-def test_cost_and_gradients_finite_for_saturated_logits(backend, dtype, z):
-    xp = backend.xp
-    ZL = backend.asarray(np.array([[z, z]]), dtype)
+def test_loss_and_gradients_finite_for_saturated_logits(backend, dtype, z):
+    ops = make_ops(backend)
+    Z = backend.asarray(np.array([[z, z]]), dtype)
     Y = backend.asarray(np.array([[1.0, 0.0]]), dtype)
-    cost = backend.scalar(network.cost_from_logits(xp, ZL, Y))
+    zero = backend.asarray(np.zeros((1, 1)), dtype)
+    dZ, loss = ops.output(Z, zero, Y, 0.5)
     # the exact value: one example is right (loss ~ exp(-|z|)), the other wrong by |z|
-    assert np.isfinite(cost)
-    assert cost == pytest.approx(abs(z) / 2, rel=RTOL[dtype])
-
+    assert backend.scalar(loss) == pytest.approx(abs(z), rel=RTOL[dtype])
+    assert np.isfinite(backend.to_host(dZ)).all()
     # a whole network pushed to the same saturated logits: gradients stay finite
-    sizes = [4, 3, 1]
     host = [
         (np.full((3, 4), 1.0), np.zeros((3, 1))),
         (np.full((1, 3), np.sign(z)), np.full((1, 1), z)),
     ]
     params = params_to_device(backend, host, dtype)
-    X = backend.asarray(np.ones((sizes[0], 2)), dtype)
-    AL, caches = network.forward(xp, params, X)
-    for g in network.backward(xp, params, caches, AL, Y):
-        assert np.isfinite(backend.to_host(g.dW)).all() and np.isfinite(backend.to_host(g.db)).all()
-    assert np.isfinite(backend.scalar(network.cost_from_logits(xp, caches[-1][1], Y)))
+    grads, loss = gradients(ops, params, backend.asarray(np.ones((4, 2)), dtype), Y)
+    for dW, db in grads:
+        assert np.isfinite(backend.to_host(dW)).all() and np.isfinite(backend.to_host(db)).all()
+    assert np.isfinite(backend.scalar(loss))
+
+
+def random_case(backend, dtype, seed=0, m=23):
+    """Fresh random operands of every primitive (never zeros), on the backend."""
+    rng = np.random.default_rng(seed)
+    host = {
+        "Z": rng.standard_normal((6, m)) * 3,
+        "b": rng.standard_normal((6, 1)),
+        "Y": (rng.random((1, m)) > 0.5).astype(float),
+        "mask": (rng.random((6, m)) < 0.8) / 0.8,
+        "dA": rng.standard_normal((6, m)),
+        "W": rng.standard_normal((6, 40)),
+        "A": rng.random((40, m)),
+        "g": rng.standard_normal((6, 40)),
+        "v": rng.standard_normal((6, 40)) * 0.1,
+        "m": rng.standard_normal((6, 40)) * 0.1,
+        "v2": rng.random((6, 40)) * 0.01,
+    }
+    return {k: backend.asarray(a, dtype) for k, a in host.items()}
+
+
+def run_primitives(ops, c):
+    """Every primitive on copies of one case; returns each result as host arrays."""
+    b, copy = ops.backend, ops.backend.copy
+    out = {}
+    Z = copy(c["Z"])
+    out["bias_relu"] = (ops.bias_relu(Z, c["b"]), Z)
+    Z = copy(c["Z"])
+    out["bias_relu mask"] = (ops.bias_relu(Z, c["b"], c["mask"]), Z)
+    Z = copy(c["Z"][:1, :])
+    out["output"] = (*ops.output(Z, c["b"][:1, :], c["Y"], 0.3), Z)
+    out["loss"] = (ops.output(copy(c["Z"][:1, :]), c["b"][:1, :], c["Y"], None)[1],)
+    out["backprop_relu"] = (ops.backprop_relu(copy(c["dA"]), c["Z"]),)
+    out["backprop_relu mask"] = (ops.backprop_relu(copy(c["dA"]), c["Z"], c["mask"]),)
+    out["matmul"] = (ops.matmul(c["W"], c["A"]), ops.matmul_tn(c["W"], c["Z"]))
+    out["matmul_nt"] = (ops.matmul_nt(c["Z"], c["A"]), ops.sum_rows(c["Z"]))
+    W, bias = copy(c["W"]), copy(c["b"])
+    ops.descend(W, c["Z"], c["A"], 0.97)
+    ops.descend_bias(bias, c["Z"])
+    out["descend"] = (W, bias)
+    W = copy(c["W"])
+    ops.sgd(W, c["g"], 0.1, 0.2)
+    out["sgd"] = (W,)
+    W, v = copy(c["W"]), copy(c["v"])
+    ops.momentum(W, c["g"], v, 0.9, 0.1, 0.2)
+    out["momentum"] = (W, v)
+    W, m, v = copy(c["W"]), copy(c["m"]), copy(c["v2"])
+    ops.adam(W, c["g"], m, v, 0.9, 0.999, 1e-8, 0.01, 3, 0.2)
+    out["adam"] = (W, m, v)
+    out["scatter_columns"] = (ops.scatter_columns(c["Z"][:, :5], np.array([7, 0, 3, 9, 1]), 12),)
+    return {k: [b.to_host(a) for a in v] for k, v in out.items()}
+
+
+def test_every_device_ops_equals_the_generic_ops(backend, dtype):
+    """NumpyOps (in place, its own products) is bit for bit the generic Ops; CupyOps (fused
+    kernels, GEMM into W, one kernel per optimizer step) equals it within the dtype's
+    rounding."""
+    ops = make_ops(backend)
+    case = random_case(backend, dtype)
+    got = run_primitives(ops, case)
+    expected = run_primitives(Ops(backend), case)
+    for name in expected:
+        for a, e in zip(got[name], expected[name]):
+            if ops.name == "numpy":
+                np.testing.assert_array_equal(a, e, err_msg=name)
+            else:
+                assert rel_err(a, e) <= RTOL[dtype], name
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_every_numpy_layout_computes_the_same_products(layout, dtype):
+    """Each layout of the two products with X (W1 in C or Fortran order, the forward as W1·X
+    or (Xᵀ·W1ᵀ)ᵀ) against the plain products; X is read where it lies (no copy)."""
+    from gpucat.backend import get_backend
+
+    cpu = get_backend("cpu")
+    rng = np.random.default_rng(4)
+    rows = rng.random((40, 300)).astype(dtype)  # the data as the trainer holds it: rows
+    X = rows.T
+    W1, dZ = rng.standard_normal((9, 300)).astype(dtype), rng.standard_normal((9, 40)).astype(dtype)
+    ops = make_ops(cpu)
+    W = ops.arrange_first_layer(W1.copy(), X, layout)
+    assert ops.layout == layout and W.flags.f_contiguous == LAYOUTS[layout].fortran
+    Z = ops.matmul(W, X)
+    assert rel_err(Z, W1.astype(float) @ X.astype(float)) <= RTOL[dtype]
+    assert np.shares_memory(X, rows)
+    ops.descend(W, dZ, X)
+    assert rel_err(W, W1.astype(float) - dZ.astype(float) @ rows.astype(float)) <= RTOL[dtype]
 
 
 def test_init_is_the_legacy_randomstate_recipe():
@@ -143,14 +235,15 @@ def test_strict_device_refuses_host_arrays():
 
 
 def test_dead_layers_flags_a_layer_inactive_for_every_example(backend):
-    sizes = [30, 8, 5, 3, 1]
-    X, _ = small_problem(sizes=sizes)
-    host = network.init_params(sizes, seed=1)
-    params = params_to_device(backend, host, "float64")
+    X, _ = small_problem()
+    host = network.init_params(SIZES, seed=1)
+    ops = make_ops(backend)
     Xd = backend.asarray(X, "float64")
-    assert backend.to_host(network.dead_layers(backend.xp, params, Xd)).tolist() == [False] * 3
+    params = params_to_device(backend, host, "float64")
+    assert backend.to_host(network.dead_layers(ops, params, Xd)).tolist() == [False] * 3
     W2, b2 = host[1]
     host[1] = (W2, np.full_like(b2, -100.0))  # layer 2 can never fire on inputs in [0, 1]
     params = params_to_device(backend, host, "float64")
-    flags = backend.to_host(network.dead_layers(backend.xp, params, Xd)).tolist()
+    flags = backend.to_host(network.dead_layers(ops, params, Xd)).tolist()
     assert flags == [False, True, True]  # and so layer 3 only ever sees zeros plus its bias
+    assert params_to_host(backend, params)[1][1].min() == -100.0

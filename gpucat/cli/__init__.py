@@ -1,0 +1,103 @@
+"""The `gpucat` command line, one module per subcommand (train, evaluate and predict, export,
+fetch-data and prepare, info), each with ``add(subparsers)`` and ``run(args)``. User errors
+are caught once, here: one message, exit code 2; an interruption exits with 130."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gpucat.errors import GpucatError
+
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def note(line: str) -> None:
+    print(f"gpucat: note: {line}", file=sys.stderr, flush=True)
+
+
+def get_backend(device: str | None, gpu_index: int = 0):
+    """The backend for --device; ``auto`` falling back to the CPU where a GPU was expected
+    says why in one line."""
+    from gpucat.backend import get_backend as resolve
+
+    return resolve(device, gpu_index, on_fallback=note)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default=None,
+        help="where to compute (default: GPUCAT_DEVICE, else auto)",
+    )
+
+
+def check_writable(*paths: str | None) -> None:
+    """Fail before long work when an output file's folder does not exist."""
+    for p in paths:
+        if p and not Path(p).resolve().parent.is_dir():
+            raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gpucat import __doc__ as about
+    from gpucat import __version__
+    from gpucat.cli import data, evaluate, export, info, train
+
+    parser = argparse.ArgumentParser(prog="gpucat", description=about.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"gpucat {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (train, evaluate, export, data, info):
+        module.add(sub)
+    return parser
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"  # CuPy's
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except GpucatError as e:
+        print(f"gpucat: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:  # a file the loaders did not foresee: unreadable, a folder, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(
+            f"gpucat: error: {where}{e.strerror or e}; check the path and its permissions.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as e:
+        saved = getattr(e, "checkpoint", None)
+        where = f" at iteration {e.iteration}" if hasattr(e, "iteration") else ""
+        if saved:
+            print(
+                f"gpucat: interrupted{where}; checkpoint written to {saved} (continue with "
+                f"--resume {saved}).",
+                file=sys.stderr,
+            )
+        else:
+            print(f"gpucat: interrupted{where}; nothing was saved.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        if not _out_of_memory(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(
+            f"gpucat: error: out of memory ({first}). Train in smaller pieces: a smaller "
+            "--batch-size (or one, for full-batch runs), --solver direct instead of gram, or "
+            "--dtype float32.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

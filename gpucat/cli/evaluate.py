@@ -1,0 +1,86 @@
+"""`gpucat evaluate` and `gpucat predict`: a trained model on labelled data, or on images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from gpucat.cli import add_device, check_writable, get_backend
+
+
+def add(sub) -> None:
+    e = sub.add_parser("evaluate", help="score a model on labelled data")
+    e.set_defaults(run=evaluate)
+    e.add_argument(
+        "--model", required=True, help="a .safetensors model or the original program's JSON model"
+    )
+    e.add_argument(
+        "--data",
+        required=True,
+        help="an .h5 file, the original CSV, or a folder with cat/ and non-cat/",
+    )
+    add_device(e)
+    e.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    e.add_argument(
+        "--mislabeled", default=None, metavar="PNG", help="draw the misclassified images"
+    )
+    e.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+    pr = sub.add_parser("predict", help="the probability of 'cat' for images or data files")
+    pr.set_defaults(run=predict)
+    pr.add_argument("--model", required=True)
+    pr.add_argument("inputs", nargs="+", metavar="PATH", help="images, folders, .h5 or .csv files")
+    add_device(pr)
+    pr.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def _model_and_backend(args: argparse.Namespace):
+    from gpucat.models import load_model
+
+    return load_model(args.model), get_backend(args.device)
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    from gpucat.inference import probabilities, scores
+    from gpucat.inputs import load_input
+
+    check_writable(args.mislabeled)
+    model, backend = _model_and_backend(args)
+    ds = load_input(args.data, require_labels=True, stream=True)
+    p = probabilities(backend, model, ds, args.dtype, args.model)
+    s = scores(p, ds.Y)
+    print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
+    print(f"Data: {ds.source} ({ds.m} examples), device: {backend.label}")
+    print(f"Accuracy: {s['accuracy']:.4f} ({s['correct']}/{s['n']})")
+    print(
+        f"Confusion (cat = positive): TP {s['true_positives']}, TN {s['true_negatives']}, "
+        f"FP {s['false_positives']}, FN {s['false_negatives']}"
+    )
+    if args.mislabeled:
+        from gpucat.plots import plot_mislabeled
+
+        n = plot_mislabeled(args.mislabeled, ds.images, p, ds.Y.reshape(-1))
+        print(f"Saved {n} mislabeled images to {args.mislabeled}")
+    if args.json:
+        labels = [int(y) for y in ds.Y.reshape(-1)]
+        extra = {"model": args.model, "data": ds.source, "device": backend.label}
+        extra.update(probabilities=p.tolist(), labels=labels, names=ds.names)
+        print(json.dumps({**s, **extra, "predicted": [int(v > 0.5) for v in p]}))
+
+
+def predict(args: argparse.Namespace) -> None:
+    from gpucat.inference import probabilities
+    from gpucat.inputs import load_input
+
+    model, backend = _model_and_backend(args)
+    rows = []
+    for path in args.inputs:
+        ds = load_input(path)
+        p = probabilities(backend, model, ds, args.dtype, args.model)
+        for k, pk in enumerate(p):
+            label = "cat" if pk > 0.5 else "non-cat"
+            rows.append({"input": ds.name(k), "probability": float(pk), "label": label})
+            print(f"{ds.name(k)}: {label} (p(cat) = {pk:.4f})")
+    if args.json:
+        print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))
