@@ -162,16 +162,3 @@ def test_gpu_unusable_says_why(monkeypatch, capsys, fake, message):
     assert (
         err.startswith("gpucat: error: no usable GPU") and message in err and "--device cpu" in err
     )
-
-
-def test_interrupted_training_saves_nothing(monkeypatch, capsys, tmp_path):
-    import gpucat.train
-
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(gpucat.train, "fit", interrupted)
-    out = tmp_path / "m.safetensors"
-    assert main(["train", "--device", "cpu", "--out", str(out)]) == 130
-    assert "interrupted; nothing was saved" in capsys.readouterr().err
-    assert not out.exists()

@@ -9,11 +9,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import RTOL, rel_err
+import reference_impl as ref
+from conftest import rel_err
 
 from gpucat import CatClassifier
-from gpucat.backend import get_backend
-from gpucat.train import TrainConfig, fit
 
 CHECK = """
 import json, sys
@@ -60,20 +59,17 @@ def test_fit_predict_score_reproduce_the_reference(course_data):
         clf.predict_proba(test.images.astype(np.float64))
 
 
-def test_estimator_equals_the_trainer(backend, course_data):
+def test_estimator_equals_the_independent_reference(backend, course_data):
+    """CatClassifier with Adam in mini-batches against the course-style float64
+    implementation (tests/reference_impl.py), which shares no code with gpucat."""
     train, _ = course_data
     options = dict(iterations=20, optimizer="adam", learning_rate=0.001, batch_size=64)
     clf = CatClassifier(hidden_layers=(6, 4), dtype="float64", device=backend.flag, **options)
     clf.fit(train.images, train.Y.ravel())
     assert clf.device_ == backend.label
-    ref = fit(
-        get_backend("cpu"),
-        TrainConfig(layers=(12288, 6, 4, 1), dtype="float64", **options),
-        train.X,
-        train.Y,
-    )
-    for (W, _), layer in zip(clf.params_, ref.params):
-        assert rel_err(W, layer.W) <= RTOL["float64"]
+    expected = ref.train_options(train.X, train.Y, [12288, 6, 4, 1], **options)["params"]
+    for l, (W, b) in enumerate(clf.params_, start=1):
+        assert rel_err(W, expected[f"W{l}"]) <= 1e-10 and rel_err(b, expected[f"b{l}"]) <= 1e-10
 
 
 def test_any_two_labels_any_features_and_repeatable_fits():

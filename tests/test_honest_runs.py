@@ -1,0 +1,348 @@
+"""Honest runs: observing a run never changes it (log interval, checkpoints, resuming,
+interruptions), every number printed is what it says, failures are one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import data_dir, run_gpucat
+
+from gpucat import backend as backend_mod
+from gpucat.checkpoint import load_checkpoint
+from gpucat.cli import main
+from gpucat.errors import TrainingDiverged
+from gpucat.models import load_model
+from gpucat.train import TrainConfig, fit, params_to_host
+
+OBSERVED = dict(
+    layers=(12288, 8, 1),
+    optimizer="adam",
+    learning_rate=0.005,
+    validation=0.25,
+    patience=2,
+    validate_every=5,
+    batch_size=50,
+    keep_prob=0.8,
+    iterations=200,
+)
+
+
+def same_params(backend, a, b) -> None:
+    for (W, b_), (W0, b0) in zip(params_to_host(backend, a), params_to_host(backend, b)):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b_, b0)
+
+
+def test_the_log_interval_never_changes_the_run(backend, course_data):
+    """Validation, early stopping, Adam, mini-batches and dropout, read every 1, 7 and 100
+    iterations: the same parameters bit for bit, the same validations, the same stop."""
+    train, _ = course_data
+    runs = [
+        fit(backend, TrainConfig(**OBSERVED, log_every=k), train.X, train.Y) for k in (1, 7, 100)
+    ]
+    first = runs[0]
+    assert first.stopped_early and first.iterations_done < OBSERVED["iterations"]
+    assert [i for i, _ in first.costs] == list(range(first.iterations_done))
+    for r in runs[1:]:
+        assert (r.iterations_done, r.stopped_early, r.best_iteration) == (
+            first.iterations_done,
+            first.stopped_early,
+            first.best_iteration,
+        )
+        assert r.val_costs == first.val_costs
+        same_params(backend, r.params, first.params)
+
+
+def test_an_extended_resume_is_the_uninterrupted_run(tmp_path, course_data):
+    """Adam, 12288-8-1, validation every 5 with patience 1: 5 iterations, then resumed to 60,
+    is the 60-iteration run (which does not stop early) bit for bit."""
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    recipe = dict(OBSERVED, patience=1, batch_size=None, keep_prob=1.0, log_every=5)
+    whole = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train.X, train.Y)
+    ck = str(tmp_path / "ck.safetensors")
+    fit(cpu, TrainConfig(**{**recipe, "iterations": 5}), train.X, train.Y, checkpoint=ck)
+    resumed = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train.X, train.Y, resume=ck)
+    assert not whole.stopped_early and whole.iterations_done == resumed.iterations_done == 60
+    assert resumed.val_costs == whole.val_costs and resumed.costs == whole.costs
+    assert resumed.best_iteration == whole.best_iteration
+    same_params(cpu, resumed.params, whole.params)
+
+
+@pytest.mark.parametrize("lr, layers", [(0.02, (12288, 8, 1)), (1e4, (12288, 20, 7, 5, 1))])
+def test_divergence_does_not_depend_on_when_the_cost_is_read(course_data, lr, layers):
+    """Adam at lr 0.02 (a loss jump that recovers) trains to the end whatever the log
+    interval; lr 1e4 diverges, reported at the same iteration whatever the log interval."""
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    outcomes = []
+    for log_every in (1, 10, 50):
+        config = TrainConfig(layers=layers, learning_rate=lr, iterations=60, log_every=log_every)
+        config.optimizer = "adam" if lr < 1 else "gd"
+        try:
+            outcomes.append(params_to_host(cpu, fit(cpu, config, train.X, train.Y).params))
+        except TrainingDiverged as e:
+            outcomes.append(str(e))
+    if lr < 1:
+        for p in outcomes[1:]:
+            for (W, b), (W0, b0) in zip(p, outcomes[0]):
+                np.testing.assert_array_equal(W, W0)
+                np.testing.assert_array_equal(b, b0)
+    else:
+        assert outcomes[0] == outcomes[1] == outcomes[2]
+        assert "at iteration 1 " in outcomes[0] and "smaller --learning-rate" in outcomes[0]
+
+
+def test_train_accuracy_counts_the_training_examples_only(tmp_path, course_data):
+    """With 30 % held out, the training accuracy is over the 146 examples trained on, and the
+    validation accuracy over the 63 held out, each equal to a count made from the model."""
+    from gpucat.sources import stratified_split
+
+    model = tmp_path / "m.safetensors"
+    out = run_gpucat(
+        "train", "--device", "cpu", "--iterations", "30", "--validation", "0.3", "--json",
+        "--out", str(model),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    train, _ = course_data
+    tr, va = stratified_split(train.Y, 0.3, seed=1)
+    assert (doc["train_examples"], doc["validation_examples"]) == (146, 63) == (tr.size, va.size)
+    params = load_model(model).params
+    A = train.X
+    for l, (W, b) in enumerate(params):
+        Z = W @ A + b
+        A = np.maximum(Z, 0) if l < len(params) - 1 else 1 / (1 + np.exp(-Z))
+    hits = (A[0] > 0.5) == (train.Y[0] > 0.5)
+    assert doc["train_correct"] == int(hits[tr].sum()) and doc["validation_correct"] == int(
+        hits[va].sum()
+    )
+    assert "Validation accuracy" in out.stdout
+
+
+def test_checkpoint_alone_writes_one_at_the_end_that_resumes(tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    common = ["--device", "cpu", "--layers", "12288,4,1", "--batch-size", "64"]
+    a = run_gpucat("train", *common, "--iterations", "9", "--checkpoint", str(ck))
+    assert a.returncode == 0, a.stderr
+    assert load_checkpoint(ck)[4].next_iteration == 9
+    b = run_gpucat("train", "--resume", str(ck), "--iterations", "20", "--out", str(tmp_path / "r"))
+    c = run_gpucat("train", *common, "--iterations", "20", "--out", str(tmp_path / "w"))
+    assert b.returncode == 0 and c.returncode == 0, b.stderr + c.stderr
+    for (W, _), (W0, _) in zip(
+        load_model(tmp_path / "r").params, load_model(tmp_path / "w").params
+    ):
+        np.testing.assert_array_equal(W, W0)
+    assert load_checkpoint(ck)[4].next_iteration == 20  # the resumed run kept writing it
+
+
+DRIVER = """
+import sys
+from gpucat.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_training(args, env_extra=None):
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), **(env_extra or {})}
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_for_iteration(proc, k: int) -> None:
+    """Read the child's log lines until it has logged iteration k."""
+    for line in proc.stdout:
+        if line.startswith(f"Cost after iteration {k}:"):
+            return
+    raise AssertionError(f"the run ended before iteration {k}: {proc.stderr.read()[-2000:]}")
+
+
+@pytest.mark.parametrize("device, sig", [("cpu", signal.SIGINT), ("strict", signal.SIGTERM)])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_one(tmp_path, device, sig):
+    """SIGINT (or SIGTERM) at a random iteration: a checkpoint is written, exit code 130, and
+    resuming it ends bit for bit where the uninterrupted run does (float64; NumPy and the
+    strict stand-in device)."""
+    rng = np.random.default_rng()
+    stop = int(rng.integers(3, 60))
+    env = {"GPUCAT_DEVICE": device}
+    recipe = ["--layers", "12288,6,1", "--batch-size", "32", "--optimizer", "momentum"]
+    recipe += ["--keep-prob", "0.9", "--log-every", "1", "--iterations", "90"]
+    ck = tmp_path / "ck.safetensors"
+    proc = start_training([*recipe, "--checkpoint", str(ck), "--out", str(tmp_path / "x")], env)
+    wait_for_iteration(proc, stop)
+    proc.send_signal(sig)
+    proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, err
+    assert "interrupted at iteration" in err and f"--resume {ck}" in err
+    assert not (tmp_path / "x").exists()  # no model from an interrupted run
+    done = load_checkpoint(ck)[4].next_iteration
+    assert stop < done < 90, (stop, done)
+    resumed = start_training(["--resume", str(ck), "--out", str(tmp_path / "r")], env)
+    whole = start_training([*recipe, "--out", str(tmp_path / "w")], env)
+    assert resumed.wait(timeout=300) == 0 and whole.wait(timeout=300) == 0
+    for (W, b), (W0, b0) in zip(
+        load_model(tmp_path / "r").params, load_model(tmp_path / "w").params
+    ):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+
+
+KILLED = """
+import sys
+from gpucat.backend import get_backend
+from gpucat.data import load_course_data
+from gpucat.train import TrainConfig, fit
+train, _ = load_course_data()
+config = TrainConfig(layers=(12288, 64, 1), iterations=100000, batch_size=16, log_every=10**6)
+print("started", flush=True)
+fit(get_backend("cpu"), config, train, checkpoint=sys.argv[1], checkpoint_every=1)
+"""
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_path):
+    """A 6 MB checkpoint written every iteration, the writer killed (SIGKILL) at random
+    moments: the file on disk is always a whole, loadable checkpoint."""
+    ck = tmp_path / "ck.safetensors"
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
+    rng = np.random.default_rng()
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED, str(ck)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.time() + 60
+        while not ck.exists() and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(float(rng.uniform(0.05, 0.6)))
+        proc.kill()
+        proc.wait()
+        progress = load_checkpoint(ck)[4]  # raises on a torn file
+        assert progress.next_iteration >= 1
+
+
+def test_out_of_memory_anywhere_is_one_message(monkeypatch, capsys):
+    """NumPy's MemoryError or CuPy's OutOfMemoryError during training: one line naming what
+    to change, exit code 2, no traceback."""
+    import gpucat.train
+
+    class OutOfMemoryError(Exception):  # CuPy's name for it
+        pass
+
+    for error in (MemoryError("Unable to allocate 107. GiB"), OutOfMemoryError("out of memory")):
+
+        def failing(*a, error=error, **k):
+            raise error
+
+        monkeypatch.setattr(gpucat.train, "fit", failing)
+        assert main(["train", "--device", "cpu", "--iterations", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("gpucat: error: out of memory")
+        assert "--batch-size" in err and "--solver direct" in err and "--dtype float32" in err
+
+
+def test_no_layout_holds_the_data_twice(course_data, monkeypatch):
+    """Full-batch training holds X once, in whichever layout NumPy's planner picks: the
+    products read the shard's rows where they lie."""
+    from gpucat.ops import LAYOUTS
+    from gpucat.train import solver_for
+
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    x_bytes = train.rows.size * 8  # the float64 copy of the pixels
+    for name in LAYOUTS:
+        monkeypatch.setenv("GPUCAT_NUMPY_LAYOUT", name)
+        tracemalloc.start()
+        try:
+            solver = solver_for(cpu, TrainConfig(solver="direct"), train)[0]
+            solver.step(0)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        # X, plus the pixels as read, W1 and its update buffer: a second X would be 2x
+        assert solver.layout == name and peak < 1.5 * x_bytes, (name, peak / x_bytes)
+
+
+def test_memory_is_checked_before_anything_is_made(monkeypatch, capsys):
+    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: 10 * 2**20)
+    assert main(["train", "--device", "cpu", "--solver", "direct"]) == 2
+    err = capsys.readouterr().err
+    assert "--solver direct needs" in err and "--batch-size" in err and "Traceback" not in err
+
+
+def test_a_fresh_seed_is_drawn_and_recorded_for_random_state_none(course_data):
+    """random_state=None: a new seed each fit, as scikit-learn does, kept in seed_ so the
+    fit can be repeated exactly."""
+    from gpucat import CatClassifier
+
+    train, _ = course_data
+    X, y = train.images[:60], train.Y.ravel()[:60]
+    a = CatClassifier(hidden_layers=(4,), iterations=5, random_state=None).fit(X, y)
+    b = CatClassifier(hidden_layers=(4,), iterations=5, random_state=None).fit(X, y)
+    assert a.seed_ != b.seed_
+    again = CatClassifier(hidden_layers=(4,), iterations=5, random_state=a.seed_).fit(X, y)
+    for (W, _), (W0, _) in zip(again.params_, a.params_):
+        np.testing.assert_array_equal(W, W0)
+    with pytest.raises(ValueError, match="seed"):
+        CatClassifier(random_state=-3).fit(X, y)
+
+
+def test_string_labels_cat_is_the_positive_class(course_data):
+    """y of "cat" / "non-cat": classes_ sorts to ['cat', 'non-cat'], the network's output is
+    P(cat) (the same model as with 1 / 0 labels), and predict_proba's "cat" column holds it."""
+    from gpucat import CatClassifier
+
+    train, test = course_data
+    words = np.where(train.Y.ravel() > 0.5, "cat", "non-cat")
+    options = dict(hidden_layers=(5,), iterations=40, device="cpu")
+    named = CatClassifier(**options).fit(train.images, words)
+    numbered = CatClassifier(**options).fit(train.images, train.Y.ravel().astype(int))
+    assert named.classes_.tolist() == ["cat", "non-cat"] and named.pos_label_ == "cat"
+    assert numbered.pos_label_ == 1
+    p_cat = numbered.predict_proba(test.images)[:, 1]
+    np.testing.assert_array_equal(named.predict_proba(test.images)[:, 0], p_cat)
+    np.testing.assert_array_equal(named.predict(test.images) == "cat", p_cat > 0.5)
+    other = CatClassifier(**options, pos_label="non-cat").fit(train.images, words)
+    proba = other.predict_proba(test.images)
+    assert other.pos_label_ == "non-cat" and np.allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(other.predict(test.images) == "non-cat", proba[:, 1] > 0.5)
+    with pytest.raises(ValueError, match="pos_label='dog' is not one of the labels"):
+        CatClassifier(**options, pos_label="dog").fit(train.images, words)
+
+
+def test_an_interrupted_cli_run_saves_no_model_and_says_so(tmp_path, monkeypatch, capsys):
+    """Without --checkpoint, an interruption saves nothing, and an existing --out file is
+    left as it was."""
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"an earlier model")
+    import gpucat.train
+
+    real = gpucat.train.fit
+
+    def interrupted_at_the_third(*a, on_step=None, **k):
+        def step(i):
+            if i == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            if on_step:
+                on_step(i)
+
+        return real(*a, on_step=step, **k)
+
+    monkeypatch.setattr(gpucat.train, "fit", interrupted_at_the_third)
+    args = ["train", "--device", "cpu", "--layers", "12288,3,1", "--out", str(out)]
+    assert main(args) == 130
+    assert "interrupted at iteration 3; nothing was saved" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier model"
