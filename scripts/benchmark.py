@@ -12,6 +12,10 @@
         Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
         alternating A B A B ..., training seconds from each JSON; medians and the ratio.
 
+    python scripts/benchmark.py floor [--rounds 7] [--out F.json]
+        The direct algorithm on the reference recipe against its floor (its two products
+        with X alone, in the layout it runs) and PyTorch eager, in alternating rounds.
+
     python scripts/benchmark.py layouts [--m 209 1000 5000]
         The NumPy direct path's planner: the time of each product layout and its choice.
 
@@ -466,10 +470,85 @@ def layouts(args) -> dict:
         W1 = network.init_params([12288, 20], 1)[0][0]
         for dtype in ("float32", "float64"):
             rows = np.ascontiguousarray(X64.T.astype(dtype))  # X as the trainer holds it
-            best, ms = plan_layout(W1.astype(dtype), rows.T, repeats=args.repeats)
+            best, ms = plan_layout(W1.astype(dtype), rows.T)
             out.append({"m": m, "dtype": dtype, "chosen": best.name, "product_ms": ms})
             print(json.dumps(out[-1]), flush=True)
     return {"machine": machine_info(), "rows": out}
+
+
+def floor(args) -> dict:
+    """The direct algorithm on the reference recipe (the real data, m = 209) against its
+    floor, its two products with X alone in the layout it runs, and against PyTorch eager:
+    each round times all three (a fit's ms per iteration; the two products back to back;
+    PyTorch's step), rounds alternate, and each figure is a median over rounds."""
+    import numpy as np
+
+    from gpucat import data
+    from gpucat.backend import get_backend
+    from gpucat.ops import LAYOUTS
+    from gpucat.train import TrainConfig, fit, solver_for
+
+    train, _ = data.load_course_data(args.data_dir)
+    cpu = get_backend("cpu")
+    out = []
+    for dtype in args.dtypes:
+        config = TrainConfig(dtype=dtype, solver="direct", iterations=args.iterations)
+        config.log_every = args.iterations
+        solver = solver_for(cpu, config, train)[0]
+        layout = LAYOUTS[solver.layout]
+        X, W = solver.shard.X, solver.params[0].W  # W1 as the solver stores it
+        dZ = np.random.default_rng(0).standard_normal((W.shape[0], X.shape[1])).astype(dtype)
+        buf = np.empty_like(W, order="F" if layout.fortran else "C")
+
+        def products(layout=layout, X=X, W=W, dZ=dZ, buf=buf):
+            if layout.transposed:
+                np.matmul(X.T, W.T)
+            else:
+                np.matmul(W, X)
+            if layout.fortran:
+                np.matmul(X, dZ.T, out=buf.T)
+            else:
+                np.matmul(dZ, X.T, out=buf)
+
+        def per_iteration(fn, n):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            return 1000 * (time.perf_counter() - t) / n
+
+        torch_step = None
+        if not args.no_torch:
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from torch_baseline import build, make_step
+
+            torch_step = make_step(*build(train.X, train.Y, config.layers, 0.0075, dtype), False)
+        fit(cpu, config, train)  # warm-up: plans, caches, threads
+        rounds = {"gpucat": [], "floor": [], "torch": []}
+        for _ in range(args.rounds):
+            rounds["gpucat"].append(fit(cpu, config, train).ms_per_iteration)
+            rounds["floor"].append(per_iteration(products, args.iterations))
+            if torch_step is not None:
+                rounds["torch"].append(per_iteration(torch_step, args.iterations))
+        med = {k: statistics.median(v) for k, v in rounds.items() if v}
+        ratio = [g / f for g, f in zip(rounds["gpucat"], rounds["floor"])]
+        row = {
+            "dtype": dtype,
+            "layout": solver.layout,
+            "ms": med,
+            "rounds": rounds,
+            "gpucat_over_floor": statistics.median(ratio),
+        }
+        if rounds["torch"]:
+            row["gpucat_over_torch"] = statistics.median(
+                [g / t for g, t in zip(rounds["gpucat"], rounds["torch"])]
+            )
+        solver.shard.close()
+        out.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
+    doc = {"machine": machine_info(), "iterations": args.iterations, "rows": out}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    return doc
 
 
 def print_recipe_table(rows) -> None:
@@ -505,6 +584,13 @@ def main() -> None:
     r.add_argument("--no-torch", action="store_true")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--out", default=None, help="write the JSON here")
+    fl = sub.add_parser("floor", help="the direct step against its two products with X")
+    fl.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    fl.add_argument("--iterations", type=int, default=200)
+    fl.add_argument("--rounds", type=int, default=7)
+    fl.add_argument("--no-torch", action="store_true")
+    fl.add_argument("--data-dir", default=None)
+    fl.add_argument("--out", default=None)
     v = sub.add_parser("vs-torch")
     v.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     v.add_argument("--solver", default="direct", choices=("auto", *SOLVERS))
@@ -517,7 +603,9 @@ def main() -> None:
     if args.cmd == "plot-sweep":
         write_tables(Path(args.json_path))
         return
-    {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe, "layouts": layouts}[args.cmd](args)
+    commands = {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe, "layouts": layouts}
+    commands["floor"] = floor
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -388,3 +388,31 @@ def test_distributed_resume_is_bit_identical(tmp_path):
     ):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b_, b0)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"solver": "gram"},
+        {"solver": "gram", "optimizer": "momentum", "l2": 0.5, "batch_size": 60, "keep_prob": 0.9},
+    ],
+)
+def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, options):
+    """The Gram solver over MPI: each rank forms its columns of Z1 from its columns of G, the
+    ranks' dZ1 are summed into the one C; equal to one process to 1e-12."""
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    common = ["--dtype", "float64", "--layers", "12288,6,4,1", "--iterations", "30"]
+    out = run_mpi(n, *common, *flags, "--out", str(tmp_path / "d.safetensors"), "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert doc["solver"] == "gram" and doc["processes"] == n
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    config = TrainConfig(dtype="float64", layers=(12288, 6, 4, 1), iterations=30, **options)
+    one = fit(cpu, config, train.X, train.Y)
+    assert rel_err([c for _, c in doc["costs"]], [c for _, c in one.costs]) <= 1e-12
+    for (W, b), (W0, b0) in zip(
+        load_model(tmp_path / "d.safetensors").params, params_to_host(cpu, one.params)
+    ):
+        assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
