@@ -75,6 +75,17 @@ def test_cuda_awareness_is_the_mpi_librarys_own_answer(monkeypatch):
     assert distributed.mpi_cuda_aware() is False
 
 
+def mpi_check(*args: str) -> dict:
+    """scripts/mpi_check.py's JSON (it exits non-zero when the check fails)."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
+    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
+    out = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def test_mpiexec_on_one_gpu_equals_one_process():
     """Two ranks sharing the one GPU (their sums staged through pinned host memory, or passed
     as device buffers to a CUDA-aware MPI) against one process on that GPU, float64, 50
@@ -82,34 +93,14 @@ def test_mpiexec_on_one_gpu_equals_one_process():
     from conftest import _make_backend
 
     _make_backend("cupy")  # skips with the reason where no GPU is usable (fails if required)
-    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
-    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
-    out = subprocess.run(
-        [sys.executable, str(script), "--device", "gpu", "--processes", "2"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    doc = mpi_check("--device", "gpu", "--processes", "2")
     assert doc["processes"] == 2 and doc["device"].startswith("GPU")
     assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-10
 
 
 def test_mpi_check_script_on_the_cpu():
     """The same script on the CPU, where the ranks' sums come out as one process's."""
-    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
-    env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
-    out = subprocess.run(
-        [sys.executable, str(script), "--device", "cpu", "--iterations", "20"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    doc = mpi_check("--device", "cpu", "--iterations", "20")
     assert doc["processes"] == 2 and doc["reduce"] == "host memory (NumPy)"
     assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-12 and doc["passed"]
 

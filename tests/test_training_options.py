@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_impl as ref
+from test_solvers import OPTIONS
 
 from gpucat import backend as backend_mod
 from gpucat.errors import GpucatError
@@ -16,17 +17,7 @@ from gpucat.sources import mirrored_rows, stratified_split
 from gpucat.train import TrainConfig, fit, params_to_host
 
 SMALL = (12288, 6, 4, 1)
-EVERYTHING = dict(
-    batch_size=50,
-    optimizer="adam",
-    learning_rate=0.002,
-    lr_decay=0.1,
-    l2=0.3,
-    keep_prob=0.85,
-    flip=True,
-    validation=0.2,
-    validate_every=4,
-)
+EVERYTHING = OPTIONS["everything"]  # every option at once (Adam, so the direct solver)
 
 
 def cpu_ops():
