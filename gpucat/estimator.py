@@ -209,7 +209,7 @@ class CatClassifier(*_BASES):
         one, as scikit-learn does, and a RandomState draws from itself; ``seed_`` keeps it."""
         r = self.random_state
         if r is None or isinstance(r, np.random.RandomState):
-            state = r if r is not None else np.random.mtrand._rand  # NumPy's global generator
+            state = np.random if r is None else r  # None: NumPy's global generator
             return int(state.randint(0, 2**32 - 1, dtype=np.int64))
         return r
 

@@ -183,7 +183,7 @@ class GramSolver(DirectSolver):
                 "gram (or use --solver direct) with --optimizer adam."
             )
         super().__init__(ops, params, shard, reducer, config, M, layout)
-        self._rows = None
+        self._rows, self._W1_formed = None, False  # W1 formed since the last step?
         xp, n1 = ops.xp, params[0].W.shape[0]
         self.W1_0 = xp.astype(params[0].W, xp.float64)
         own = slice(shard.start, shard.stop)
@@ -214,6 +214,7 @@ class GramSolver(DirectSolver):
     def step(self, i: int) -> Array:
         ops, p, c = self.ops, self.params, self.config
         xp = ops.xp
+        self._W1_formed = False
         batch = self.batches(i)
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M
         grads: list = [None] * len(p)
@@ -297,7 +298,7 @@ class GramSolver(DirectSolver):
         self.Z0 = self.ops.zeros(self.Z0.shape)
         for a, b, Xb in self._float64_blocks():  # W1(0)·X_own again, from the saved W1(0)
             self.Z0 += self.ops.matmul(self.W1_0[:, a:b], Xb[:, own])
-        self._W1_0_squared = None
+        self._W1_0_squared, self._W1_formed = None, False
         super().load_optimizer_state(state)
 
     def squared_weights(self, layers=None) -> float:
@@ -316,7 +317,9 @@ class GramSolver(DirectSolver):
         return self.s**2 * self._W1_0_squared - 2 * self.s * cross + inner + rest
 
     def parameters(self) -> list[Layer]:
-        """W1 = s·W1(0) − C·Xᵀ (one pass over X), in the training dtype."""
+        """W1 = s·W1(0) − C·Xᵀ (one pass over X, once between steps), in the training dtype."""
+        if self._W1_formed:
+            return self.params
         xp = self.ops.xp
         concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
         parts = [
@@ -324,6 +327,7 @@ class GramSolver(DirectSolver):
             for a, b, Xb in self._float64_blocks()
         ]
         self.params[0].W = xp.astype(concat(parts, axis=1), getattr(xp, self.config.dtype))
+        self._W1_formed = True
         return self.params
 
     @staticmethod

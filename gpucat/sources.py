@@ -137,6 +137,7 @@ class Batches:
         self.full = self.size == M
         self.per_epoch = -(-M // self.size)
         self._epoch, self._perm = None, None
+        self._block = np.arange(shard.start, shard.stop)  # full batch: this process's all
 
     def epoch(self, i: int) -> int:
         return i // self.per_epoch
@@ -157,7 +158,7 @@ class Batches:
         s = self.shard
         if self.full:
             X, Y = s.columns()
-            return Batch(X, Y, np.arange(s.start, s.stop), slice(s.start, s.stop), self.M, i)
+            return Batch(X, Y, self._block, slice(s.start, s.stop), self.M, i)
         members = self.members(i)
         mine = np.flatnonzero((members >= s.start) & (members < s.stop))
         X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)

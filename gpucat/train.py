@@ -146,6 +146,7 @@ class _LossTrace:
                     "smaller --learning-rate (e.g. 10x smaller). No model was saved."
                 )
         p.since_log[0] += math.fsum(sums)
+        p.since_log[1] += sum(sizes)
 
 
 def as_source(X, Y=None):
@@ -313,7 +314,6 @@ def fit(
             squares = solver.squared_weights() if log_point and config.l2 else 0.0
             size = M if full_batch else solver.batches.size_of(i)
             trace.record(i, solver.step(i), size)
-            progress.since_log[1] += size
             if log_point:
                 trace.read()
                 cost = (
