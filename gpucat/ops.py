@@ -14,6 +14,7 @@ in the order of the README's equations.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ class Plans:
         libs = ";".join(
             f"{b['library']} {b['version']} {b.get('architecture')} x{b['threads']}" for b in blas()
         )
-        return f"planner 2 | {X.shape} {X.dtype} {W1.shape} | numpy {np.__version__} | {libs}"
+        return f"planner 3 | {X.shape} {X.dtype} {W1.shape} | numpy {np.__version__} | {libs}"
 
     def _load(self) -> dict:
         import json
@@ -250,11 +251,81 @@ class Plans:
 PLANS = Plans()
 
 
+_ROW_MAJOR, _N, _T = 101, 111, 112  # CBLAS_ORDER and CBLAS_TRANSPOSE values
+
+
+@functools.cache
+def blas_gemm() -> dict | None:
+    """{dtype: cblas ?gemm} of the BLAS NumPy itself runs on (the library threadpoolctl
+    finds loaded: the same code and thread pool), called through ctypes for what NumPy does
+    not offer, C ← α·A·B + β·C in one call. Only symbols whose integer width is certain
+    (NumPy's wheels: ``scipy_cblas_?gemm64_``; ``cblas_?gemm64_``), checked on a small product;
+    None elsewhere, and the update takes a buffer and a subtraction instead."""
+    import ctypes
+
+    from gpucat.info import blas
+
+    for lib in blas():
+        try:
+            handle = ctypes.CDLL(lib["path"]) if lib.get("path") else None
+        except OSError:
+            continue
+        for name in ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_"):
+            fns = {}
+            for dtype, letter, real in (
+                ("float32", "s", ctypes.c_float),
+                ("float64", "d", ctypes.c_double),
+            ):
+                fn = getattr(handle, name.format(letter), None)
+                if fn is not None:
+                    i, p = ctypes.c_int64, ctypes.c_void_p
+                    fn.argtypes, fn.restype = [i] * 6 + [real, p, i, p, i, real, p, i], None
+                    fns[np.dtype(dtype)] = fn
+            if len(fns) == 2 and all(_gemm_checks(dtype, fns) for dtype in fns):
+                return fns
+    return None
+
+
+def _gemm_checks(dtype, fns) -> bool:
+    rng = np.random.default_rng(0)
+    W, dZ, A = (rng.integers(-4, 5, shape).astype(dtype) for shape in ((3, 5), (3, 2), (5, 2)))
+    expected = 0.5 * W - dZ @ A.T  # small integers: exact in both dtypes
+    return gemm_descend(W, dZ, A, 0.5, fns) and np.array_equal(W, expected)
+
+
+def gemm_descend(W, dZ, A_prev, decay: float, fns: dict | None = None) -> bool:
+    """W ← decay·W − dZ·A_prevᵀ in one BLAS call (no buffer, one pass over W), whatever the
+    order W and its operands are stored in; False, touching nothing, where it cannot."""
+    fns = fns or blas_gemm()
+    if not fns or W.dtype not in fns or not W.dtype == dZ.dtype == A_prev.dtype:
+        return False
+    if W.flags.c_contiguous:  # C = a·b in row-major terms
+        C, a, b = W, dZ, A_prev.T
+    elif W.flags.f_contiguous:  # W kept as W1ᵀ: Wᵀ ← decay·Wᵀ − A_prev·dZᵀ
+        C, a, b = W.T, A_prev, dZ.T
+    else:
+        return False
+    if min(a.shape) < 1 or not all(x.flags.c_contiguous or x.flags.f_contiguous for x in (a, b)):
+        return False
+    # each operand as stored: row-major as it is, or column-major as its transpose
+    (ta, lda), (tb, ldb) = (
+        (_N, x.shape[1]) if x.flags.c_contiguous else (_T, x.shape[0]) for x in (a, b)
+    )
+    M, N = C.shape
+    fns[W.dtype](
+        _ROW_MAJOR, ta, tb, M, N, a.shape[1], -1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
+        decay, C.ctypes.data, N
+    )  # fmt: skip
+    return True
+
+
 class NumpyOps(Ops):
-    """NumPy: the products with X in the planned layout, element-wise steps in place."""
+    """NumPy: the products with X in the planned layout, element-wise steps in place, and
+    the first layer's update as one BLAS call into W (``gemm_descend``) where it can."""
 
     name = "numpy"
     plans_layout = True
+    GEMM_FROM = 65536  # weights of at least this many entries are updated by gemm_descend
 
     def __init__(self, backend):
         super().__init__(backend)
@@ -293,10 +364,12 @@ class NumpyOps(Ops):
         return self._buffers[key]
 
     def descend(self, W, dZ, A_prev, decay=1.0):
-        if W.size < 65536:  # small: a temporary costs less than finding a buffer
+        if W.size < self.GEMM_FROM:  # small: a temporary costs less than a BLAS call
             if decay != 1.0:
                 W *= decay
             W -= np.matmul(dZ, A_prev.T)
+            return
+        if gemm_descend(W, dZ, A_prev, decay):
             return
         buf = self._buffer(W)
         if buf.flags.c_contiguous:
@@ -308,10 +381,10 @@ class NumpyOps(Ops):
         W -= buf
 
     def descend_bias(self, b, dZ):
-        b -= dZ.sum(axis=1, keepdims=True)
+        b -= np.add.reduce(dZ, axis=1, keepdims=True)
 
     def sum_rows(self, dZ):
-        return dZ.sum(axis=1, keepdims=True)
+        return np.add.reduce(dZ, axis=1, keepdims=True)
 
     def scatter_columns(self, values, positions, width):
         out = np.zeros((values.shape[0], width))
@@ -337,18 +410,19 @@ class NumpyOps(Ops):
         loss = np.maximum(Z, 0.0)
         loss -= Z * Y
         loss += np.log1p(e)
+        loss = np.add.reduce(loss, axis=None)
         if scale is None:
-            return None, loss.sum()
+            return None, loss
         r = 1.0 / (1.0 + e)
         s = np.where(Z >= 0.0, r, e * r)
         s -= Y
         s *= scale
-        return s, loss.sum()
+        return s, loss
 
 
 def plan_layout(W1: np.ndarray, X: np.ndarray, budget_s: float = 0.5) -> tuple[Layout, dict]:
     """The fastest Layout for these shapes, by timing each one's forward product and update
-    (into W1 as it is stored, the subtraction included) on data of X's shape. The layouts
+    (into W1 as it is stored, as NumpyOps.descend does it) on data of X's shape. The layouts
     take turns, round after round, within about ``budget_s`` (at least 3 rounds after a
     warm-up), and each is judged by its median: this machine's noise is a few tens of
     percent, the layouts' differences often a few. The best layout differs between CPUs,
@@ -363,6 +437,8 @@ def plan_layout(W1: np.ndarray, X: np.ndarray, budget_s: float = 0.5) -> tuple[L
 
         def run(c=c, W=W, buf=buf):
             np.matmul(X.T, W.T) if c.transposed else np.matmul(W, X)
+            if W.size >= NumpyOps.GEMM_FROM and gemm_descend(W, dZ, X, 1.0):
+                return
             if c.fortran:
                 np.matmul(X, dZ.T, out=buf.T)
             else:

@@ -219,7 +219,6 @@ class GramSolver(DirectSolver):
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M
         grads: list = [None] * len(p)
         dZ1 = []
-        local = batch.positions - self.shard.start
 
         def emit(l, dZ, A_prev):
             if l == 0:
@@ -230,19 +229,20 @@ class GramSolver(DirectSolver):
             else:
                 grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
 
-        Z1, whole = None, local.size == self.G.shape[1]  # whole: all of this process's block
+        Z1, whole = None, self.batches.full  # all of this process's block, in block order
         if batch.Y is not None:
-            idx = None if whole else ops.backend.asarray(local)
+            idx = None if whole else ops.backend.asarray(batch.positions - self.shard.start)
             G = self.G if whole else xp.take(self.G, idx, axis=1)
             Z0 = self.Z0 if whole else xp.take(self.Z0, idx, axis=1)
             Z1 = ops.matmul(self.C, G)
             Z1 = (Z0 - Z1) if self.s == 1.0 else (self.s * Z0 - Z1)
-            Z1 = xp.astype(Z1, getattr(xp, c.dtype), copy=False)
+            if c.dtype != "float64":
+                Z1 = xp.astype(Z1, getattr(xp, c.dtype))
         scale = (lr if self.apply_now else 1.0) / batch.size
         loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads, Z1)
         # this process's dZ1 in its columns of an (n_1, M) array: the sum over processes
         if dZ1 and whole and self.G.shape[1] == self.M:  # one process, full batch: dZ1 itself
-            full = xp.astype(dZ1[0], xp.float64)
+            full = dZ1[0] if c.dtype == "float64" else xp.astype(dZ1[0], xp.float64)
         elif dZ1:
             full = ops.scatter_columns(dZ1[0], batch.positions, self.M)
         else:

@@ -13,7 +13,7 @@ from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import network
 from gpucat.network import Layer
-from gpucat.ops import LAYOUTS, Ops, make_ops
+from gpucat.ops import LAYOUTS, NumpyOps, Ops, blas_gemm, gemm_descend, make_ops
 from gpucat.train import params_to_device, params_to_host
 
 SIZES = [30, 8, 5, 3, 1]  # small, but with every kind of layer of the reference network
@@ -212,6 +212,50 @@ def test_every_numpy_layout_computes_the_same_products(layout, dtype):
     assert np.shares_memory(X, rows)
     ops.descend(W, dZ, X)
     assert rel_err(W, W1.astype(float) - dZ.astype(float) @ rows.astype(float)) <= RTOL[dtype]
+
+
+def test_numpy_wheels_blas_is_called_for_the_update():
+    """NumPy's own wheels carry scipy-openblas (ILP64): there the first layer's update is one
+    BLAS call into W. Other builds fall back to a buffer and a subtraction."""
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    if blas.get("name") != "scipy-openblas":
+        pytest.skip(f"NumPy built against {blas.get('name')}: the subtraction path serves")
+    assert blas_gemm() is not None
+
+
+@pytest.mark.parametrize("orders", ["CCC", "CFC", "CFF", "FCC", "FFC", "FFF"])
+def test_gemm_descend_in_every_storage_order(orders, dtype):
+    """W ← decay·W − dZ·Aᵀ in one BLAS call, whichever order W, A and dZ are stored in,
+    against the float64 product; a mixed dtype is declined and W left alone."""
+    if blas_gemm() is None:
+        pytest.skip("no BLAS gemm reachable from this NumPy build")
+    rng = np.random.default_rng(7)
+    W, A, dZ = (
+        np.asarray(rng.standard_normal(shape), dtype, order=o)
+        for shape, o in zip(((7, 300), (300, 41), (7, 41)), orders)
+    )
+    expected = 0.9 * W.astype(float) - dZ.astype(float) @ A.astype(float).T
+    assert gemm_descend(W, dZ, A, 0.9)
+    assert rel_err(W, expected) <= RTOL[dtype]
+    before = W.copy()
+    assert not gemm_descend(W, dZ.astype(np.float16), A, 0.9)
+    np.testing.assert_array_equal(W, before)
+
+
+def test_numpy_ops_blas_update_equals_the_generic_ops(dtype):
+    """NumpyOps with the BLAS update for every weight size equals the generic Ops' W·decay
+    − dZ·Aᵀ within the dtype's rounding (one rounding order inside the GEMM differs)."""
+    from gpucat.backend import get_backend
+
+    cpu = get_backend("cpu")
+    ops = NumpyOps(cpu)
+    ops.GEMM_FROM = 0
+    case = random_case(cpu, dtype, seed=3)
+    got, expected = case["W"].copy(), case["W"].copy()
+    ops.descend(got, case["Z"], case["A"], 0.97)
+    Ops(cpu).descend(expected, case["Z"], case["A"], 0.97)
+    assert rel_err(got, expected) <= RTOL[dtype]
+    assert not np.array_equal(got, case["W"])
 
 
 def test_init_is_the_legacy_randomstate_recipe():
