@@ -8,16 +8,9 @@
         Writes OUT.json (after every row), then OUT.csv and OUT.png
         (`benchmark.py plot-sweep OUT.json` makes those two from a JSON alone).
 
-    python scripts/benchmark.py vs-torch [--dtype float32] [--solver direct] [--runs 3]
-        Whole `gpucat train` processes against scripts/torch_baseline.py on the real data,
-        alternating A B A B ..., training seconds from each JSON; medians and the ratio.
-
     python scripts/benchmark.py floor [--rounds 7] [--out F.json]
         The direct algorithm on the reference recipe against its floor (its two products
         with X alone, in the layout it runs) and PyTorch eager, in alternating rounds.
-
-    python scripts/benchmark.py layouts [--m 209 1000 5000]
-        The NumPy direct path's planner: the time of each product layout and its choice.
 
     python scripts/benchmark.py recipe [--devices gpu] [--runs 3] [--out F.json]
         The reference recipe on the real data in one process: every solver in both dtypes on
@@ -38,7 +31,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -141,51 +133,36 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat, 
 MINIBATCH = 256
 
 
-def bench_torch_minibatch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu") -> dict:
-    """PyTorch eager mini-batch SGD on the same data in memory: a shuffled batch of 256 rows
-    indexed out of the float tensor each step."""
-    import torch
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from torch_baseline import build
-
-    model, Xt, Yt, loss_fn, opt = build(X, Y, sizes, 0.0075, dtype, device)
-    m, batch = Xt.shape[0], min(MINIBATCH, Xt.shape[0])
-    gen = torch.Generator(device="cpu").manual_seed(1)
-    state = {"perm": torch.randperm(m, generator=gen), "k": 0}
-
-    def step():
-        if (state["k"] + 1) * batch > m:
-            state["perm"], state["k"] = torch.randperm(m, generator=gen), 0
-        idx = state["perm"][state["k"] * batch : (state["k"] + 1) * batch].to(device)
-        state["k"] += 1
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(Xt[idx]), Yt[idx]).backward()
-        opt.step()
-
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    return {
-        "impl": f"torch-{device}",
-        "solver": f"minibatch-{batch}",
-        "ms_per_iteration": time_steps(step, sync, repeats, per_repeat),
-        "setup_ms": 0.0,
-        "device": device,
-    }
-
-
-def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False) -> dict:
+def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False, batch=None):
+    """PyTorch's step on the same data in memory: full batch (eager, or replayed as a CUDA
+    graph), or eager mini-batches of ``batch`` rows indexed out of the float tensor in a
+    shuffled order."""
     import torch
 
     sys.path.insert(0, str(ROOT / "scripts"))
     from torch_baseline import build, make_step
 
-    step = make_step(*build(X, Y, sizes, 0.0075, dtype, device), graph=graph)
+    model, Xt, Yt, loss_fn, opt = built = build(X, Y, sizes, 0.0075, dtype, device)
+    step = make_step(*built, graph=graph)
+    if batch is not None:
+        m, gen = Xt.shape[0], torch.Generator(device="cpu").manual_seed(1)
+        order = {"perm": torch.randperm(m, generator=gen), "k": 0}
+
+        def step():
+            if (order["k"] + 1) * batch > m:
+                order["perm"], order["k"] = torch.randperm(m, generator=gen), 0
+            idx = order["perm"][order["k"] * batch : (order["k"] + 1) * batch].to(device)
+            order["k"] += 1
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(Xt[idx]), Yt[idx]).backward()
+            opt.step()
+
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    ms = time_steps(step, sync, repeats, per_repeat)
+    solver = f"minibatch-{batch}" if batch else "cuda-graph" if graph else "eager"
     return {
         "impl": f"torch-{device}",
-        "solver": "cuda-graph" if graph else "eager",
-        "ms_per_iteration": ms,
+        "solver": solver,
+        "ms_per_iteration": time_steps(step, sync, repeats, per_repeat),
         "setup_ms": 0.0,
         "device": device,
     }
@@ -243,7 +220,8 @@ def sweep(args) -> None:
                 r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
                 add({"m": m, "hidden": width, "dtype": dtype, **r})
                 if not graph:
-                    r = bench_torch_minibatch(X, Y, sizes, dtype, args.repeats, 20, dev)
+                    batch = min(MINIBATCH, m)
+                    r = bench_torch(X, Y, sizes, dtype, args.repeats, 20, dev, batch=batch)
                     add({"m": m, "hidden": width, "dtype": dtype, **r})
     if not rows:
         print(f"no usable backend among --devices {args.devices}: nothing to time", file=sys.stderr)
@@ -300,71 +278,6 @@ def plot_sweep(rows, path) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=7)
     _save(fig, path)
-
-
-def vs_torch(args) -> None:
-    env = _unpinned_env()
-    if args.data_dir:
-        env["GPUCAT_DATA_DIR"] = args.data_dir
-    a = [
-        sys.executable,
-        "-m",
-        "gpucat",
-        "train",
-        "--device",
-        args.device,
-        "--dtype",
-        args.dtype,
-        "--solver",
-        args.solver,
-        "--json",
-    ]
-    b = [
-        sys.executable,
-        "-W",
-        "ignore",
-        str(ROOT / "scripts" / "torch_baseline.py"),
-        "--dtype",
-        args.dtype,
-        "--device",
-        "cuda" if args.device == "gpu" else "cpu",
-    ]
-
-    def run(cmd):
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
-
-    pairs = []
-    for i in range(args.runs):
-        ga, tb = run(a), run(b)
-        pairs.append((ga, tb))
-        print(
-            f"run {i + 1}: gpucat {ga['seconds']:.3f} s ({ga['solver']}), torch {tb['seconds']:.3f} s, "
-            f"ratio {ga['seconds'] / tb['seconds']:.3f}",
-            file=sys.stderr,
-            flush=True,
-        )
-    g = [p[0]["seconds"] for p in pairs]
-    t = [p[1]["seconds"] for p in pairs]
-    ratios = [x / y for x, y in zip(g, t)]
-    last = pairs[-1][0]
-    result = {
-        "machine": machine_info(),
-        "dtype": args.dtype,
-        "device": args.device,
-        "solver": last["solver"],
-        "runs": args.runs,
-        "gpucat_seconds": g,
-        "torch_seconds": t,
-        "gpucat_median_s": statistics.median(g),
-        "torch_median_s": statistics.median(t),
-        "median_ratio_gpucat_over_torch": statistics.median(ratios),
-        "speedup_torch_over_gpucat": 1 / statistics.median(ratios),
-        "gpucat_train_accuracy": last["train_accuracy"],
-        "gpucat_test_accuracy": last["test_accuracy"],
-        "torch_train_accuracy": pairs[-1][1]["train_accuracy"],
-    }
-    print(json.dumps(result))
 
 
 def recipe(args) -> dict:
@@ -455,25 +368,6 @@ def recipe(args) -> dict:
                 )
     print_recipe_table(rows)
     return doc
-
-
-def layouts(args) -> dict:
-    """What NumpyOps' planner measures and picks, per m and dtype."""
-    import numpy as np
-
-    from gpucat import network
-    from gpucat.ops import plan_layout
-
-    out = []
-    for m in args.m:
-        X64, _ = synthetic(m)
-        W1 = network.init_params([12288, 20], 1)[0][0]
-        for dtype in ("float32", "float64"):
-            rows = np.ascontiguousarray(X64.T.astype(dtype))  # X as the trainer holds it
-            best, ms = plan_layout(W1.astype(dtype), rows.T)
-            out.append({"m": m, "dtype": dtype, "chosen": best.name, "product_ms": ms})
-            print(json.dumps(out[-1]), flush=True)
-    return {"machine": machine_info(), "rows": out}
 
 
 def floor(args) -> dict:
@@ -574,9 +468,6 @@ def main() -> None:
     s.add_argument("--json-only", action="store_true", help="write OUT.json alone")
     ps = sub.add_parser("plot-sweep", help="OUT.csv and OUT.png from a sweep's OUT.json")
     ps.add_argument("json_path", metavar="OUT.json")
-    la = sub.add_parser("layouts")
-    la.add_argument("--m", type=int, nargs="+", default=[209, 1000, 5000])
-    la.add_argument("--repeats", type=int, default=7)
     r = sub.add_parser("recipe")
     r.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
     r.add_argument("--iterations", type=int, default=2500)
@@ -591,21 +482,13 @@ def main() -> None:
     fl.add_argument("--no-torch", action="store_true")
     fl.add_argument("--data-dir", default=None)
     fl.add_argument("--out", default=None)
-    v = sub.add_parser("vs-torch")
-    v.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    v.add_argument("--solver", default="direct", choices=("auto", *SOLVERS))
-    v.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    v.add_argument("--runs", type=int, default=3)
-    v.add_argument("--data-dir", default=None)
     args = p.parse_args()
     if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
         os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
     if args.cmd == "plot-sweep":
         write_tables(Path(args.json_path))
         return
-    commands = {"sweep": sweep, "vs-torch": vs_torch, "recipe": recipe, "layouts": layouts}
-    commands["floor"] = floor
-    commands[args.cmd](args)
+    {"sweep": sweep, "recipe": recipe, "floor": floor}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,12 @@
 Used by benchmark.py as the yardstick: nn.Linear layers, ReLU, BCEWithLogitsLoss, plain
 SGD, full batch. ``graph=True`` (CUDA only) captures the whole training step (forward, loss,
 backward, SGD update) once as a CUDA graph and replays it: PyTorch's fastest way to run
-many small steps, and the strongest GPU anchor. Prints one JSON object like
-`gpucat train --json` (training seconds only).
+many small steps, and the strongest GPU anchor.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-
-import numpy as np
 
 
 def build(X, Y, layers, lr: float, dtype: str, device: str = "cpu", seed: int = 1):
@@ -76,23 +71,14 @@ def make_step(model, Xt, Yt, loss_fn, opt, graph: bool):
     return replay
 
 
-def train_torch(
-    X: np.ndarray,
-    Y: np.ndarray,
-    layers,
-    lr: float,
-    iterations: int,
-    dtype: str,
-    device: str = "cpu",
-    seed: int = 1,
-    log_every: int = 100,
-    graph: bool = False,
-) -> dict:
+def train_torch(X, Y, layers, lr, iterations, dtype, device="cpu", graph=False, log_every=100):
+    """A whole run, like `gpucat train --json`: training seconds (device synchronized), the
+    costs at the log points and the training accuracy."""
     import torch
 
     if graph and not device.startswith("cuda"):
         raise ValueError("CUDA graphs need device='cuda'")
-    model, Xt, Yt, loss_fn, opt = build(X, Y, layers, lr, dtype, device, seed)
+    model, Xt, Yt, loss_fn, opt = build(X, Y, layers, lr, dtype, device)
     step = make_step(model, Xt, Yt, loss_fn, opt, graph)
     costs = []
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -116,34 +102,3 @@ def train_torch(
         "train_accuracy": acc,
         "ms_per_iteration": 1000 * seconds / iterations,
     }
-
-
-def main() -> None:
-    from gpucat import data
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--iterations", type=int, default=2500)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--graph", action="store_true", help="replay the step as a CUDA graph")
-    p.add_argument("--data-dir", default=None)
-    a = p.parse_args()
-    train, _ = data.load_course_data(a.data_dir)
-    print(
-        json.dumps(
-            train_torch(
-                train.X,
-                train.Y,
-                (12288, 20, 7, 5, 1),
-                0.0075,
-                a.iterations,
-                a.dtype,
-                a.device,
-                graph=a.graph,
-            )
-        )
-    )
-
-
-if __name__ == "__main__":
-    main()
