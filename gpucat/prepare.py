@@ -1,11 +1,14 @@
-"""`gpucat prepare FOLDER --out data.h5`: a labelled image folder, decoded once, as an h5.
+"""`gpucat prepare`: a labelled image folder, or an h5 in any layout, as the h5 that streams
+fastest.
 
 Decoding photos (and resizing them to 64x64) costs far more than training on them, so a
-large folder is decoded once, in parallel (one process per core), into a chunked
-course-layout h5 of uint8 images: ``train_set_x`` (m, 64, 64, 3), ``train_set_y`` (m,),
-``list_classes`` and the file names (``names``). `train`, `evaluate` and `predict` read it
-like any course h5, and training streams it from disk. The file is written atomically:
-a temporary file in the same folder, renamed when complete.
+large folder is decoded once, in parallel (one process per core); an existing h5 whose
+images are chunked or compressed is rewritten (`gpucat prepare old.h5 --out fast.h5`).
+Either way the result is a course-layout h5 with the images contiguous and uncompressed:
+``train_set_x`` (m, 64, 64, 3) uint8, ``train_set_y`` (m,), ``list_classes`` and the file
+names (``names``), which training reads through a memory map (data.H5Source). The file is
+written atomically: a temporary file in the same folder, renamed when complete; a progress
+bar shows on a terminal.
 """
 
 from __future__ import annotations
@@ -47,46 +50,64 @@ def labelled_files(folder: Path) -> list[tuple[Path, int]]:
     return [(p, int(y)) for p, y in files]
 
 
-def prepare(folder, out, jobs: int | None = None, progress: bool | None = None) -> int:
-    """Decode every labelled image of ``folder`` with ``jobs`` processes (default: one per
-    core) into the h5 file ``out``; returns the number of images. ``progress``: a bar on
-    stderr (None: when stderr is a terminal)."""
+def prepare(source, out, jobs: int | None = None, progress: bool | None = None) -> int:
+    """Write ``source`` (a labelled image folder, decoded with ``jobs`` processes, default
+    one per core; or an h5 file of images) into the h5 file ``out``, contiguous and
+    uncompressed; returns the number of images. ``progress``: a bar on stderr (None: when
+    stderr is a terminal)."""
     import h5py
     from tqdm import tqdm
 
-    folder, out = Path(folder), Path(out)
+    source, out = Path(source), Path(out)
     if not out.resolve().parent.is_dir():
         raise GpucatError(f"{out}: the folder {out.parent} does not exist; create it first.")
-    files = labelled_files(folder)
-    jobs = max(1, jobs or os.cpu_count() or 1)
-    m = len(files)
+    if source.is_file():
+        from gpucat.data import open_h5
+
+        data = open_h5(source)  # checked: images, labels
+        labels, names, blocks = data.labels(), data.names, _h5_blocks(data)
+    else:
+        files = labelled_files(source)
+        labels = np.array([y for _, y in files])
+        names = [str(p.relative_to(source)) for p, _ in files]
+        blocks = ((k, [image]) for k, image in enumerate(_images([str(p) for p, _ in files], jobs)))
+    m = labels.size
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            x = f.create_dataset(
-                "train_set_x", (m, *IMAGE_SHAPE), np.uint8, chunks=(1, *IMAGE_SHAPE)
-            )
-            f["train_set_y"] = np.array([y for _, y in files], dtype=np.int64)
+            x = f.create_dataset("train_set_x", (m, *IMAGE_SHAPE), np.uint8)  # contiguous
+            f["train_set_y"] = labels.astype(np.int64)
             f["list_classes"] = np.array([b"non-cat", b"cat"])
-            names = [str(p.relative_to(folder)) for p, _ in files]
-            f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
-            bar = tqdm(
-                total=m,
-                unit="img",
-                desc=f"prepare {folder.name}",
-                disable=progress is False or (progress is None and not sys.stderr.isatty()),
-            )
-            with bar:
-                for k, (image, error) in enumerate(_decoded([str(p) for p, _ in files], jobs)):
-                    if error:
-                        raise GpucatError(error)
-                    x[k] = image
-                    bar.update()
+            if names:
+                f.create_dataset("names", data=names, dtype=h5py.string_dtype("utf-8"))
+            show = progress is not False and (progress or sys.stderr.isatty())
+            with tqdm(total=m, unit="img", desc=f"prepare {source.name}", disable=not show) as bar:
+                for k, images in blocks:
+                    x[k : k + len(images)] = np.asarray(images).reshape(-1, *IMAGE_SHAPE)
+                    bar.update(len(images))
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return m
+
+
+def _h5_blocks(data, block: int = 4096):
+    """(first index, uint8 images) of an h5 data set, in blocks of whole chunks."""
+    if isinstance(data.images, np.ndarray):  # read whole (not uint8): as 8-bit images
+        yield 0, data.images
+        return
+    block = -(-block // data.chunk_rows) * data.chunk_rows
+    for a in range(0, data.n, block):
+        yield a, data.read(np.arange(a, min(a + block, data.n)))[0]
+
+
+def _images(paths: list[str], jobs: int | None):
+    """The decoded images of the files, in order; the first that fails stops all."""
+    for image, error in _decoded(paths, max(1, jobs or os.cpu_count() or 1)):
+        if error:
+            raise GpucatError(error)
+        yield image
 
 
 def _decoded(paths: list[str], jobs: int):

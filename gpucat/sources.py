@@ -29,6 +29,7 @@ from gpucat.data import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 
 SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks, validation
+WINDOW = 2048  # examples a shuffle window holds when the data is read in compressed chunks
 CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
 DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
 
@@ -89,6 +90,7 @@ class TrainingSet:
                 "features per example."
             )
         self.n_features, self.divisor = self.source.n_features, self.source.divisor
+        self.chunk_rows = getattr(self.source, "chunk_rows", 1)
 
     @property
     def size(self) -> int:
@@ -111,6 +113,11 @@ class TrainingSet:
                 rows[flipped] = mirrored_rows(rows[flipped])
         return rows, y
 
+    def will_need(self, positions: np.ndarray) -> None:
+        """Tell a source read in chunks which examples come next (it decodes them ahead)."""
+        if hasattr(self.source, "will_need"):
+            self.source.will_need(self.rows[positions % self.rows.size])
+
 
 @dataclass
 class Batch:
@@ -129,15 +136,44 @@ class Batch:
 class Batches:
     """Which examples iteration i trains on: all M training positions (full batch), or batch
     k of epoch e in a seeded shuffle of them drawn on the host — the same order on every
-    backend and every process, whichever part of it a process holds (its shard's block)."""
+    backend and every process, whichever part of it a process holds (its shard's block).
+
+    The shuffle is a pure function of (seed, epoch, layout). Data its file compresses in
+    chunks of several examples (``chunk_rows`` > 1) is shuffled chunk-aware, as tf.data and
+    WebDataset do: the chunks in a random order, taken a window of ``WINDOW`` examples at a
+    time, the examples shuffled within each window; so each chunk is decompressed once an
+    epoch. Any other data is shuffled whole. The same data held in memory (load_h5 keeps the
+    file's layout) gets the same batches, on any number of processes."""
 
     def __init__(self, shard, M: int, batch_size: int | None, seed: int):
         self.shard, self.M, self.seed = shard, M, seed
         self.size = min(batch_size or M, M)
         self.full = self.size == M
         self.per_epoch = -(-M // self.size)
-        self._epoch, self._perm = None, None
+        self._orders: dict[int, np.ndarray] = {}
         self._block = np.arange(shard.start, shard.stop)  # full batch: this process's all
+        train = shard.train
+        self.chunk = getattr(train, "chunk_rows", 1)
+        if self.chunk > 1 and not self.full:  # each position's chunk, numbered 0, 1, ...
+            rows = train.rows[np.arange(M) % train.rows.size] // self.chunk
+            self._chunk_of = np.unique(rows, return_inverse=True)[1].reshape(-1)
+            self.window = -(-WINDOW // self.chunk)  # chunks a window takes
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s order of the M training positions."""
+        if epoch not in self._orders:
+            rng = host_rng(self.seed, SHUFFLE, epoch)
+            if self.chunk == 1:
+                order = rng.permutation(self.M)
+            else:
+                n = int(self._chunk_of.max()) + 1
+                rank = np.empty(n, np.int64)
+                rank[rng.permutation(n)] = np.arange(n)
+                window = rank[self._chunk_of] // self.window
+                order = np.lexsort((rng.random(self.M), window))  # by window, then at random
+            self._orders = {k: v for k, v in self._orders.items() if k == epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
 
     def epoch(self, i: int) -> int:
         return i // self.per_epoch
@@ -149,10 +185,7 @@ class Batches:
     def members(self, i: int) -> np.ndarray:
         """The global positions of iteration i's batch, in batch order."""
         epoch, k = divmod(i, self.per_epoch)
-        if self._epoch != epoch:
-            self._perm = host_rng(self.seed, SHUFFLE, epoch).permutation(self.M)
-            self._epoch = epoch
-        return self._perm[k * self.size : (k + 1) * self.size]
+        return self.order(epoch)[k * self.size : (k + 1) * self.size]
 
     def __call__(self, i: int) -> Batch:
         s = self.shard
@@ -163,10 +196,16 @@ class Batches:
         mine = np.flatnonzero((members >= s.start) & (members < s.stop))
         X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
         if s.streams:  # read the next batch from disk while this one trains
-            upcoming = self.members(i + 1)
-            ahead = upcoming[(upcoming >= s.start) & (upcoming < s.stop)]
+            local = lambda p: p[(p >= s.start) & (p < s.stop)] - s.start  # noqa: E731
+            ahead = local(self.members(i + 1))
             if ahead.size:
-                s.prefetch(ahead - s.start)
+                s.prefetch(ahead)
+            if self.chunk > 1:  # and decompress the chunks of the two windows after it
+                epoch, k = divmod(i + 1, self.per_epoch)
+                after = self.order(epoch)[k * self.size : k * self.size + 2 * WINDOW]
+                if after.size < 2 * WINDOW:
+                    after = np.concatenate([after, self.order(epoch + 1)[: 2 * WINDOW]])
+                s.will_need(local(after))
         return Batch(X, Y, members[mine], mine, members.size, self.epoch(i))
 
 
@@ -302,6 +341,9 @@ class DeviceShard:
     def prefetch(self, local: np.ndarray) -> None:
         """Resident examples need no reading ahead."""
 
+    def will_need(self, local: np.ndarray) -> None:
+        """Nor decoding ahead."""
+
     def close(self) -> None:
         pass
 
@@ -312,8 +354,9 @@ class DeviceShard:
 class StreamedShard(DeviceShard):
     """A block of training positions read from its source as training asks for it: each
     mini-batch's rows (uint8) are read from disk, the next batch's in a background thread
-    while this one trains, so memory holds a few batches whatever the data set's size.
-    Only the labels stay resident."""
+    while this one trains (on NumPy also converted to floats there: NumPy lets go of the GIL
+    in its copies and conversions), so memory holds a few batches whatever the data set's
+    size. Only the labels stay resident."""
 
     streams = True
 
@@ -329,24 +372,35 @@ class StreamedShard(DeviceShard):
         self.X = self.U = None
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
         self._ahead: tuple[np.ndarray, Any] | None = None
+        if train.chunk_rows > 1 and hasattr(train.source, "capacity"):  # 2 windows ahead, 1 now
+            train.source.capacity = max(train.source.capacity, 4 * -(-WINDOW // train.chunk_rows))
 
     def _rows(self, local: np.ndarray) -> np.ndarray:
         return self.train.read(np.asarray(local) + self.start)[0]
 
+    def _columns(self, local: np.ndarray) -> Any:
+        """Rows as read (on a GPU: converted there, in the training thread), or float columns."""
+        rows = self._rows(local)
+        if self.backend.name != "numpy":
+            return rows
+        return to_columns(self.backend, rows, self.dtype, self.divisor)
+
     def prefetch(self, local: np.ndarray) -> None:
         """Start reading these examples (the next batch) in the background."""
-        self._ahead = (np.array(local), self._reader.submit(self._rows, local))
+        self._ahead = (np.array(local), self._reader.submit(self._columns, local))
+
+    def will_need(self, local: np.ndarray) -> None:
+        self.train.will_need(np.asarray(local) + self.start)
 
     def batch(self, local: np.ndarray) -> tuple[Any, Any]:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and np.array_equal(ahead[0], local):
-            rows = ahead[1].result()
+            X = ahead[1].result()
         else:
-            rows = self._rows(local)
-        idx = self.backend.asarray(np.asarray(local))
-        return to_columns(self.backend, rows, self.dtype, self.divisor), self.backend.xp.take(
-            self.Y, idx, axis=1
-        )
+            X = self._columns(local)
+        if self.backend.name != "numpy":
+            X = to_columns(self.backend, X, self.dtype, self.divisor)
+        return X, self.backend.xp.take(self.Y, self.backend.asarray(np.asarray(local)), axis=1)
 
     def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
         size = size or CHUNK

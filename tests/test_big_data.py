@@ -16,24 +16,117 @@ from PIL import Image
 
 from gpucat import sources
 from gpucat.backend import get_backend
-from gpucat.data import H5Source, load_h5
+from gpucat.data import Dataset, H5Source, load_h5
 from gpucat.errors import GpucatError
 from gpucat.inputs import load_folder, load_input
 from gpucat.prepare import prepare
 from gpucat.train import TrainConfig, fit, params_to_host
 
+# h5 layouts: how the images lie in the file, and how H5Source reads them (data.storage)
+LAYOUTS = {
+    "contiguous": ({}, "plain"),
+    "one image a chunk": ({"chunks": (1, 64, 64, 3)}, "plain"),
+    "7 images a chunk": ({"chunks": (7, 64, 64, 3)}, "plain"),
+    "gzip, 16 a chunk": ({"chunks": (16, 64, 64, 3), "compression": "gzip"}, "gzip"),
+    "gzip + shuffle": (
+        {"chunks": (10, 64, 64, 3), "compression": "gzip", "shuffle": True},
+        "chunks",
+    ),
+    "chunks cutting images": ({"chunks": (4, 32, 64, 3)}, "h5py"),
+}
 
-def course_h5(path, course_data, copies=1):
+
+def course_h5(path, course_data, copies=1, layout="one image a chunk"):
     """The 209 training images (repeated `copies` times, each copy shifted in brightness so
-    no two rows repeat) as a chunked course-layout h5, as `gpucat prepare` writes it."""
+    no two rows repeat) as a course-layout h5 stored in one of LAYOUTS."""
     train, _ = course_data
     images = np.concatenate(
         [np.clip(train.images.astype(int) + 3 * k, 0, 255).astype(np.uint8) for k in range(copies)]
     )
     with h5py.File(path, "w") as f:
-        f.create_dataset("train_set_x", data=images, chunks=(1, 64, 64, 3))
+        f.create_dataset("train_set_x", data=images, **LAYOUTS[layout][0])
         f["train_set_y"] = np.tile(train.Y[0].astype(np.int64), copies)
     return path
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_h5_source_reads_every_layout_as_memory_holds_it(tmp_path, course_data, layout):
+    """Each layout by its own path (a memory map, gzip chunks inflated by zlib, h5py), any
+    selection, repeats and order included, equal to the file read whole."""
+    path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout=layout)
+    whole, lazy = load_h5(path), H5Source(path)
+    assert lazy.storage[0] == LAYOUTS[layout][1]
+    assert (
+        lazy.chunk_rows
+        == whole.chunk_rows
+        == (LAYOUTS[layout][0]["chunks"][0] if lazy.storage[0] in ("gzip", "chunks") else 1)
+    )
+    rng = np.random.default_rng(0)
+    for idx in (rng.integers(0, 418, 300), np.arange(17, 80), [417], [7, 6, 5, 5, 4], []):
+        rows, y = lazy.read(np.array(idx, dtype=np.int64))
+        np.testing.assert_array_equal(rows, whole.rows[idx])
+        np.testing.assert_array_equal(y, whole.labels()[idx])
+
+
+def test_chunk_aware_shuffle_takes_whole_chunks_a_window_at_a_time(monkeypatch):
+    """Compressed chunks of 16: every epoch is a permutation in which each chunk's examples
+    (mirrored copies included) fall in one window of 4 chunks; a pure function of (seed,
+    epoch, layout): the same on every process; data read row by row is shuffled whole, as
+    before."""
+    monkeypatch.setattr(sources, "WINDOW", 64)
+    data = Dataset(np.zeros((300, 12288), np.uint8), np.zeros((1, 300)), "x", chunk_rows=16)
+    train = sources.TrainingSet(data, np.arange(3, 298), flip=True)  # as after a split
+    M = train.size
+
+    def batches(start, stop, chunk_rows=16):
+        data.chunk_rows = chunk_rows
+        shard = sources.DeviceShard(
+            get_backend("cpu"),
+            sources.TrainingSet(data, train.rows, True),
+            start,
+            stop,
+            "float32",
+            False,
+            False,
+        )
+        return sources.Batches(shard, M, 50, seed=3)
+
+    one, other = batches(0, M), batches(200, M)
+    chunk = train.rows[np.arange(M) % train.rows.size] // 16
+    for epoch in range(3):
+        order = one.order(epoch)
+        np.testing.assert_array_equal(np.sort(order), np.arange(M))
+        np.testing.assert_array_equal(order, other.order(epoch))
+        left = {c: n for c, n in zip(*np.unique(chunk, return_counts=True))}
+        window: set = set()
+        for c in chunk[order].tolist():  # a new window opens only when this one is used up
+            if c not in window:
+                assert len(window) < 4 or all(left[w] == 0 for w in window)
+                window = {c} if len(window) == 4 else window | {c}
+            left[c] -= 1
+    assert not np.array_equal(one.order(0), one.order(1))
+    whole = batches(0, M, chunk_rows=1).order(2)
+    np.testing.assert_array_equal(whole, sources.host_rng(3, sources.SHUFFLE, 2).permutation(M))
+
+
+def test_gzip_chunks_are_decompressed_once_an_epoch(tmp_path, course_data, monkeypatch):
+    """The sampler takes a chunk's examples within one window and the source decodes the next
+    windows ahead: over 3 epochs no chunk is decompressed more than once an epoch."""
+    monkeypatch.setattr(sources, "WINDOW", 64)
+    source = H5Source(
+        course_h5(tmp_path / "g.h5", course_data, copies=4, layout="gzip, 16 a chunk")
+    )
+    decoded = []
+    real = source._decode
+    monkeypatch.setattr(source, "_decode", lambda c: decoded.append(c) or real(c))
+    cfg = TrainConfig(
+        layers=(12288, 4, 1), iterations=3 * 17, batch_size=50, log_every=50, dtype="float32"
+    )
+    result = fit(get_backend("cpu"), cfg, source)  # 836 examples: 17 batches an epoch
+    assert result.costs[-1][1] < result.costs[0][1]
+    chunks = -(-836 // 16)
+    assert set(decoded) == set(range(chunks))
+    assert len(decoded) <= 3 * chunks + chunks  # the epoch after the last may start ahead
 
 
 def test_h5_source_reads_any_selection_in_order(tmp_path, course_data):
@@ -54,10 +147,12 @@ OPTIONS = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["one image a chunk", "gzip, 16 a chunk"])
 @pytest.mark.parametrize("options", OPTIONS)
-def test_streamed_training_equals_training_in_memory(tmp_path, course_data, options):
-    """The same shuffles and the same numbers: streaming changes where the bytes wait."""
-    path = course_h5(tmp_path / "c.h5", course_data)
+def test_streamed_training_equals_training_in_memory(tmp_path, course_data, options, layout):
+    """The same shuffles and the same numbers: streaming changes where the bytes wait (the
+    file read whole keeps its layout, so a chunk-aware shuffle is the same too)."""
+    path = course_h5(tmp_path / "c.h5", course_data, layout=layout)
     cpu = get_backend("cpu")
     cfg = TrainConfig(
         layers=(12288, 5, 3, 1), iterations=25, dtype="float64", **{"log_every": 5, **options}
@@ -179,8 +274,26 @@ def test_prepare_writes_what_the_folder_reads(tmp_path, course_data):
         np.testing.assert_array_equal(y, direct.labels())
         assert ds.names == direct.names
     with h5py.File(out) as f:
-        assert f["train_set_x"].chunks == (1, 64, 64, 3) and f["train_set_x"].dtype == np.uint8
+        assert f["train_set_x"].chunks is None and f["train_set_x"].dtype == np.uint8
+    assert H5Source(out).storage[0] == "plain"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "photos", "prepared.h5"]
+
+
+@pytest.mark.parametrize("layout", ["gzip + shuffle", "chunks cutting images"])
+def test_prepare_rewrites_an_h5_into_the_fastest_layout(tmp_path, course_data, layout, capsys):
+    """`gpucat prepare old.h5 --out fast.h5`: the same images, labels and names, contiguous
+    and memory-mapped, with a progress bar."""
+    old = course_h5(tmp_path / "old.h5", course_data, copies=2, layout=layout)
+    with h5py.File(old, "a") as f:
+        f.create_dataset("names", data=[f"img{k}" for k in range(418)], dtype=h5py.string_dtype())
+    assert prepare(old, tmp_path / "fast.h5", progress=True) == 418
+    bar = capsys.readouterr().err
+    assert "prepare old.h5" in bar and "418/418" in bar
+    fast, before = H5Source(tmp_path / "fast.h5"), load_h5(old)
+    assert fast.storage[0] == "plain" and fast.chunk_rows == 1
+    np.testing.assert_array_equal(fast.read(np.arange(418))[0], before.rows)
+    np.testing.assert_array_equal(fast.labels(), before.labels())
+    assert fast.names == before.names == [f"img{k}" for k in range(418)]
 
 
 def test_prepare_stops_on_a_broken_image_and_leaves_nothing(tmp_path, course_data, capsys):

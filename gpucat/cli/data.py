@@ -1,4 +1,5 @@
-"""`gpucat fetch-data` and `gpucat prepare`: the course files, and image folders as h5."""
+"""`gpucat fetch-data` and `gpucat prepare`: the course files; image folders and h5 files as
+the h5 that streams fastest."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ def add(sub) -> None:
         "--data-dir", default=None, help="where to put it (default: GPUCAT_DATA_DIR, else data/)"
     )
     pp = sub.add_parser(
-        "prepare", help="decode a labelled image folder once, in parallel, into a chunked h5"
+        "prepare",
+        help="write a labelled image folder (decoded once, in parallel) or an h5 in any layout "
+        "as the h5 that streams fastest (contiguous, uncompressed)",
     )
     pp.set_defaults(run=prepare)
-    pp.add_argument("folder", help="a folder with cat/ and non-cat/ subfolders of images")
+    pp.add_argument(
+        "folder", help="a folder with cat/ and non-cat/ subfolders of images, or an .h5 file"
+    )
     pp.add_argument("--out", required=True, help="the .h5 file to write (atomically)")
     pp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
 
