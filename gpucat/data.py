@@ -234,16 +234,15 @@ def load_h5(path: str | os.PathLike) -> Dataset:
 def storage(x) -> tuple[str, Any]:
     """How an h5 dataset of uint8 images (m, 64, 64, 3) lies in its file, for reading:
     ("plain", byte offset of every image) when no filter touches the bytes (contiguous, or
-    uncompressed chunks of whole images) and the OS reads at offsets (os.preadv); ("gzip", rows per chunk) for chunks of whole
-    images compressed by gzip alone, ("chunks", rows per chunk) with other filters;
+    uncompressed chunks of whole images); ("gzip", rows per chunk) for chunks of whole images
+    compressed by gzip alone, ("chunks", rows per chunk) with other filters;
     ("h5py", None) otherwise (chunks that cut images, space not yet written)."""
     plist = x.id.get_create_plist()
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
     if x.chunks is None:
         offset = x.id.get_offset()
-        plain = offset is not None and hasattr(os, "preadv")
-        return ("plain", offset + ROW * np.arange(x.shape[0])) if plain else ("h5py", None)
-    if tuple(x.chunks[1:]) != IMAGE_SHAPE or not (filters or hasattr(os, "preadv")):
+        return ("h5py", None) if offset is None else ("plain", offset + ROW * np.arange(x.shape[0]))
+    if tuple(x.chunks[1:]) != IMAGE_SHAPE:
         return "h5py", None
     if filters:
         import h5py
@@ -261,6 +260,7 @@ def storage(x) -> tuple[str, Any]:
 
 
 ROW = N_FEATURES  # bytes of one uint8 image
+RELEASE = 256 * 2**20  # bytes read from a mapped file between releases of its pages
 WORKERS = max(2, os.cpu_count() or 1)  # threads decompressing chunks
 
 
@@ -269,10 +269,10 @@ class H5Source:
     examples asked for (a mini-batch, a chunk), so memory holds a few batches whatever the
     file's size, by the fastest path the file's layout allows (``storage``):
 
-    - plain (contiguous, as `gpucat prepare` writes, or uncompressed chunks): each image at
-      a known byte offset, read with os.preadv straight into the batch (a run of adjacent
-      images in one call), no HDF5 call, the GIL let go; the page cache does the rest, and
-      nothing of the file stays mapped into the process (its memory stays a few batches);
+    - plain (contiguous, as `gpucat prepare` writes, or uncompressed chunks): the file
+      memory-mapped, each image at a known byte offset; a read is a NumPy copy (the GIL let
+      go), no HDF5 call, and the page cache does the rest. The pages read are released from
+      the process every ``RELEASE`` bytes, so that its resident memory stays small;
     - compressed chunks of ``chunk_rows`` images: whole chunks are decompressed (gzip alone:
       the raw chunk inflated by zlib in worker threads, which release the GIL; other
       filters through h5py) and kept in a cache of a few shuffle windows, so that the
@@ -303,12 +303,13 @@ class H5Source:
         self.n = self.m = shape[0]
         kind, how = self.storage
         self.chunk_rows = how if kind in ("gzip", "chunks") else 1
+        self._block = kind == "plain" and bool((np.diff(how) == ROW).all())  # contiguous
         self._setup()
 
     def _setup(self):
         import threading
 
-        self._file = self._fd = self._pool = None
+        self._file = self._map = self._pool = None
         self._lock = threading.Lock()  # h5py calls and the chunk cache, one thread at a time
         self._cache: OrderedDict = OrderedDict()  # chunk -> Future of its images
         self.capacity = 64  # chunks kept; sources.StreamedShard sizes it to its windows
@@ -333,22 +334,25 @@ class H5Source:
         return rows, self.labels()[idx]
 
     def _plain(self, idx: np.ndarray) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
-        order = np.argsort(idx, kind="stable")
-        offsets = self.storage[1][idx[order]]
-        rows = np.empty((idx.size, ROW), np.uint8)  # in file order, then put in idx's
-        starts = np.flatnonzero(np.diff(offsets, prepend=-1 - ROW) != ROW).tolist()
-        for a, b in zip(starts, [*starts[1:], idx.size]):
-            view, at = memoryview(rows[a:b]).cast("B"), int(offsets[a])
-            while view.nbytes:  # a short read (a signal, a network file): go on from there
-                got = os.preadv(self._fd, [view], at)
-                if got <= 0:
-                    raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
-                view, at = view[got:], at + got
-        out = np.empty_like(rows)
-        out[order] = rows
-        return out
+        import mmap
+
+        if self._map is None:
+            with open(self.path, "rb") as f:
+                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._bytes, self._touched = np.frombuffer(self._map, np.uint8), 0
+        offsets = self.storage[1]
+        if self._block:  # contiguous: one (m, 12288) view of the file, fancy-indexed
+            first = int(offsets[0])
+            rows = self._bytes[first : first + self.n * ROW].reshape(self.n, ROW)[idx]
+        else:
+            rows = np.empty((idx.size, ROW), np.uint8)
+            for j, o in enumerate(offsets[idx].tolist()):
+                rows[j] = self._bytes[o : o + ROW]
+        self._touched += rows.nbytes
+        if self._touched > RELEASE and hasattr(self._map, "madvise"):
+            self._map.madvise(mmap.MADV_DONTNEED)  # the pages stay in the page cache
+            self._touched = 0
+        return rows
 
     def will_need(self, rows: np.ndarray) -> None:
         """Start decompressing the chunks of these examples in the background."""
@@ -425,12 +429,8 @@ class H5Source:
 
         return _Lazy()
 
-    def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
-
     def __getstate__(self):  # open files, threads and locks do not pickle: made anew
-        keep = ("_file", "_fd", "_pool", "_lock", "_cache")
+        keep = ("_file", "_map", "_bytes", "_pool", "_lock", "_cache")
         return {k: v for k, v in self.__dict__.items() if k not in keep}
 
     def __setstate__(self, state):

@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
-"""Data bigger than memory: the figures of docs/benchmarks.md, "Data bigger than memory".
+"""Data bigger than memory: the figures of docs/benchmarks.md, "Streaming".
 
-    python scripts/big_data.py make OUT.h5 [--images 100000]
+    python scripts/big_data.py make OUT.h5 [--images 100000] [--layout contiguous]
         A course-layout h5 of uint8 images made from the 209 course training images
-        (random shifts, mirror images, brightness and noise; labels kept), chunked one image
-        per chunk as `gpucat prepare` writes it: 100,000 images are 1.23 GB.
-    python scripts/big_data.py memory BIG.h5 [--iterations 1000]
-        `gpucat train --train BIG.h5 --batch-size 256 --dtype float32 --device cpu` in a
-        child process: its peak resident memory (ru_maxrss) and its logged costs.
+        (random shifts, mirror images, brightness and noise; labels kept), stored
+        contiguous (as `gpucat prepare` writes it), one image a chunk, or gzip-compressed
+        64 images a chunk: 100,000 images are 1.23 GB uncompressed.
+    python scripts/big_data.py steps MEMORY.h5 FILE.h5 ... [--steps 200] [--rounds 3]
+        Steady-state ms per mini-batch Adam step (batch 256, float32) with MEMORY.h5 read
+        whole into memory and streamed from each FILE, alternating, after a warm-up.
+    python scripts/big_data.py memory BIG.h5 [--iterations 300] [--log-every 50]
+        `gpucat train --train BIG.h5` (mini-batch Adam) in a child process: its peak resident
+        memory and training time, against the same steps with the file in memory.
     python scripts/big_data.py throughput BIG.h5 [--steps 300] [--runs 3]
-        Images per second of mini-batch Adam training (batch 256, float32) streamed from the
-        file: gpucat (its streamed shard with a prefetch thread) against PyTorch eager with
-        a DataLoader over the same file (a map-style dataset of single images, batches of
-        256 collated by one worker process, two batches ahead), alternating,
-        after a warm-up; medians.
+        Images per second of that training streamed from the file: gpucat against PyTorch
+        eager with a DataLoader over the same file (a map-style dataset of single images,
+        batches of 256 collated by one worker process, two batches ahead), alternating
+        whole processes after a warm-up; medians.
+    python scripts/big_data.py epoch BIG.h5
+        One epoch from the file in a child process: images per second, the share of the time
+        spent waiting for data, peak resident memory; beside the disk's sequential read rate
+        (the file's pages dropped from the page cache first) and the compute rate (the same
+        steps on 20,000 of its images held in memory).
     python scripts/big_data.py prepare-speed [--images 600] [--runs 3]
         `gpucat prepare` of a folder of JPEG photos (640x480) with --jobs 1 and --jobs 2,
         alternating; medians and the speed-up.
@@ -46,6 +54,13 @@ def machine() -> dict:
     return machine_info()
 
 
+LAYOUTS = {
+    "contiguous": {},
+    "chunk1": {"chunks": (1, 64, 64, 3)},
+    "gzip64": {"chunks": (64, 64, 64, 3), "compression": "gzip"},
+}
+
+
 def make(args) -> dict:
     import h5py
 
@@ -55,63 +70,185 @@ def make(args) -> dict:
     rng = np.random.default_rng(0)
     out = Path(args.out)
     tmp = out.with_name(f".{out.name}.tmp")
-    block = 2000
+    block = 2048
     with h5py.File(tmp, "w") as f:
-        x = f.create_dataset(
-            "train_set_x", (args.images, 64, 64, 3), np.uint8, chunks=(1, 64, 64, 3)
-        )
+        shape = (args.images, 64, 64, 3)
+        x = f.create_dataset("train_set_x", shape, np.uint8, **LAYOUTS[args.layout])
         y = np.empty(args.images, np.int64)
         for a in range(0, args.images, block):
             k = min(block, args.images - a)
             src = rng.integers(0, train.m, k)
-            imgs = train.images[src].astype(np.int16)
-            for j in range(k):  # shift by up to 4 pixels, mirror half of them
-                dy, dx = rng.integers(-4, 5, 2)
-                imgs[j] = np.roll(imgs[j], (dy, dx), axis=(0, 1))
-                if rng.random() < 0.5:
-                    imgs[j] = imgs[j, :, ::-1]
-            imgs = imgs * rng.uniform(0.8, 1.2, (k, 1, 1, 1)) + rng.normal(0, 6, imgs.shape)
+            dy, dx = rng.integers(-4, 5, 2)  # one shift a block, a mirror for half of them
+            imgs = np.roll(train.images[src], (dy, dx), axis=(1, 2)).astype(np.int16)
+            flip = rng.random(k) < 0.5
+            imgs[flip] = imgs[flip, :, ::-1]
+            imgs = imgs * rng.uniform(0.8, 1.2, (k, 1, 1, 1)) + rng.integers(-8, 9, imgs.shape)
             x[a : a + k] = np.clip(imgs, 0, 255).astype(np.uint8)
             y[a : a + k] = train.Y[0, src]
         f["train_set_y"] = y
         f["list_classes"] = np.array([b"non-cat", b"cat"])
     os.replace(tmp, out)
-    return {"file": str(out), "images": args.images, "bytes": out.stat().st_size}
+    return {
+        "file": str(out),
+        "images": args.images,
+        "layout": args.layout,
+        "bytes": out.stat().st_size,
+    }
 
 
-def memory(args) -> dict:
+RECIPE = dict(batch_size=256, optimizer="adam", learning_rate=0.0005, dtype="float32")
+
+
+def step_ms(source, steps: int, warmup: int = 20) -> float:
+    """ms per mini-batch step of a solver over the source, after a warm-up."""
+    from gpucat.backend import get_backend
+    from gpucat.config import TrainConfig
+    from gpucat.train import solver_for
+
+    solver = solver_for(get_backend("cpu"), TrainConfig(**RECIPE), source)[0]
+    for i in range(warmup):
+        solver.step(i)
+    t = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        solver.step(i)
+    ms = 1000 * (time.perf_counter() - t) / steps
+    solver.shard.close()
+    return ms
+
+
+def steps(args) -> dict:
+    from gpucat.data import H5Source, load_h5
+
+    memory = load_h5(args.memory)
+    files = {f: H5Source(f) for f in args.files}
+    times = {"memory": [], **{f: [] for f in files}}
+    for _ in range(args.rounds):
+        times["memory"].append(step_ms(memory, args.steps))
+        for f, source in files.items():
+            times[f].append(step_ms(source, args.steps))
+        print({k: round(v[-1], 2) for k, v in times.items()}, file=sys.stderr, flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "steps": args.steps,
+        "recipe": RECIPE,
+        "ms_per_step": times,
+        "median_ms": med,
+        "over_memory": {f: med[f] / med["memory"] for f in files},
+        "layouts": {f: source.storage[0] for f, source in files.items()},
+    }
+
+
+def in_child(argv: list[str]) -> tuple[dict, float]:
+    """Run argv in a child process: (the JSON of its last line, its peak RSS in GiB)."""
     code = (
         "import json, resource, subprocess, sys\n"
         "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
         "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
         "print(json.dumps({'rc': p.returncode, 'peak_kib': peak, 'out': p.stdout, 'err': p.stderr[-2000:]}))\n"
     )
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    r = json.loads(run.stdout)
+    if r["rc"] != 0:
+        raise SystemExit(r["err"])
+    return json.loads(r["out"].strip().splitlines()[-1]), r["peak_kib"] / 2**20
+
+
+def memory(args) -> dict:
+    from gpucat.backend import get_backend
+    from gpucat.config import TrainConfig
+    from gpucat.data import load_h5
+    from gpucat.train import fit
+
     cmd = [
         sys.executable, "-m", "gpucat", "train", "--train", args.file, "--batch-size", "256",
         "--dtype", "float32", "--device", "cpu", "--iterations", str(args.iterations),
         "--log-every", str(args.log_every), "--optimizer", "adam", "--learning-rate", "0.0005",
         "--json",
     ]  # fmt: skip
-    t = time.perf_counter()
-    r = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code, *cmd], capture_output=True, text=True, check=True
-        ).stdout
-    )
-    wall = time.perf_counter() - t
-    if r["rc"] != 0:
-        raise SystemExit(r["err"])
-    doc = json.loads(r["out"].strip().splitlines()[-1])
-    costs = [c for _, c in doc["costs"]]
+    config = TrainConfig(**RECIPE, iterations=args.iterations, log_every=args.log_every)
+    whole = load_h5(args.file)
+    streamed, in_memory, peaks = [], [], []
+    for _ in range(args.runs):  # alternating: the streamed run in a child, then from memory
+        doc, peak = in_child(cmd)
+        streamed.append(doc["seconds"])
+        peaks.append(peak)
+        in_memory.append(fit(get_backend("cpu"), config, whole).seconds)
+        print(f"streamed {streamed[-1]:.2f} s, memory {in_memory[-1]:.2f} s", file=sys.stderr)
     return {
         "file": args.file,
         "command": " ".join(cmd[2:]),
-        "peak_rss_gib": r["peak_kib"] / 2**20,
+        "peak_rss_gib": max(peaks),
         "costs": doc["costs"],
-        "cost_falling": costs[-1] < costs[0],
-        "train_accuracy": doc["train_accuracy"],
-        "training_seconds": doc["seconds"],
-        "wall_seconds": wall,
+        "cost_kind": doc["cost_kind"],
+        "streamed_seconds": streamed,
+        "memory_seconds": in_memory,
+        "streamed_over_memory": statistics.median(streamed) / statistics.median(in_memory),
+    }
+
+
+def epoch_child(path: str) -> dict:
+    """One epoch streamed from the file: its rate and the share of time waiting for data
+    (in the shard's batch(): the prefetched batch not ready yet)."""
+    from gpucat.backend import get_backend
+    from gpucat.config import TrainConfig
+    from gpucat.data import H5Source
+    from gpucat.train import solver_for
+
+    solver = solver_for(get_backend("cpu"), TrainConfig(**RECIPE), H5Source(path))[0]
+    shard, waited = solver.shard, [0.0]
+    batch = shard.batch
+
+    def timed(local):
+        t = time.perf_counter()
+        out = batch(local)
+        waited[0] += time.perf_counter() - t
+        return out
+
+    shard.batch = timed
+    t = time.perf_counter()
+    for i in range(solver.batches.per_epoch):
+        solver.step(i)
+    seconds = time.perf_counter() - t
+    return {
+        "images": solver.M,
+        "seconds": seconds,
+        "images_per_s": solver.M / seconds,
+        "waiting_share": waited[0] / seconds,
+    }
+
+
+def drop_from_page_cache(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+
+
+def epoch(args) -> dict:
+    from gpucat.data import Dataset, H5Source
+
+    source = H5Source(args.file)
+    drop_from_page_cache(args.file)
+    buf, n, t = bytearray(64 << 20), 0, time.perf_counter()
+    with open(args.file, "rb", buffering=0) as f:
+        while k := f.readinto(buf):
+            n += k
+    disk = source.n / (time.perf_counter() - t)  # images/s reading the whole file in order
+    rows, y = source.read(np.arange(min(20000, source.n)))
+    compute = 256e3 / step_ms(Dataset(rows, y.reshape(1, -1), "in memory"), 200)
+    del rows
+    drop_from_page_cache(args.file)
+    code = f"import sys, json; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import big_data; print(json.dumps(big_data.epoch_child({args.file!r})))"
+    doc, peak = in_child([sys.executable, "-c", code])
+    bound = min(disk, compute)
+    return {
+        "file": args.file,
+        "bytes": n,
+        "disk_images_per_s": disk,
+        "compute_images_per_s": compute,
+        **doc,
+        "peak_rss_gib": peak,
+        "limit": "disk" if disk < compute else "compute",
+        "fraction_of_limit": doc["images_per_s"] / bound,
     }
 
 
@@ -264,10 +401,19 @@ def main() -> None:
     m = sub.add_parser("make")
     m.add_argument("out")
     m.add_argument("--images", type=int, default=100_000)
+    m.add_argument("--layout", default="contiguous", choices=sorted(LAYOUTS))
+    st = sub.add_parser("steps")
+    st.add_argument("memory", help="the h5 to read whole into memory")
+    st.add_argument("files", nargs="+", help="h5 files to stream from")
+    st.add_argument("--steps", type=int, default=200)
+    st.add_argument("--rounds", type=int, default=3)
     r = sub.add_parser("memory")
     r.add_argument("file")
-    r.add_argument("--iterations", type=int, default=1000)
-    r.add_argument("--log-every", type=int, default=250)
+    r.add_argument("--iterations", type=int, default=300)
+    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--runs", type=int, default=3)
+    e = sub.add_parser("epoch")
+    e.add_argument("file")
     t = sub.add_parser("throughput")
     t.add_argument("file")
     t.add_argument("--steps", type=int, default=300)
@@ -283,12 +429,9 @@ def main() -> None:
             [sys.executable, *sys.argv],
             {k: v for k, v in os.environ.items() if k not in BLAS_PINS},
         )
-    doc = {
-        "make": make,
-        "memory": memory,
-        "throughput": throughput,
-        "prepare-speed": prepare_speed,
-    }[args.cmd](args)
+    commands = {"make": make, "steps": steps, "memory": memory, "epoch": epoch}
+    commands.update({"throughput": throughput, "prepare-speed": prepare_speed})
+    doc = commands[args.cmd](args)
     print(json.dumps({**doc, "machine": machine()}))
 
 
