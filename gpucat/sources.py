@@ -1,19 +1,21 @@
 """The data-source seam: how training examples arrive.
 
 A *source* is anything with ``n`` examples of ``n_features`` values, a ``divisor``,
-``labels()`` and ``read(idx) -> (rows, labels)``: a ``Dataset`` in memory, or an
-``H5Source`` that stays on disk and reads the rows asked for (data.py). Either way the rows
-stay as stored (uint8 pixels) until they reach the device.
+``labels()`` and ``read(idx) -> (rows, labels)``, and optionally ``chunk_rows`` (examples
+its file compresses together: the shuffle's layout) and ``will_need(idx)`` (decode ahead):
+a ``Dataset`` in memory, or an ``H5Source`` that stays on disk and reads the rows asked for
+(data.py). Either way the rows stay as stored (uint8 pixels) until they reach the device.
 
 The trainer numbers the examples it trains on by *position*: the source rows left after
 the validation split, in order, then (``--flip``) their mirrored copies. A data-parallel
 process owns one contiguous block of positions (distributed.shard_bounds); a single
 process owns them all. ``DeviceShard`` puts a block on the device and hands out
 (mini-)batches as float columns; ``StreamedShard`` reads each batch from a source on disk
-instead, the next one in a background thread. The conversion to the training dtype happens
-on the device,
-``rows / divisor`` in that dtype, which for 8-bit pixels is bit for bit the reference
-preprocessing (float64 x / 255 rounded to the dtype: checked for all 256 values).
+instead, the next one in a background thread. ``Batches`` says which positions each
+iteration trains on. The conversion to the training dtype, ``rows / divisor`` in that
+dtype, is for 8-bit pixels bit for bit the reference preprocessing (float64 x / 255 rounded
+to the dtype: checked for all 256 values); it happens on the device, or on NumPy in the
+thread that reads a streamed batch.
 """
 
 from __future__ import annotations
@@ -203,8 +205,9 @@ class Batches:
             if self.chunk > 1:  # and decompress the chunks of the two windows after it
                 epoch, k = divmod(i + 1, self.per_epoch)
                 after = self.order(epoch)[k * self.size : k * self.size + 2 * WINDOW]
-                if after.size < 2 * WINDOW:
-                    after = np.concatenate([after, self.order(epoch + 1)[: 2 * WINDOW]])
+                if after.size < 2 * WINDOW:  # the rest from the next epoch's start
+                    rest = self.order(epoch + 1)[: 2 * WINDOW - after.size]
+                    after = np.concatenate([after, rest])
                 s.will_need(local(after))
         return Batch(X, Y, members[mine], mine, members.size, self.epoch(i))
 
@@ -372,6 +375,7 @@ class StreamedShard(DeviceShard):
         self.X = self.U = None
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
         self._ahead: tuple[np.ndarray, Any] | None = None
+        self._blas = _leave_a_core()
         if train.chunk_rows > 1 and hasattr(train.source, "capacity"):  # 2 windows ahead, 1 now
             train.source.capacity = max(train.source.capacity, 4 * -(-WINDOW // train.chunk_rows))
 
@@ -413,3 +417,20 @@ class StreamedShard(DeviceShard):
 
     def close(self) -> None:
         self._reader.shutdown(wait=True)
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+
+
+def _leave_a_core():
+    """While batches are read (and decompressed) in the background, BLAS gets one thread
+    fewer than the machine has cores, at least one: a mini-batch step gains little from the
+    last BLAS thread, and a BLAS thread fighting the readers for a core stalls its partners
+    (2 cores, batch 256: 8.7 ms a step from a contiguous file with one BLAS thread, 12.8
+    with two; docs/benchmarks.md). Returns the limits to restore, or None."""
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    now = max((d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"), default=1)
+    fewer = max(1, min(now, (os.cpu_count() or 1) - 1))
+    return threadpool_limits(fewer, user_api="blas") if fewer < now else None

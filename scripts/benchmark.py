@@ -8,6 +8,10 @@
         Writes OUT.json (after every row), then OUT.csv and OUT.png
         (`benchmark.py plot-sweep OUT.json` makes those two from a JSON alone).
 
+    python scripts/benchmark.py compare-sweeps --before A.json [...] --after B.json [...]
+        A Markdown table of the rows two sweeps share: before, after, each also as a ratio
+        to PyTorch's row in its own run, and the change of that ratio.
+
     python scripts/benchmark.py floor [--rounds 7] [--out F.json]
         The direct algorithm on the reference recipe against its floor (its two products
         with X alone, in the layout it runs) and PyTorch eager, in alternating rounds.
@@ -242,6 +246,38 @@ def write_tables(json_path: Path) -> None:
     print(f"wrote {out.with_suffix('.csv')}, .json and .png", file=sys.stderr)
 
 
+def compare_sweeps(before: list[Path], after: list[Path]) -> None:
+    """A Markdown table of the gpucat rows sweeps share, before and after a change. Each row
+    is divided by PyTorch's row of the same case in its own run (eager, or mini-batch for
+    mini-batch rows), so that the machine's drift between runs cancels out; with several
+    runs a side, the median. The last column compares the two sides (below 1: faster)."""
+
+    def ratios(paths):
+        out: dict = {}
+        for path in paths:
+            rows = {}
+            for r in json.loads(path.read_text())["rows"]:
+                solver = r["solver"].replace("direct minibatch", "minibatch")
+                rows[(r["m"], r["hidden"], r["dtype"], r["impl"], solver)] = r["ms_per_iteration"]
+            for (m, h, dtype, impl, solver), ms in rows.items():
+                torch = rows.get(
+                    (m, h, dtype, "torch-cpu", solver if "mini" in solver else "eager")
+                )
+                if impl != "torch-cpu" and torch:
+                    out.setdefault((m, h, dtype, solver), []).append((ms, ms / torch))
+        return {k: [statistics.median(x) for x in zip(*v)] for k, v in out.items()}
+
+    old, new = ratios(before), ratios(after)
+    print("| m | hidden | dtype | solver | before ms (/ torch) | after ms (/ torch) | change |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for key, (ms, r) in new.items():
+        if key in old:
+            was, q = old[key]
+            print(
+                f"| {' | '.join(map(str, key))} | {was:.3g} ({q:.2f}) | {ms:.3g} ({r:.2f}) | {r / q:.2f} |"
+            )
+
+
 def plot_sweep(rows, path) -> None:
     try:
         from gpucat.plots import _pyplot, _save
@@ -468,6 +504,9 @@ def main() -> None:
     s.add_argument("--json-only", action="store_true", help="write OUT.json alone")
     ps = sub.add_parser("plot-sweep", help="OUT.csv and OUT.png from a sweep's OUT.json")
     ps.add_argument("json_path", metavar="OUT.json")
+    cs = sub.add_parser("compare-sweeps", help="a Markdown table of two sweeps' common rows")
+    cs.add_argument("--before", type=Path, nargs="+", required=True)
+    cs.add_argument("--after", type=Path, nargs="+", required=True)
     r = sub.add_parser("recipe")
     r.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
     r.add_argument("--iterations", type=int, default=2500)
@@ -487,6 +526,9 @@ def main() -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
     if args.cmd == "plot-sweep":
         write_tables(Path(args.json_path))
+        return
+    if args.cmd == "compare-sweeps":
+        compare_sweeps(args.before, args.after)
         return
     {"sweep": sweep, "recipe": recipe, "floor": floor}[args.cmd](args)
 
