@@ -290,7 +290,7 @@ class H5Source:
       each image into the process: 1 GB resident after 600 batches of a 1.2 GB file.)
     - compressed chunks of ``chunk_rows`` images, and a large plain file's blocks
       (``read_unit``): each whole, read in worker threads that let go of the GIL (gzip: the
-      raw chunk inflated by zlib; other filters through h5py) and kept in a cache of a few
+      raw chunk inflated by zlib-ng; other filters through h5py) and kept in a cache of a few
       shuffle windows, so that the sampler, which takes a chunk's images together
       (sources.Batches), reads each chunk once an epoch; ``will_need`` starts on the next
       windows' chunks ahead of time.
@@ -396,7 +396,10 @@ class H5Source:
             return future
 
     def _decode(self, c: int) -> np.ndarray:
-        import zlib
+        try:  # zlib-ng (a dependency) inflates these chunks 1.7x faster than zlib
+            from zlib_ng import zlib_ng as zlib
+        except ImportError:  # a platform without its wheels
+            import zlib
 
         k = self.chunk_rows
         lo, hi = c * k, min(c * k + k, self.n)
@@ -408,7 +411,7 @@ class H5Source:
                 if self.storage[0] != "gzip":
                     return x[lo:hi].reshape(hi - lo, ROW)
                 mask, raw = x.id.read_direct_chunk((lo, 0, 0, 0))
-            data = raw if mask & 1 else zlib.decompress(raw)  # zlib lets go of the GIL
+            data = raw if mask & 1 else zlib.decompress(raw)  # without the GIL
             return np.frombuffer(data, np.uint8).reshape(k, ROW)[: hi - lo]
         except (zlib.error, OSError, ValueError) as e:
             raise GpucatError(

@@ -199,16 +199,16 @@ class Batches:
         X, Y = s.batch(members[mine] - s.start) if mine.size else (None, None)
         if s.streams:  # read the next batch from disk while this one trains
             local = lambda p: p[(p >= s.start) & (p < s.stop)] - s.start  # noqa: E731
-            ahead = local(self.members(i + 1))
-            if ahead.size:
-                s.prefetch(ahead)
-            if self.chunk > 1:  # and decompress the chunks of the two windows after it
+            after = None
+            if self.chunk > 1:  # and the chunks of the two windows after it, ahead
                 epoch, k = divmod(i + 1, self.per_epoch)
                 after = self.order(epoch)[k * self.size : k * self.size + 2 * WINDOW]
                 if after.size < 2 * WINDOW:  # the rest from the next epoch's start
                     rest = self.order(epoch + 1)[: 2 * WINDOW - after.size]
-                    after = np.concatenate([after, rest])
-                s.will_need(local(after))
+                    after = local(np.concatenate([after, rest]))
+                else:
+                    after = local(after)
+            s.prefetch(local(self.members(i + 1)), after)
         return Batch(X, Y, members[mine], mine, members.size, self.epoch(i))
 
 
@@ -341,11 +341,8 @@ class DeviceShard:
 
     streams = False  # resident: nothing to read ahead
 
-    def prefetch(self, local: np.ndarray) -> None:
+    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
         """Resident examples need no reading ahead."""
-
-    def will_need(self, local: np.ndarray) -> None:
-        """Nor decoding ahead."""
 
     def close(self) -> None:
         pass
@@ -382,19 +379,21 @@ class StreamedShard(DeviceShard):
     def _rows(self, local: np.ndarray) -> np.ndarray:
         return self.train.read(np.asarray(local) + self.start)[0]
 
-    def _columns(self, local: np.ndarray) -> Any:
-        """Rows as read (on a GPU: converted there, in the training thread), or float columns."""
+    def _columns(self, local: np.ndarray, after: np.ndarray | None = None) -> Any:
+        """Rows as read (on a GPU: converted there, in the training thread), or float columns;
+        ``after``: the examples that follow, whose chunks the source may start on."""
+        if after is not None and after.size:
+            self.train.will_need(after + self.start)
         rows = self._rows(local)
         if self.backend.name != "numpy":
             return rows
         return to_columns(self.backend, rows, self.dtype, self.divisor)
 
-    def prefetch(self, local: np.ndarray) -> None:
-        """Start reading these examples (the next batch) in the background."""
-        self._ahead = (np.array(local), self._reader.submit(self._columns, local))
-
-    def will_need(self, local: np.ndarray) -> None:
-        self.train.will_need(np.asarray(local) + self.start)
+    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
+        """Start reading these examples (the next batch) in the background, and tell the
+        source which come after them (``after``), all in the reading thread."""
+        if local.size or (after is not None and after.size):
+            self._ahead = (np.array(local), self._reader.submit(self._columns, local, after))
 
     def batch(self, local: np.ndarray) -> tuple[Any, Any]:
         ahead, self._ahead = self._ahead, None

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Download, where pip can reach PyPI, the wheels that scripts/gpu_check.sh installs on a GPU
 # machine without a package registry (Python 3.12, x86-64 Linux): what the suite imports that
-# such a machine lacks (pooch and platformdirs, array-api-strict, threadpoolctl, MPICH for
-# mpi4py), and setuptools for gpucat's own build, so that the build takes nothing from the
+# such a machine lacks (pooch and platformdirs, array-api-strict, threadpoolctl, zlib-ng,
+# MPICH for mpi4py), and setuptools for gpucat's own build, so that the build takes nothing from the
 # machine's setuptools. Usage: bash scripts/gpu_wheels.sh [DIR]   (default: .whl/)
 set -euo pipefail
 dest="${1:-$(cd "$(dirname "$0")/.." && pwd)/.whl}"
@@ -13,5 +13,5 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
 done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" \
   --implementation cp "${platforms[@]}" -d "$dest" \
-  pooch platformdirs array-api-strict threadpoolctl mpich 'setuptools>=77'
+  pooch platformdirs array-api-strict threadpoolctl zlib-ng mpich 'setuptools>=77'
 ls -1 "$dest"
