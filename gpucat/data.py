@@ -7,6 +7,7 @@ file and says what to do.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -231,6 +232,11 @@ def load_h5(path: str | os.PathLike) -> Dataset:
     return Dataset(rows, Y, str(path), names=names, divisor=divisor, chunk_rows=chunk_rows)
 
 
+ROW = N_FEATURES  # bytes of one uint8 image
+BLOCK, BLOCKED_FROM = 64, 2**16  # plain files of more images are read 64 adjacent at a time
+WORKERS = max(2, os.cpu_count() or 1)  # threads reading and decompressing chunks
+
+
 def storage(x) -> tuple[str, Any]:
     """How an h5 dataset of uint8 images (m, 64, 64, 3) lies in its file, for reading:
     ("plain", byte offset of every image) when no filter touches the bytes (contiguous, or
@@ -240,16 +246,17 @@ def storage(x) -> tuple[str, Any]:
     ("h5py", None) otherwise (chunks that cut images, space not yet written)."""
     plist = x.id.get_create_plist()
     filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
-    if x.chunks is None:
-        offset = x.id.get_offset()
-        plain = offset is not None and hasattr(os, "preadv")
-        return ("plain", offset + ROW * np.arange(x.shape[0])) if plain else ("h5py", None)
-    if tuple(x.chunks[1:]) != IMAGE_SHAPE or not (filters or hasattr(os, "preadv")):
+    if x.chunks is not None and tuple(x.chunks[1:]) != IMAGE_SHAPE:
         return "h5py", None
     if filters:
         import h5py
 
         return ("gzip" if filters == [h5py.h5z.FILTER_DEFLATE] else "chunks"), x.chunks[0]
+    if not hasattr(os, "preadv"):
+        return "h5py", None
+    if x.chunks is None:
+        offset = x.id.get_offset()
+        return ("h5py", None) if offset is None else ("plain", offset + ROW * np.arange(x.shape[0]))
     offsets = np.full(x.shape[0], -1, np.int64)
 
     def chunk(info):  # the images of one chunk lie one after another from its byte offset
@@ -261,10 +268,6 @@ def storage(x) -> tuple[str, Any]:
     return ("plain", offsets) if (offsets >= 0).all() else ("h5py", None)
 
 
-ROW = N_FEATURES  # bytes of one uint8 image
-BLOCK, BLOCKED_FROM = 64, 2**16  # plain files of more images are read 64 adjacent at a time
-
-
 def read_unit(kind: str, how, n: int) -> int:
     """Images the sampler takes together (sources.Batches): a compressed chunk's; in a plain
     file of more than BLOCKED_FROM images, a block of BLOCK adjacent ones, read in one call,
@@ -273,9 +276,6 @@ def read_unit(kind: str, how, n: int) -> int:
     if kind in ("gzip", "chunks"):
         return how
     return BLOCK if kind == "plain" and n > BLOCKED_FROM else 1
-
-
-WORKERS = max(2, os.cpu_count() or 1)  # threads decompressing chunks
 
 
 class H5Source:
@@ -349,28 +349,35 @@ class H5Source:
             rows = self._runs(idx)
         return rows, self.labels()[idx]
 
+    @staticmethod
+    def _in_runs(idx: np.ndarray, keys: np.ndarray, step: int, read) -> np.ndarray:
+        """The rows of ``idx``, read a run at a time: sorted by ``keys`` (their place in the
+        file), each run of keys ``step`` apart read by ``read(rows, first key)`` into its
+        slice, then put back in idx's order."""
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
+        rows = np.empty((idx.size, ROW), np.uint8)
+        starts = np.flatnonzero(np.diff(keys, prepend=keys[:1] - 2 * step) != step).tolist()
+        for a, b in zip(starts, [*starts[1:], idx.size]):
+            read(rows[a:b], int(keys[a]))
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
+
     def _plain(self, idx: np.ndarray) -> np.ndarray:
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDONLY)
-        order = np.argsort(idx, kind="stable")
-        offsets = self.storage[1][idx[order]]
-        rows = np.empty((idx.size, ROW), np.uint8)  # in file order, then put in idx's
-        starts = np.flatnonzero(np.diff(offsets, prepend=-1 - ROW) != ROW).tolist()
-        for a, b in zip(starts, [*starts[1:], idx.size]):
-            view, at = memoryview(rows[a:b]).cast("B"), int(offsets[a])
+
+        def read(rows, at):
+            view = memoryview(rows).cast("B")
             while view.nbytes:  # a short read (a signal, a network file): go on from there
                 got = os.preadv(self._fd, [view], at)
                 if got <= 0:
                     raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
                 view, at = view[got:], at + got
-        out = np.empty_like(rows)
-        out[order] = rows
-        return out
 
-    def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        return self._in_runs(idx, self.storage[1][idx], ROW, read)
 
     def will_need(self, rows: np.ndarray) -> None:
         """Start reading (decompressing) the chunks of these examples in the background."""
@@ -396,11 +403,7 @@ class H5Source:
             return future
 
     def _decode(self, c: int) -> np.ndarray:
-        try:  # zlib-ng (a dependency) inflates these chunks 1.7x faster than zlib
-            from zlib_ng import zlib_ng as zlib
-        except ImportError:  # a platform without its wheels
-            import zlib
-
+        zlib = _zlib()
         k = self.chunk_rows
         lo, hi = c * k, min(c * k + k, self.n)
         if self.storage[0] == "plain":
@@ -421,18 +424,13 @@ class H5Source:
     def _runs(self, idx: np.ndarray) -> np.ndarray:
         """Through h5py, one slice per run of consecutive examples (h5py's own point
         selection is ~20x slower on a file of many chunks)."""
-        if idx.size == 0:
-            return np.zeros((0, ROW), np.uint8)
-        unique, back = np.unique(idx, return_inverse=True)
-        starts = np.flatnonzero(np.diff(unique, prepend=-2) != 1)
-        ends = np.append(starts[1:], unique.size)
-        block = np.empty((unique.size, *IMAGE_SHAPE), np.uint8)
-        with self._lock:
-            x = self._dataset()
-            for a, b in zip(starts.tolist(), ends.tolist()):
-                lo = int(unique[a])
-                x.read_direct(block, np.s_[lo : lo + b - a], np.s_[a:b])
-        return block.reshape(unique.size, ROW)[back.reshape(-1)]
+
+        def read(rows, lo):
+            with self._lock:
+                block = rows.reshape(-1, *IMAGE_SHAPE)
+                self._dataset().read_direct(block, np.s_[lo : lo + len(rows)])
+
+        return self._in_runs(idx, idx, 1, read)
 
     def _dataset(self):
         if self._file is None:
@@ -458,6 +456,10 @@ class H5Source:
 
         return _Lazy()
 
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
     def __getstate__(self):  # open files, threads and locks do not pickle: made anew
         drop = ("_file", "_fd", "_pool", "_lock", "_cache")
         return {k: v for k, v in self.__dict__.items() if k not in drop}
@@ -465,6 +467,20 @@ class H5Source:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._setup()
+
+
+@functools.cache
+def _zlib():
+    """zlib-ng (a dependency: it inflates these chunks 1.7x faster), else zlib where its
+    wheels are missing."""
+    try:
+        from zlib_ng import zlib_ng
+
+        return zlib_ng
+    except ImportError:
+        import zlib
+
+        return zlib
 
 
 def open_h5(path: str | os.PathLike):

@@ -6,9 +6,9 @@ large folder is decoded once, in parallel (one process per core); an existing h5
 images are chunked or compressed is rewritten (`gpucat prepare old.h5 --out fast.h5`).
 Either way the result is a course-layout h5 with the images contiguous and uncompressed:
 ``train_set_x`` (m, 64, 64, 3) uint8, ``train_set_y`` (m,), ``list_classes`` and the file
-names (``names``), which training reads through a memory map (data.H5Source). The file is
-written atomically: a temporary file in the same folder, renamed when complete; a progress
-bar shows on a terminal.
+names (``names``), which training reads at the images' byte offsets (data.H5Source). The
+file is written atomically: a temporary file in the same folder, renamed when complete; a
+progress bar shows on a terminal.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ class Batches:
         self._orders: dict[int, np.ndarray] = {}
         self._block = np.arange(shard.start, shard.stop)  # full batch: this process's all
         train = shard.train
-        self.chunk = getattr(train, "chunk_rows", 1)
+        self.chunk = train.chunk_rows
         if self.chunk > 1 and not self.full:  # each position's chunk, numbered 0, 1, ...
             rows = train.rows[np.arange(M) % train.rows.size] // self.chunk
             self._chunk_of = np.unique(rows, return_inverse=True)[1].reshape(-1)
