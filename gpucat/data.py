@@ -234,6 +234,7 @@ def load_h5(path: str | os.PathLike) -> Dataset:
 
 ROW = N_FEATURES  # bytes of one uint8 image
 BLOCK, BLOCKED_FROM = 64, 2**16  # plain files of more images are read 64 adjacent at a time
+ALIGN = 4096  # O_DIRECT reads: offset, length and buffer on this boundary
 WORKERS = max(2, os.cpu_count() or 1)  # threads reading and decompressing chunks
 
 
@@ -290,7 +291,8 @@ class H5Source:
       each image into the process: 1 GB resident after 600 batches of a 1.2 GB file.)
     - compressed chunks of ``chunk_rows`` images, and a large plain file's blocks
       (``read_unit``): each whole, read in worker threads that let go of the GIL (gzip: the
-      raw chunk inflated by zlib-ng; other filters through h5py) and kept in a cache of a few
+      raw chunk inflated by zlib-ng; other filters through h5py; a block with O_DIRECT,
+      past the page cache) and kept in a cache of a few
       shuffle windows, so that the sampler, which takes a chunk's images together
       (sources.Batches), reads each chunk once an epoch; ``will_need`` starts on the next
       windows' chunks ahead of time.
@@ -326,7 +328,7 @@ class H5Source:
     def _setup(self):
         import threading
 
-        self._file = self._fd = self._pool = None
+        self._file = self._fd = self._direct = self._pool = None
         self._lock = threading.Lock()  # h5py calls and the chunk cache, one thread at a time
         self._cache: OrderedDict = OrderedDict()  # chunk -> Future of its images
         self.capacity = 64  # chunks kept; sources.StreamedShard sizes it to its windows
@@ -379,6 +381,36 @@ class H5Source:
 
         return self._in_runs(idx, self.storage[1][idx], ROW, read)
 
+    def _block(self, lo: int, hi: int) -> np.ndarray:
+        """Images lo..hi-1 of a plain file in one read that bypasses the page cache
+        (O_DIRECT, where the OS and file system allow it): a file this large is read once an
+        epoch and cannot stay cached, and copying it through the cache cost more CPU than
+        the training step left free (docs/benchmarks.md, "A million images")."""
+        at = self.storage[1][lo:hi]
+        with self._lock:
+            if self._direct is None:
+                try:
+                    self._direct = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+                except (AttributeError, OSError):  # no O_DIRECT here (Windows, macOS, tmpfs)
+                    self._direct = False
+        if self._direct is False or (np.diff(at) != ROW).any():  # not one run on disk
+            return self._plain(np.arange(lo, hi))
+        first, n = int(at[0]), (hi - lo) * ROW
+        start = first - first % ALIGN
+        raw = np.empty(-(-(first + n - start) // ALIGN) * ALIGN + ALIGN, np.uint8)
+        buf = raw[-raw.ctypes.data % ALIGN :][: raw.size - ALIGN]
+        got, need = 0, first + n - start
+        try:
+            while got < need:  # past the file's end O_DIRECT returns a short read
+                k = os.preadv(self._direct, [memoryview(buf[got:])], start + got)
+                if k <= 0:
+                    raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
+                got += k
+        except OSError:  # the device wants another alignment: through the page cache
+            self._direct = False
+            return self._plain(np.arange(lo, hi))
+        return buf[first - start :][:n].reshape(hi - lo, ROW)
+
     def will_need(self, rows: np.ndarray) -> None:
         """Start reading (decompressing) the chunks of these examples in the background."""
         if self.chunk_rows > 1:  # in the order they will be needed
@@ -407,7 +439,7 @@ class H5Source:
         k = self.chunk_rows
         lo, hi = c * k, min(c * k + k, self.n)
         if self.storage[0] == "plain":
-            return self._plain(np.arange(lo, hi))
+            return self._block(lo, hi)
         try:
             with self._lock:
                 x = self._dataset()
@@ -457,11 +489,12 @@ class H5Source:
         return _Lazy()
 
     def __del__(self):
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        for fd in (getattr(self, "_fd", None), getattr(self, "_direct", None)):
+            if fd is not None and fd is not False:
+                os.close(fd)
 
     def __getstate__(self):  # open files, threads and locks do not pickle: made anew
-        drop = ("_file", "_fd", "_pool", "_lock", "_cache")
+        drop = ("_file", "_fd", "_direct", "_pool", "_lock", "_cache")
         return {k: v for k, v in self.__dict__.items() if k not in drop}
 
     def __setstate__(self, state):

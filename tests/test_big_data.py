@@ -426,6 +426,20 @@ def test_a_large_plain_file_is_read_and_shuffled_in_blocks(tmp_path, course_data
     assert lazy.storage[0] == "plain" and lazy.chunk_rows == whole.chunk_rows == 64
     idx = np.random.default_rng(1).integers(0, 418, 300)
     np.testing.assert_array_equal(lazy.read(idx)[0], whole.rows[idx])
+    if hasattr(os, "O_DIRECT"):  # the blocks were read past the page cache, where it can
+        assert lazy._direct is not None
+    real = os.preadv
+
+    def unaligned(fd, buffers, at):  # a device that refuses these O_DIRECT reads
+        if fd == refused._direct:
+            raise OSError(22, "Invalid argument")
+        return real(fd, buffers, at)
+
+    refused = H5Source(path)
+    monkeypatch.setattr(os, "preadv", unaligned)
+    np.testing.assert_array_equal(refused.read(idx)[0], whole.rows[idx])  # the page cache's
+    assert refused._direct is False
+    monkeypatch.setattr(os, "preadv", real)
     cfg = TrainConfig(
         layers=(12288, 4, 1), iterations=12, batch_size=50, log_every=4, dtype="float64"
     )
