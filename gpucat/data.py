@@ -385,30 +385,22 @@ class H5Source:
         """Images lo..hi-1 of a plain file in one read that bypasses the page cache
         (O_DIRECT, where the OS and file system allow it): a file this large is read once an
         epoch and cannot stay cached, and copying it through the cache cost more CPU than
-        the training step left free (docs/benchmarks.md, "A million images")."""
+        the training step left free (docs/benchmarks.md, "Streaming")."""
         at = self.storage[1][lo:hi]
         with self._lock:
             if self._direct is None:
-                try:
-                    self._direct = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
-                except (AttributeError, OSError):  # no O_DIRECT here (Windows, macOS, tmpfs)
-                    self._direct = False
+                self._direct = _open_direct(self.path)
         if self._direct is False or (np.diff(at) != ROW).any():  # not one run on disk
             return self._plain(np.arange(lo, hi))
         first, n = int(at[0]), (hi - lo) * ROW
         start = first - first % ALIGN
-        raw = np.empty(-(-(first + n - start) // ALIGN) * ALIGN + ALIGN, np.uint8)
-        buf = raw[-raw.ctypes.data % ALIGN :][: raw.size - ALIGN]
-        got, need = 0, first + n - start
-        try:
-            while got < need:  # past the file's end O_DIRECT returns a short read
-                k = os.preadv(self._direct, [memoryview(buf[got:])], start + got)
-                if k <= 0:
-                    raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
-                got += k
-        except OSError:  # the device wants another alignment: through the page cache
-            self._direct = False
-            return self._plain(np.arange(lo, hi))
+        buf = _aligned(first + n - start)
+        got = 0
+        while got < first + n - start:  # past the file's end O_DIRECT returns a short read
+            k = os.preadv(self._direct, [memoryview(buf[got:])], start + got)
+            if k <= 0:
+                raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
+            got += k
         return buf[first - start :][:n].reshape(hi - lo, ROW)
 
     def will_need(self, rows: np.ndarray) -> None:
@@ -500,6 +492,27 @@ class H5Source:
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._setup()
+
+
+def _aligned(n: int) -> np.ndarray:
+    """n bytes (rounded up to ALIGN) whose address is a multiple of ALIGN."""
+    raw = np.empty(-(-n // ALIGN) * ALIGN + ALIGN, np.uint8)
+    return raw[-raw.ctypes.data % ALIGN :][: raw.size - ALIGN]
+
+
+def _open_direct(path: Path):
+    """A descriptor reading ``path`` with O_DIRECT, checked by one aligned read; False
+    where the OS (Windows, macOS), the file system (tmpfs) or the device refuses it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return False
+    try:
+        os.preadv(fd, [memoryview(_aligned(ALIGN))], 0)
+        return fd
+    except OSError:
+        os.close(fd)
+        return False
 
 
 @functools.cache

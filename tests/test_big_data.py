@@ -422,24 +422,28 @@ def test_a_large_plain_file_is_read_and_shuffled_in_blocks(tmp_path, course_data
     keeps that layout, so streamed and in-memory runs still agree."""
     monkeypatch.setattr(data, "BLOCKED_FROM", 300)
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout="contiguous")
+    import fcntl  # POSIX, as os.preadv is
+
+    real_read, reads, refuse = os.preadv, [], [False]
+
+    def read(fd, buffers, at):  # the O_DIRECT reads, or a device that refuses them
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0):
+            if refuse[0]:
+                raise OSError(22, "Invalid argument")
+            reads.append((at, memoryview(buffers[0]).nbytes))
+        return real_read(fd, buffers, at)
+
+    monkeypatch.setattr(os, "preadv", read)
     lazy, whole = H5Source(path), load_h5(path)
     assert lazy.storage[0] == "plain" and lazy.chunk_rows == whole.chunk_rows == 64
     idx = np.random.default_rng(1).integers(0, 418, 300)
     np.testing.assert_array_equal(lazy.read(idx)[0], whole.rows[idx])
-    if hasattr(os, "O_DIRECT"):  # the blocks were read past the page cache, where it can
-        assert lazy._direct is not None
-    real = os.preadv
-
-    def unaligned(fd, buffers, at):  # a device that refuses these O_DIRECT reads
-        if fd == refused._direct:
-            raise OSError(22, "Invalid argument")
-        return real(fd, buffers, at)
-
-    refused = H5Source(path)
-    monkeypatch.setattr(os, "preadv", unaligned)
-    np.testing.assert_array_equal(refused.read(idx)[0], whole.rows[idx])  # the page cache's
-    assert refused._direct is False
-    monkeypatch.setattr(os, "preadv", real)
+    if lazy._direct is not False:  # where the file system takes O_DIRECT: each block by it
+        assert len(reads) == 1 + 7 and all(at % 4096 == n % 4096 == 0 for at, n in reads)
+    refuse[0] = True
+    cached = H5Source(path)
+    np.testing.assert_array_equal(cached.read(idx)[0], whole.rows[idx])  # the page cache's
+    assert cached._direct is False
     cfg = TrainConfig(
         layers=(12288, 4, 1), iterations=12, batch_size=50, log_every=4, dtype="float64"
     )
