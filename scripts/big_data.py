@@ -235,6 +235,8 @@ def epoch(args) -> dict:
         buf, n, t = mmap.mmap(-1, 64 << 20), 0, time.perf_counter()  # page-aligned
         while k := os.preadv(fd, [buf], n):
             n += k
+            if k < len(buf):  # the end (past it, O_DIRECT may refuse the unaligned offset)
+                break
         os.close(fd)
         rates[how] = source.n / (time.perf_counter() - t)  # images/s
     disk = max(rates.values())  # what the disk allows
