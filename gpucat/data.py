@@ -366,19 +366,26 @@ class H5Source:
         out[order] = rows
         return out
 
-    def _plain(self, idx: np.ndarray) -> np.ndarray:
+    def _opened(self, attr: str, opener):
+        """The descriptor kept in ``attr``, opened by ``opener`` on first use."""
         with self._lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY)
+            if getattr(self, attr) is None:
+                setattr(self, attr, opener())
+            return getattr(self, attr)
 
-        def read(rows, at):
-            view = memoryview(rows).cast("B")
-            while view.nbytes:  # a short read (a signal, a network file): go on from there
-                got = os.preadv(self._fd, [view], at)
-                if got <= 0:
-                    raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
-                view, at = view[got:], at + got
+    def _pread(self, fd: int, buf: np.ndarray, at: int, need: int) -> None:
+        """Read the file from byte ``at`` into ``buf`` until ``need`` bytes came; a short
+        read (a signal, a network file, O_DIRECT at the file's end) goes on from there."""
+        view, got = memoryview(buf).cast("B"), 0
+        while got < need:
+            k = os.preadv(fd, [view[got:]], at + got)
+            if k <= 0:
+                raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
+            got += k
 
+    def _plain(self, idx: np.ndarray) -> np.ndarray:
+        fd = self._opened("_fd", lambda: os.open(self.path, os.O_RDONLY))
+        read = lambda rows, at: self._pread(fd, rows, at, rows.nbytes)  # noqa: E731
         return self._in_runs(idx, self.storage[1][idx], ROW, read)
 
     def _block(self, lo: int, hi: int) -> np.ndarray:
@@ -387,20 +394,13 @@ class H5Source:
         epoch and cannot stay cached, and copying it through the cache cost more CPU than
         the training step left free (docs/benchmarks.md, "Streaming")."""
         at = self.storage[1][lo:hi]
-        with self._lock:
-            if self._direct is None:
-                self._direct = _open_direct(self.path)
-        if self._direct is False or (np.diff(at) != ROW).any():  # not one run on disk
+        fd = self._opened("_direct", lambda: _open_direct(self.path))
+        if fd is False or (np.diff(at) != ROW).any():  # not one run on disk
             return self._plain(np.arange(lo, hi))
         first, n = int(at[0]), (hi - lo) * ROW
         start = first - first % ALIGN
         buf = _aligned(first + n - start)
-        got = 0
-        while got < first + n - start:  # past the file's end O_DIRECT returns a short read
-            k = os.preadv(self._direct, [memoryview(buf[got:])], start + got)
-            if k <= 0:
-                raise GpucatError(f"{self.path}: the file ends early; was it truncated?")
-            got += k
+        self._pread(fd, buf, start, first + n - start)
         return buf[first - start :][:n].reshape(hi - lo, ROW)
 
     def will_need(self, rows: np.ndarray) -> None:
@@ -427,11 +427,11 @@ class H5Source:
             return future
 
     def _decode(self, c: int) -> np.ndarray:
-        zlib = _zlib()
         k = self.chunk_rows
         lo, hi = c * k, min(c * k + k, self.n)
         if self.storage[0] == "plain":
             return self._block(lo, hi)
+        zlib = _zlib()
         try:
             with self._lock:
                 x = self._dataset()
