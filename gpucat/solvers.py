@@ -14,13 +14,14 @@ device's Ops:
   Derivation: docs/gram-solver.md.
 
 Both take the same constructor, ``(ops, params, shard, reducer, config, M, layout)``, and
-offer ``step(i)`` (iteration i; returns this process's summed training loss over its
-examples of the batch, a 0-d device array, for the parameters before the update),
-``parameters()``, ``optimizer_state()`` / ``load_optimizer_state()`` and ``layout``;
-``memory(config, M, n_x, streamed)`` says what they hold, checked before anything is made.
+offer what ``Solver`` declares: the one protocol the training loop (train.py) uses, and all
+it reads of a solver. ``memory(config, M, n_x, streamed)`` says what a solver holds,
+checked before anything is made.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 
@@ -33,6 +34,37 @@ from gpucat.optim import make_optimizer
 from gpucat.sources import DROPOUT, Batches, host_rng, to_columns
 
 GRAM_MEMORY_FRACTION = 0.25  # auto uses Gram only when it takes at most this share of memory
+
+
+class Solver(Protocol):
+    """What the training loop asks of a solver, and all it reads of one."""
+
+    name: str  # "direct" or "gram"
+    layout: str | None  # NumPy's product layout (recorded by checkpoints), else None
+    ops: Ops  # the device's primitives, for the loop's own sums (losses, validation)
+    full_batch: bool  # every iteration trains on all M examples
+
+    def step(self, i: int) -> Array:
+        """Iteration i: this process's summed training loss over its examples of the batch
+        (0-d, on the device), for the parameters before the update."""
+
+    def batch_size(self, i: int) -> int:
+        """The size of iteration i's batch over all processes."""
+
+    def parameters(self) -> list[Layer]: ...
+
+    def exact_loss(self) -> Array:
+        """This process's summed loss over all its training examples, without dropout."""
+
+    def squared_weights(self) -> float:
+        """Σ‖W‖² over the weights, summed over the processes (the L2 penalty's sum)."""
+
+    def optimizer_state(self) -> dict: ...
+
+    def load_optimizer_state(self, state: dict) -> None: ...
+
+    def close(self) -> None:
+        """Let go of the data (a streamed shard's reading thread)."""
 
 
 class DirectSolver:
@@ -53,6 +85,7 @@ class DirectSolver:
         self.ops, self.params, self.shard, self.reducer = ops, params, shard, reducer
         self.config, self.M = config, M
         self.batches = Batches(shard, M, config.batch_size, config.seed)
+        self.full_batch = self.batches.full
         hyper = dict(beta1=config.beta1, beta2=config.beta2, epsilon=config.epsilon)
         self.opt = make_optimizer(config.optimizer, ops, params, **hyper)
         # one process with gradient descent: apply each layer's step as backward produces it
@@ -132,6 +165,12 @@ class DirectSolver:
         flat = self.reducer.sum_arrays([a for pair in grads for a in pair if a is not None])
         it = iter(flat)
         return [tuple(None if a is None else next(it) for a in pair) for pair in grads]
+
+    def batch_size(self, i: int) -> int:
+        return self.batches.size_of(i)
+
+    def close(self) -> None:
+        self.shard.close()
 
     def parameters(self) -> list[Layer]:
         """The current parameters as layers of the training dtype."""

@@ -211,8 +211,8 @@ def solver_for(
 ):
     """(solver, training set, validation rows): the solver ``fit`` runs for this recipe on
     this source (a resumed run's ``progress`` keeps its solver and layout), its memory
-    checked, its shard (``solver.shard``: close it) and parameters on the device, ready to
-    ``step``; benchmarks use it to time iterations alone."""
+    checked, its data and parameters on the device, ready to ``step`` (``close`` it after);
+    benchmarks use it to time iterations alone."""
     config.check()
     source = as_source(source)
     if source.n_features != config.layers[0]:
@@ -276,8 +276,8 @@ def fit(
         saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
         check_resume(config, saved, resume)
     solver, train, val_rows = solver_for(backend, config, source, reducer, host_init, progress)
-    M, full_batch, params = train.size, solver.batches.full, solver.params
-    with closing(solver.shard), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
+    M, full_batch = train.size, solver.full_batch
+    with closing(solver), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
         ops = solver.ops
         val = (
             _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
@@ -286,7 +286,7 @@ def fit(
             _load_optimizer_state(solver, backend, config, opt_state, resume)
             best = params_to_device(backend, best_host, config.dtype) if best_host else None
         progress.layout, progress.solver = solver.layout, solver.name
-        result = TrainResult(params, solver=solver.name, reduce_how=reducer.how)
+        result = TrainResult([], solver=solver.name, reduce_how=reducer.how)
         result.layout, result.cost_kind = solver.layout, cost_kind(config, full_batch)
         result.train = TrainingSet(source, train.rows)
         result.validation = TrainingSet(source, val_rows) if val_rows.size else None
@@ -310,9 +310,9 @@ def fit(
             if val is not None and i % config.validate_every == 0:
                 best = _validate(val, ops, solver, progress, i, best, on_log)
             log_point = config.is_log_point(i)
-            exact = _exact_cost(ops, solver, config, M, full_batch) if log_point else None
+            exact = _exact_cost(solver, reducer, config, M) if log_point else None
             squares = solver.squared_weights() if log_point and config.l2 else 0.0
-            size = M if full_batch else solver.batches.size_of(i)
+            size = solver.batch_size(i)
             trace.record(i, solver.step(i), size)
             if log_point:
                 trace.read()
@@ -375,13 +375,13 @@ def _validate(val, ops, solver, progress: Progress, i: int, best, on_log):
     return best
 
 
-def _exact_cost(ops, solver, config, M, full_batch) -> float | None:
+def _exact_cost(solver, reducer, config, M) -> float | None:
     """With --full-cost (where the training pass does not compute it already), the mean
     loss over the whole training set without dropout, before this iteration's update."""
-    if not config.full_cost or (full_batch and config.keep_prob >= 1):
+    if not config.full_cost or (solver.full_batch and config.keep_prob >= 1):
         return None
-    local = ops.backend.scalar(solver.exact_loss())
-    return solver.reducer.sum_scalars(local)[0] / M
+    local = solver.ops.backend.scalar(solver.exact_loss())
+    return reducer.sum_scalars(local)[0] / M
 
 
 def _batch_cost(progress: Progress, trace: _LossTrace, i: int, M: int, full_batch) -> float:

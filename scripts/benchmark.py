@@ -39,8 +39,10 @@ import sys
 import time
 from pathlib import Path
 
+from gpucat.config import SOLVERS as SOLVER_CHOICES
+
 ROOT = Path(__file__).resolve().parent.parent
-SOLVERS = ("direct", "gram")  # gpucat/config.py's, less auto
+SOLVERS = tuple(s for s in SOLVER_CHOICES if s != "auto")  # the algorithms, not the choice
 
 
 BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -124,7 +126,7 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat, 
     setup_ms = 1000 * (time.perf_counter() - t)
     steps = iter(range(10**9))
     ms = time_steps(lambda: solver.step(next(steps)), backend.synchronize, repeats, per_repeat)
-    solver.shard.close()
+    solver.close()
     return {
         "impl": f"gpucat-{backend.name}",
         "solver": solver_name if batch is None else f"{solver_name} minibatch-{batch}",
@@ -472,7 +474,7 @@ def floor(args) -> dict:
             row["gpucat_over_torch"] = statistics.median(
                 [g / t for g, t in zip(rounds["gpucat"], rounds["torch"])]
             )
-        solver.shard.close()
+        solver.close()
         out.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
     doc = {"machine": machine_info(), "iterations": args.iterations, "rows": out}

@@ -113,7 +113,7 @@ def step_ms(source, steps: int, warmup: int = 20) -> float:
     for i in range(warmup, warmup + steps):
         solver.step(i)
     ms = 1000 * (time.perf_counter() - t) / steps
-    solver.shard.close()
+    solver.close()
     return ms
 
 
@@ -275,7 +275,7 @@ def gpucat_throughput(path: str, steps: int, batch: int) -> float:
     for i in range(5, 5 + steps):
         solver.step(i)
     seconds = time.perf_counter() - t
-    solver.shard.close()
+    solver.close()
     return steps * batch / seconds
 
 

@@ -11,8 +11,9 @@ import reference_impl as ref
 from conftest import RTOL, rel_err
 
 from gpucat import backend as backend_mod
+from gpucat import train as train_mod
 from gpucat.errors import GpucatError
-from gpucat.solvers import GramSolver, check_memory, choose_solver
+from gpucat.solvers import GramSolver, Solver, check_memory, choose_solver
 from gpucat.train import TrainConfig, fit, params_to_host
 
 SMALL = (12288, 6, 4, 1)
@@ -236,6 +237,47 @@ def test_gram_resumes_bit_for_bit(tmp_path, course_data, options):
     resumed = fit(cpu, cfg, train.X, train.Y, resume=ck)
     assert whole.solver == resumed.solver == "gram"
     assert resumed.costs == whole.costs
+    for (W, b), (W0, b0) in zip(
+        params_to_host(cpu, resumed.params), params_to_host(cpu, whole.params)
+    ):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+
+
+class DeclaredOnly:
+    """A solver seen only through what ``Solver`` declares: any other attribute the training
+    loop reads raises AttributeError."""
+
+    ALLOWED = set(Solver.__annotations__) | {n for n in vars(Solver) if not n.startswith("_")}
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        if name not in self.ALLOWED:
+            raise AttributeError(f"the training loop read solver.{name}, which Solver lacks")
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize(
+    "solver, option",
+    [("direct", "everything"), ("direct", "full_cost"), ("gram", "momentum_everything")],
+)
+def test_the_loop_reads_only_what_the_solver_protocol_declares(
+    monkeypatch, tmp_path, course_data, solver, option
+):
+    """fit (validation, --full-cost, L2, checkpoints and resuming) through a solver that
+    offers nothing but the Solver protocol: the same run, bit for bit."""
+    train, _ = course_data
+    cpu = backend_mod.get_backend("cpu")
+    cfg = TrainConfig(layers=SMALL, iterations=12, log_every=5, solver=solver, **OPTIONS[option])
+    whole = fit(cpu, cfg, train.X, train.Y)
+    made = train_mod.make_solver
+    monkeypatch.setattr(train_mod, "make_solver", lambda *a: DeclaredOnly(made(*a)))
+    ck = str(tmp_path / "ck.safetensors")
+    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 7}), train.X, train.Y, checkpoint=ck)
+    resumed = fit(cpu, cfg, train.X, train.Y, resume=ck)
+    assert resumed.costs == whole.costs and resumed.val_costs == whole.val_costs
     for (W, b), (W0, b0) in zip(
         params_to_host(cpu, resumed.params), params_to_host(cpu, whole.params)
     ):
