@@ -88,8 +88,8 @@ def backward(
     emit: Callable[[int, Array, Array], None],
 ) -> None:
     """Propagate dZ_L back through the layers, last first: ``emit(l, dZ, A_prev)`` receives
-    each layer's dZ (already scaled) with its input, and turns it into that layer's update
-    or gradient (solvers.py). dA_prev = Wᵀ · dZ is formed with W before ``emit`` changes
+    each layer's dZ (already scaled) with its input, and turns it into that layer's
+    ``gradient`` or applies its step (``descend``), as the solver chooses. dA_prev = Wᵀ · dZ is formed with W before ``emit`` changes
     it, and never for the input layer, whose dA nobody needs."""
     for l in range(len(params) - 1, -1, -1):
         dA_prev = ops.matmul_tn(params[l].W, dZ) if l > 0 else None
@@ -97,6 +97,18 @@ def backward(
         if l > 0:
             mask = None if fwd.masks is None else fwd.masks[l - 1]
             dZ = ops.backprop_relu(dA_prev, fwd.Zs[l - 1], mask)
+
+
+def gradient(ops: Ops, dZ: Array, A_prev: Array) -> tuple[Array, Array]:
+    """One layer's (dW, db) from its dZ, which carries the 1/m: dW = dZ · A_prevᵀ, db = Σ dZ."""
+    return ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ)
+
+
+def descend(ops: Ops, layer: Layer, dZ: Array, A_prev: Array, decay: float = 1.0) -> None:
+    """One layer's gradient-descent step as the backward pass yields it, dZ carrying lr/m:
+    W ← decay·W − dZ · A_prevᵀ (decay = 1 − lr·λ/M with L2), b ← b − Σ dZ."""
+    ops.descend(layer.W, dZ, A_prev, decay)
+    ops.descend_bias(layer.b, dZ)
 
 
 def loss_sum(ops: Ops, params: list[Layer], chunks) -> Array:

@@ -126,27 +126,30 @@ class DirectSolver:
         return c.learning_rate / (1.0 + c.lr_decay * epoch)
 
     def step(self, i: int) -> Array:
-        ops, p, c = self.ops, self.params, self.config
+        p, c = self.params, self.config
         batch = self.batches(i)
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M  # the L2 gradient: (λ/M)·W
         grads: list = [None] * len(p)
-        if self.apply_now:  # lr/m in dZ_L: backward yields each step, applied at once
-
-            def emit(l, dZ, A_prev):
-                ops.descend(p[l].W, dZ, A_prev, 1.0 - lr * l2)
-                ops.descend_bias(p[l].b, dZ)
-
-            scale = lr / batch.size
-        else:
-
-            def emit(l, dZ, A_prev):
-                grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
-
-            scale = 1.0 / batch.size  # this process's share of the batch mean
+        emit = self._emitter(grads, lr, l2)
+        scale = (lr if self.apply_now else 1.0) / batch.size  # (lr times) the batch mean
         loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads)
         if not self.apply_now:
             self.opt.update(p, self._reduced(grads), lr, l2)
         return loss
+
+    def _emitter(self, grads: list, lr: float, l2: float):
+        """What the backward pass does with a layer's dZ: apply its step at once (one process,
+        gradient descent: dZ carries lr/m), or keep its gradient in ``grads`` for the reducer
+        and the optimizer (dZ carries this process's 1/m)."""
+        ops, p = self.ops, self.params
+        if self.apply_now:
+            decay = 1.0 - lr * l2
+            return lambda l, dZ, A_prev: network.descend(ops, p[l], dZ, A_prev, decay)
+
+        def keep(l, dZ, A_prev):
+            grads[l] = network.gradient(ops, dZ, A_prev)
+
+        return keep
 
     def _forward_backward(self, batch, masks, scale, emit, grads, Z1=None) -> Array:
         """The one forward and backward pass over this process's part of the batch (a
@@ -257,16 +260,13 @@ class GramSolver(DirectSolver):
         batch = self.batches(i)
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M
         grads: list = [None] * len(p)
-        dZ1 = []
+        dZ1, layer = [], self._emitter(grads, lr, l2)
 
-        def emit(l, dZ, A_prev):
+        def emit(l, dZ, A_prev):  # the first layer's dZ1 goes into C, not into W1
             if l == 0:
                 dZ1.append(dZ)
-            elif self.apply_now:
-                ops.descend(p[l].W, dZ, A_prev, 1.0 - lr * l2)
-                ops.descend_bias(p[l].b, dZ)
             else:
-                grads[l] = (ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ))
+                layer(l, dZ, A_prev)
 
         Z1, whole = None, self.batches.full  # all of this process's block, in block order
         if batch.Y is not None:
