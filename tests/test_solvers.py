@@ -150,16 +150,27 @@ def test_gram_equals_direct_over_the_whole_reference_recipe(backend, course_data
         assert rel_err(W, W0) <= 1e-10 and rel_err(b, b0) <= 1e-10
 
 
-def test_gram_keeps_float64_state_when_training_float32(course_data):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
+    """C, Z0 and momentum's V accumulate over the run: float64 in either training dtype. G
+    is a constant, recomputed into C·G every iteration: it is the rounded float64 XᵀX, kept in
+    the training dtype, as the direct solver keeps X."""
     train, _ = course_data
     cpu = backend_mod.get_backend("cpu")
-    config = TrainConfig(layers=SMALL, iterations=3, solver="gram", dtype="float32")
+    config = TrainConfig(
+        layers=SMALL, iterations=3, solver="gram", dtype=dtype, optimizer="momentum"
+    )
     r = fit(cpu, config, train.X, train.Y)
-    assert r.params[0].W.dtype == np.float32
+    assert r.params[0].W.dtype == np.dtype(dtype)
     from gpucat.train import as_source, solver_for
 
     s = solver_for(cpu, config, as_source(train.X, train.Y))[0]
-    assert s.G.dtype == s.Z0.dtype == s.C.dtype == np.float64
+    assert s.Z0.dtype == s.C.dtype == s.V.dtype == np.float64
+    assert s.G.dtype == np.dtype(dtype)
+    # XᵀX summed in 1024-feature blocks against one product: float64 rounding apart, then
+    # rounded once to the training dtype (float32: half an ulp, 2⁻²⁴ relative)
+    rounding = 1e-13 if dtype == "float64" else 2.0**-24 + 1e-13
+    assert rel_err(s.G, train.X.T @ train.X) <= rounding
 
 
 def test_auto_picks_gram_only_when_it_applies_pays_and_fits():
