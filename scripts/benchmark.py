@@ -14,7 +14,8 @@
 
     python scripts/benchmark.py floor [--rounds 7] [--out F.json]
         The direct algorithm on the reference recipe against its floor (its two products
-        with X alone, in the layout it runs) and PyTorch eager, in alternating rounds.
+        with X alone, in the layout it runs; and again with the update written into W1, as
+        the step must) and PyTorch eager, in alternating rounds.
 
     python scripts/benchmark.py recipe [--devices gpu] [--runs 3] [--out F.json]
         The reference recipe on the real data in one process: every solver in both dtypes on
@@ -417,7 +418,7 @@ def floor(args) -> dict:
 
     from gpucat import data
     from gpucat.backend import get_backend
-    from gpucat.ops import LAYOUTS
+    from gpucat.ops import LAYOUTS, NumpyOps
     from gpucat.train import TrainConfig, fit, solver_for
 
     train, _ = data.load_course_data(args.data_dir)
@@ -442,6 +443,14 @@ def floor(args) -> dict:
             else:
                 np.matmul(dZ, X.T, out=buf)
 
+        # the same two products as the step must run them: the update lands in W1 (a copy),
+        # through the step's own primitive (one BLAS call with beta = 1 where it can)
+        W_own, dZ_small, ops = W.copy(order="K"), dZ * 1e-3, NumpyOps(cpu)
+
+        def products_into_W(layout=layout, X=X, W=W_own, dZ=dZ_small, ops=ops):
+            np.matmul(X.T, W.T) if layout.transposed else np.matmul(W, X)
+            ops.descend(W, dZ, X)
+
         def per_iteration(fn, n):
             t = time.perf_counter()
             for _ in range(n):
@@ -455,10 +464,11 @@ def floor(args) -> dict:
 
             torch_step = make_step(*build(train.X, train.Y, config.layers, 0.0075, dtype), False)
         fit(cpu, config, train)  # warm-up: plans, caches, threads
-        rounds = {"gpucat": [], "floor": [], "torch": []}
+        rounds = {"gpucat": [], "floor": [], "floor_into_W": [], "torch": []}
         for _ in range(args.rounds):
             rounds["gpucat"].append(fit(cpu, config, train).ms_per_iteration)
             rounds["floor"].append(per_iteration(products, args.iterations))
+            rounds["floor_into_W"].append(per_iteration(products_into_W, args.iterations))
             if torch_step is not None:
                 rounds["torch"].append(per_iteration(torch_step, args.iterations))
         med = {k: statistics.median(v) for k, v in rounds.items() if v}
@@ -469,6 +479,9 @@ def floor(args) -> dict:
             "ms": med,
             "rounds": rounds,
             "gpucat_over_floor": statistics.median(ratio),
+            "gpucat_over_floor_into_W": statistics.median(
+                [g / f for g, f in zip(rounds["gpucat"], rounds["floor_into_W"])]
+            ),
         }
         if rounds["torch"]:
             row["gpucat_over_torch"] = statistics.median(
