@@ -89,8 +89,9 @@ def backward(
 ) -> None:
     """Propagate dZ_L back through the layers, last first: ``emit(l, dZ, A_prev)`` receives
     each layer's dZ (already scaled) with its input, and turns it into that layer's
-    ``gradient`` or applies its step (``descend``), as the solver chooses. dA_prev = Wᵀ · dZ is formed with W before ``emit`` changes
-    it, and never for the input layer, whose dA nobody needs."""
+    ``gradient`` or applies its step (``descend``), as the solver chooses. dA_prev = Wᵀ · dZ
+    is formed with W before ``emit`` changes it, and never for the input layer, whose dA
+    nobody needs."""
     for l in range(len(params) - 1, -1, -1):
         dA_prev = ops.matmul_tn(params[l].W, dZ) if l > 0 else None
         emit(l, dZ, fwd.inputs[l])
