@@ -159,10 +159,6 @@ class Ops:
         """W1 stored as this device runs the products with X fastest (here: as it is)."""
         return W1
 
-    def plan_gram(self, C: Array, G: Array, layout: str | None = None) -> str | None:
-        """How this device runs C · G for the Gram solver's G (here: as it is; None)."""
-        return None
-
     layout: str | None = None  # the product layout chosen for the first layer, if any
 
 
@@ -181,7 +177,6 @@ class Layout:
     transposed: bool  # forward as (Xᵀ·W1ᵀ)ᵀ
 
 
-GRAM_LAYOUTS = ("G Z1", "G Z1T")  # the Gram solver's C·G, as it is or as (Gᵀ·Cᵀ)ᵀ
 LAYOUTS = {
     c.name: c
     for c in (
@@ -230,10 +225,9 @@ class Plans:
         except (OSError, ValueError):
             return {}
 
-    def get(self, key: str, names=None) -> str | None:
-        """The plan remembered for ``key``, if it is one of ``names`` (default: LAYOUTS)."""
+    def get(self, key: str) -> str | None:
         name = self.memory.get(key) or self._load().get(key)
-        return name if name in (LAYOUTS if names is None else names) else None
+        return name if name in LAYOUTS else None
 
     def put(self, key: str, name: str) -> None:
         import json
@@ -335,7 +329,8 @@ class NumpyOps(Ops):
 
     def __init__(self, backend):
         super().__init__(backend)
-        self._transposed: set[tuple] = set()  # shapes of B whose A·B runs as (Bᵀ·Aᵀ)ᵀ
+        self._X_shape: tuple | None = None  # the data's shape the plan is for
+        self._plan: Layout | None = None
         self._buffers: dict = {}
 
     def arrange_first_layer(self, W1, X, layout=None):
@@ -351,31 +346,12 @@ class NumpyOps(Ops):
             if name is None:
                 name = plan_layout(W1, X)[0].name
                 PLANS.put(key, name)
-        self.layout, plan = name, LAYOUTS[name]
-        if plan.transposed:
-            self._transposed.add(X.shape)
-        return np.asfortranarray(W1) if plan.fortran else np.ascontiguousarray(W1)
-
-    def plan_gram(self, C, G, layout=None):
-        """C · G as it is ("G Z1") or as (Gᵀ·Cᵀ)ᵀ ("G Z1T"), whichever this machine runs
-        faster for these shapes (``layout``: a resumed run's; else this machine's plan; else
-        timed, and remembered: Plans). On this machine (docs/benchmarks.md) the second takes
-        0.7x the time at hidden widths of 20 and 100, and 1.2x at 400."""
-        if layout not in GRAM_LAYOUTS:
-            C = np.random.default_rng(0).standard_normal(C.shape).astype(G.dtype)  # not zeros
-            key = "gram " + PLANS.key(C, G)
-            layout = PLANS.get(key, GRAM_LAYOUTS)
-            if layout is None:
-                runs = {"G Z1": lambda: np.matmul(C, G), "G Z1T": lambda: np.matmul(G.T, C.T).T}
-                layout = fastest(runs, budget_s=0.2, max_rounds=101)[0]
-                PLANS.put(key, layout)
-        if layout == "G Z1T":
-            self._transposed.add(G.shape)
-        return layout
+        self._plan, self._X_shape, self.layout = LAYOUTS[name], X.shape, name
+        return np.asfortranarray(W1) if self._plan.fortran else np.ascontiguousarray(W1)
 
     def matmul(self, A, B):
-        if B.shape in self._transposed:  # planned: (Xᵀ·W1ᵀ)ᵀ, (Gᵀ·Cᵀ)ᵀ
-            return np.matmul(B.T, A.T).T
+        if self._plan is not None and self._plan.transposed and B.shape == self._X_shape:
+            return np.matmul(B.T, A.T).T  # (Xᵀ·W1ᵀ)ᵀ
         return np.matmul(A, B)
 
     def matmul_nt(self, A, B):
@@ -470,25 +446,17 @@ def plan_layout(W1: np.ndarray, X: np.ndarray, budget_s: float = 0.5) -> tuple[L
             np.subtract(W, buf, out=W)
 
         runs[c.name] = run
-    name, medians = fastest(runs, budget_s)
-    return LAYOUTS[name], medians
-
-
-def fastest(runs: dict, budget_s: float = 0.5, max_rounds: int = 15) -> tuple[str, dict]:
-    """(the name of the fastest run, each run's median time in ms): the runs take turns,
-    round after round, within about ``budget_s`` (at least 3 rounds after a warm-up round,
-    at most ``max_rounds``), each judged by its median."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     start = time.perf_counter()
     rounds = 0
-    while rounds < 4 or (rounds < max_rounds and time.perf_counter() - start < budget_s):
+    while rounds < 4 or (rounds < 15 and time.perf_counter() - start < budget_s):
         for name, run in runs.items():
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
         rounds += 1
     medians = {name: 1000 * float(np.median(ts[1:])) for name, ts in times.items()}
-    return min(medians, key=medians.get), medians
+    return LAYOUTS[min(medians, key=medians.get)], medians
 
 
 # --- CuPy ---------------------------------------------------------------------------------

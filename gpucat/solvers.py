@@ -242,11 +242,9 @@ class GramSolver(DirectSolver):
         self._W1_0_squared = None
         self.C = ops.zeros((n1, M))
         self.V = ops.zeros((n1, M)) if config.optimizer == "momentum" else None
-        # how C·G runs (NumPy plans it for the whole block; a batch's columns vary in number)
-        self.layout = ops.plan_gram(self.C, self.G, layout) if self.full_batch else None
 
     def _arrange(self, layout) -> None:
-        self.layout = None  # W1 never meets X inside the loop; C·G is planned in __init__
+        self.layout = None  # W1 never meets X inside the loop
 
     def _C_times(self, G: Array) -> Array:
         """C · G (G: columns of self.G) in G's dtype, the training dtype."""

@@ -13,7 +13,7 @@ from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import network
 from gpucat.network import Layer
-from gpucat.ops import GRAM_LAYOUTS, LAYOUTS, NumpyOps, Ops, blas_gemm, gemm_descend, make_ops
+from gpucat.ops import LAYOUTS, NumpyOps, Ops, blas_gemm, gemm_descend, make_ops
 from gpucat.train import params_to_device, params_to_host
 
 SIZES = [30, 8, 5, 3, 1]  # small, but with every kind of layer of the reference network
@@ -212,22 +212,6 @@ def test_every_numpy_layout_computes_the_same_products(layout, dtype):
     assert np.shares_memory(X, rows)
     ops.descend(W, dZ, X)
     assert rel_err(W, W1.astype(float) - dZ.astype(float) @ rows.astype(float)) <= RTOL[dtype]
-
-
-@pytest.mark.parametrize("layout", GRAM_LAYOUTS)
-def test_every_numpy_gram_layout_computes_c_times_g(layout, dtype):
-    """The Gram solver's C·G as planned (as it is, or as (Gᵀ·Cᵀ)ᵀ with G symmetric) against
-    the float64 product; other products are left as they are."""
-    from gpucat.backend import get_backend
-
-    rng = np.random.default_rng(5)
-    X = rng.random((300, 40))
-    G, C = (X.T @ X).astype(dtype), rng.standard_normal((9, 40)).astype(dtype)
-    ops = make_ops(get_backend("cpu"))
-    assert ops.plan_gram(C, G, layout) == layout
-    assert rel_err(ops.matmul(C, G), C.astype(float) @ G.astype(float)) <= RTOL[dtype]
-    A = rng.standard_normal((40, 7)).astype(dtype)
-    np.testing.assert_array_equal(ops.matmul(C, A), C @ A)
 
 
 def test_numpy_wheels_blas_is_called_for_the_update():

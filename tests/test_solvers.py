@@ -255,31 +255,6 @@ def test_gram_resumes_bit_for_bit(tmp_path, course_data, options):
         np.testing.assert_array_equal(b, b0)
 
 
-def test_a_resumed_gram_run_keeps_its_product_layout(tmp_path, monkeypatch, course_data):
-    """A Gram run resumed where this machine's plan now says the other way to run C·G keeps
-    its checkpoint's: it ends bit for bit where the uninterrupted run ends."""
-    from gpucat.ops import GRAM_LAYOUTS, PLANS
-
-    train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
-    monkeypatch.setattr(PLANS, "memory", {})
-    cfg = TrainConfig(layers=SMALL, iterations=30, log_every=7, solver="gram")
-    whole = fit(cpu, cfg, train.X, train.Y)
-    assert whole.solver == "gram" and whole.layout in GRAM_LAYOUTS
-    ck = str(tmp_path / "ck.safetensors")
-    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 11}), train.X, train.Y, checkpoint=ck)
-    other = [name for name in GRAM_LAYOUTS if name != whole.layout][0]
-    monkeypatch.setattr(PLANS, "get", lambda key, names=None: other)
-    assert fit(cpu, cfg, train.X, train.Y).layout == other  # a fresh run follows the plan
-    resumed = fit(cpu, cfg, train.X, train.Y, resume=ck)
-    assert resumed.layout == whole.layout and resumed.costs == whole.costs
-    for (W, b), (W0, b0) in zip(
-        params_to_host(cpu, resumed.params), params_to_host(cpu, whole.params)
-    ):
-        np.testing.assert_array_equal(W, W0)
-        np.testing.assert_array_equal(b, b0)
-
-
 class DeclaredOnly:
     """A solver seen only through what ``Solver`` declares: any other attribute the training
     loop reads raises AttributeError."""
