@@ -109,6 +109,9 @@ class TrainConfig:
             raise GpucatError(
                 "--patience (early stopping) needs --validation > 0 and a value >= 1."
             )
+        from gpucat.solvers import check_gram  # solvers.py imports this module
+
+        check_gram(self)
 
     def _coerce(self) -> None:
         def whole(name, v):

@@ -402,6 +402,14 @@ def gram_applies(config: TrainConfig) -> str | None:
     return None
 
 
+def check_gram(config: TrainConfig) -> None:
+    """Refuse an explicit --solver gram that cannot run this recipe (TrainConfig.check calls
+    this, so the message comes before any data is read)."""
+    why = gram_applies(config)
+    if config.solver == "gram" and why:
+        raise GpucatError(f"--solver gram cannot run this recipe: {why}; use --solver direct.")
+
+
 def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, streamed=False) -> str:
     """The one place that decides which solver runs: ``auto`` becomes gram when it applies
     and pays (fewer examples than inputs, G in a quarter of free memory, the data not
@@ -410,9 +418,8 @@ def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, stream
     name = config.solver
     if name not in SOLVERS:
         raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
+    check_gram(config)
     why = gram_applies(config)
-    if name == "gram" and why:
-        raise GpucatError(f"--solver gram cannot run this recipe: {why}; use --solver direct.")
     if name != "auto":
         return name
     fits = GramSolver.memory(config, M, n_x, streamed) <= GRAM_MEMORY_FRACTION * free_bytes

@@ -201,6 +201,15 @@ class _Validation:
         return total / self.n
 
 
+def check_data(config: TrainConfig, source) -> None:
+    """The data fits the recipe's input layer, or one message saying what does not."""
+    if source.n_features != config.layers[0]:
+        raise GpucatError(
+            f"the data has {source.n_features} features per example but --layers starts with "
+            f"{config.layers[0]}."
+        )
+
+
 def solver_for(
     backend: Backend,
     config: TrainConfig,
@@ -215,11 +224,7 @@ def solver_for(
     benchmarks use it to time iterations alone."""
     config.check()
     source = as_source(source)
-    if source.n_features != config.layers[0]:
-        raise GpucatError(
-            f"the data has {source.n_features} features per example but --layers starts with "
-            f"{config.layers[0]}."
-        )
+    check_data(config, source)
     train, val_rows = split_training(source, config.validation, config.flip, config.seed)
     M, n_x = train.size, source.n_features
     start, stop = reducer.block(M)

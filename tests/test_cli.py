@@ -76,12 +76,16 @@ def test_auto_falls_back_to_numpy_without_cupy(monkeypatch):
         (["--layers", "100,5,1"], "12288 features per example"),
         (["--iterations", "0"], "--iterations must be at least 1"),
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
+        (["--solver", "gram", "--optimizer", "adam"], "--solver gram cannot run this recipe"),
+        (["--solver", "gram", "--validation", "0.2"], "validation reads W1"),
     ],
 )
 def test_bad_train_settings_exit_2(args, message, capsys):
+    """One message and exit 2, before any data is read or anything printed."""
     assert main(["train", "--device", "cpu", *args]) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert message in err and err.startswith("gpucat: error:")
+    assert "Training" not in out
 
 
 def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):

@@ -158,7 +158,7 @@ def _config(args):
 
 def run(args: argparse.Namespace) -> None:
     from gpucat.reducers import LOCAL
-    from gpucat.train import run_recipe
+    from gpucat.train import check_data, run_recipe
 
     config = _config(args)
     config.check()
@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> None:
         backend = get_backend(args.device)
     say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
     train_set, test_set = _training_data(args, can_fetch=not args.distributed)
+    check_data(config, train_set)  # before the run is announced
     where = backend.label if reducer.size == 1 else f"{reducer.size} processes ({threads})"
     say(
         f"Training {'-'.join(map(str, config.layers))} on {where}, {config.dtype}, "
