@@ -182,6 +182,8 @@ def test_auto_picks_gram_only_when_it_applies_pays_and_fits():
     assert pick(209) == "gram"
     assert pick(6000) == "gram"  # G 288 MB, and the rest: 411 MB, under a quarter of 2 GiB
     assert pick(6000, free=GiB) == "direct"  # more than a quarter of 1 GiB
+    # float32 forms G in float64, then its float32 copy: 144 MB more at setup, 532 MiB in all
+    assert pick(6000, dtype="float32") == "direct"
     assert pick(20000) == "direct"  # M >= n_x: G would be bigger than X
     assert pick(209, layers=(12288, 1)) == "direct"  # no hidden layer
     assert pick(209, validation=0.2) == "direct"  # validation reads W1
