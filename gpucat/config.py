@@ -109,9 +109,24 @@ class TrainConfig:
             raise GpucatError(
                 "--patience (early stopping) needs --validation > 0 and a value >= 1."
             )
-        from gpucat.solvers import check_gram  # solvers.py imports this module
+        if self.solver == "gram":  # before any data is read
+            self.require_gram()
 
-        check_gram(self)
+    def gram_refusal(self) -> str | None:
+        """Why the Gram solver (solvers.py) cannot run this recipe, or None when it can."""
+        if len(self.layers) < 3:
+            return "it needs at least one hidden layer"
+        if self.optimizer == "adam":
+            return "it runs gradient descent and momentum, not Adam"
+        if self.validation:
+            return "validation reads W1, which it forms only at the end"
+        return None
+
+    def require_gram(self) -> None:
+        """The one message for a recipe the Gram solver cannot run."""
+        why = self.gram_refusal()
+        if why:
+            raise GpucatError(f"--solver gram cannot run this recipe: {why}; use --solver direct.")
 
     def _coerce(self) -> None:
         def whole(name, v):

@@ -19,8 +19,10 @@ import numpy as np
 from gpucat import __version__
 from gpucat.errors import GpucatError
 
-PACKAGES = ("h5py", "safetensors", "pillow", "pooch", "tqdm", "threadpoolctl", "zlib-ng")
-PACKAGES += ("array-api-strict",)  # the tests' stand-in device
+PACKAGES = (
+    "h5py", "safetensors", "pillow", "pooch", "tqdm", "threadpoolctl", "zlib-ng",
+    "array-api-strict",  # the tests' stand-in device
+)  # fmt: skip
 
 
 def _version(dist: str) -> str | None:

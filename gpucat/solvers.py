@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from gpucat import network
-from gpucat.config import SOLVERS, TrainConfig
+from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.network import Layer
 from gpucat.ops import Array, Ops
@@ -218,14 +218,7 @@ class GramSolver(DirectSolver):
     BLOCK = 1024  # input features upcast to float64 at a time
 
     def __init__(self, ops, params, shard, reducer, config, M, layout=None):
-        if len(params) < 2:
-            raise GpucatError("--solver gram needs at least one hidden layer; use --solver direct.")
-        if config.optimizer == "adam":
-            raise GpucatError(
-                "--solver gram runs gradient descent and momentum: Adam's per-weight scaling "
-                "leaves the span of the examples that the Gram matrix works in. Drop --solver "
-                "gram (or use --solver direct) with --optimizer adam."
-            )
+        config.require_gram()
         super().__init__(ops, params, shard, reducer, config, M, layout)
         self._rows, self._W1_formed = None, False  # W1 formed since the last step?
         xp, n1 = ops.xp, params[0].W.shape[0]
@@ -391,35 +384,13 @@ class GramSolver(DirectSolver):
 SOLVER_CLASSES = {"direct": DirectSolver, "gram": GramSolver}
 
 
-def gram_applies(config: TrainConfig) -> str | None:
-    """Why the Gram solver cannot run this recipe, or None when it can."""
-    if len(config.layers) < 3:
-        return "it needs at least one hidden layer"
-    if config.optimizer == "adam":
-        return "it runs gradient descent and momentum, not Adam"
-    if config.validation:
-        return "validation reads W1, which it forms only at the end"
-    return None
-
-
-def check_gram(config: TrainConfig) -> None:
-    """Refuse an explicit --solver gram that cannot run this recipe (TrainConfig.check calls
-    this, so the message comes before any data is read)."""
-    why = gram_applies(config)
-    if config.solver == "gram" and why:
-        raise GpucatError(f"--solver gram cannot run this recipe: {why}; use --solver direct.")
-
-
 def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, streamed=False) -> str:
     """The one place that decides which solver runs: ``auto`` becomes gram when it applies
     and pays (fewer examples than inputs, G in a quarter of free memory, the data not
     streamed from disk), else direct. Only the recipe and the data decide: checkpoints and
     resuming observe a run, and a resumed run keeps its checkpoint's solver."""
-    name = config.solver
-    if name not in SOLVERS:
-        raise GpucatError(f"unknown solver {name!r}: choose one of {', '.join(SOLVERS)}.")
-    check_gram(config)
-    why = gram_applies(config)
+    config.check()  # an unknown solver, or an explicit gram that cannot run the recipe
+    name, why = config.solver, config.gram_refusal()
     if name != "auto":
         return name
     fits = GramSolver.memory(config, M, n_x, streamed) <= GRAM_MEMORY_FRACTION * free_bytes
