@@ -86,14 +86,11 @@ class TrainConfig:
         for flag, v in (("--log-every", self.log_every), ("--validate-every", self.validate_every)):
             if v < 1:
                 raise GpucatError(f"{flag} must be at least 1, got {v}.")
-        if self.solver not in SOLVERS:
-            raise GpucatError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}.")
-        if self.optimizer not in OPTIMIZERS:
-            raise GpucatError(
-                f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}."
-            )
-        if self.dtype not in ("float32", "float64"):
-            raise GpucatError(f"--dtype must be float32 or float64, got {self.dtype!r}.")
+        for f in fields(self):  # --dtype, --solver, --optimizer: their knob's choices
+            value, choices = getattr(self, f.name), f.metadata["choices"]
+            if choices and value not in choices:
+                flag = f"--{f.name.replace('_', '-')}"
+                raise GpucatError(f"{flag} must be one of {', '.join(choices)}, got {value!r}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise GpucatError(f"--batch-size must be at least 1, got {self.batch_size}.")
         for flag, v in (("--beta1", self.beta1), ("--beta2", self.beta2)):

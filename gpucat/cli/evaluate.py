@@ -6,6 +6,7 @@ import argparse
 import json
 
 from gpucat.cli import add_device, check_writable, get_backend
+from gpucat.config import DTYPES
 
 
 def add(sub) -> None:
@@ -20,7 +21,7 @@ def add(sub) -> None:
         help="an .h5 file, the original CSV, or a folder with cat/ and non-cat/",
     )
     add_device(e)
-    e.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    e.add_argument("--dtype", choices=DTYPES, default="float64")
     e.add_argument(
         "--mislabeled", default=None, metavar="PNG", help="draw the misclassified images"
     )
@@ -31,7 +32,7 @@ def add(sub) -> None:
     pr.add_argument("--model", required=True)
     pr.add_argument("inputs", nargs="+", metavar="PATH", help="images, folders, .h5 or .csv files")
     add_device(pr)
-    pr.add_argument("--dtype", choices=("float32", "float64"), default="float64")
+    pr.add_argument("--dtype", choices=DTYPES, default="float64")
     pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gpucat.cli import check_writable
+from gpucat.config import DTYPES
 
 
 def add(sub) -> None:
@@ -18,7 +19,7 @@ def add(sub) -> None:
         default="images",
         help="images: raw uint8 (N, 64, 64, 3); features: normalized float (N, 12288)",
     )
-    x.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    x.add_argument("--dtype", choices=DTYPES, default="float32")
 
 
 def run(args: argparse.Namespace) -> None:
