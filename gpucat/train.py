@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucat import network, sources
+from gpucat import cuda_graph, network, sources
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
@@ -239,11 +239,12 @@ def solver_for(
     params = params_to_device(backend, host_init, config.dtype)
     try:
         layout = progress.layout if progress else None
-        solver = make_solver(name, make_ops(backend), params, shard, reducer, config, M, layout)
+        ops = cuda_graph.ops_for(backend)
+        solver = make_solver(name, ops, params, shard, reducer, config, M, layout)
     except BaseException:
         shard.close()
         raise
-    return solver, train, val_rows
+    return cuda_graph.replayed(solver, config, reducer.size), train, val_rows
 
 
 def fit(

@@ -21,7 +21,9 @@
         The reference recipe on the real data in one process: every solver in both dtypes on
         each device, and PyTorch eager (and, on CUDA, replayed as a CUDA graph) beside it;
         a warm-up run first, then the median of --runs training times. Each run's logged
-        costs are compared with NumPy float64 (direct solver).
+        costs are compared with NumPy float64 (direct solver). Last, on a GPU, each solver
+        again with GPUCAT_CUDA_GRAPH=1 (rows "direct+graph", "gram+graph"); where the graph
+        could not run, "graph_error" says why and no such row is written.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, pin older BLAS kernels than a user's
 machine would pick: this script removes both, for every side of every comparison.
@@ -38,6 +40,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from gpucat.config import SOLVERS as SOLVER_CHOICES
@@ -345,17 +348,19 @@ def recipe(args) -> dict:
         if args.out:
             Path(args.out).write_text(json.dumps(doc, indent=1))
 
-    for backend in selected_backends(args.devices):
+    def gpucat_rows(backend, suffix=""):
         for dtype in ("float32", "float64"):
             for solver in SOLVERS:
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
-                fit(
-                    backend,
-                    TrainConfig(iterations=20, dtype=dtype, solver=solver),
-                    train.X,
-                    train.Y,
-                )
-                runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
+                    fit(backend, warm, train.X, train.Y)
+                    runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
+                unused = [str(w.message) for w in caught if "CUDA graph not used" in str(w.message)]
+                if suffix and unused:  # the graph did not run: no row that says it did
+                    doc["graph_error"] = f"{dtype} {solver}: {unused[0]}"
+                    continue
                 r = runs[-1]
                 correct = [
                     accuracy(predict_proba(backend, r.params, ds.X, dtype), ds.Y)[1]
@@ -366,7 +371,7 @@ def recipe(args) -> dict:
                         "impl": f"gpucat-{backend.name}",
                         "device": backend.label,
                         "dtype": dtype,
-                        "solver": r.solver,
+                        "solver": r.solver + suffix,
                         "seconds": [x.seconds for x in runs],
                         "median_s": statistics.median(x.seconds for x in runs),
                         "cost_0": r.costs[0][1],
@@ -375,6 +380,10 @@ def recipe(args) -> dict:
                         "test_correct": correct[1],
                     }
                 )
+
+    backends = selected_backends(args.devices)
+    for backend in backends:
+        gpucat_rows(backend)
     if not args.no_torch:
         sys.path.insert(0, str(ROOT / "scripts"))
         from torch_baseline import train_torch
@@ -405,6 +414,19 @@ def recipe(args) -> dict:
                         "test_correct": None,
                     }
                 )
+    # last, so that a failure cannot cost the rows above: each iteration one CUDA graph
+    # launch (gpucat/cuda_graph.py, experimental)
+    for backend in (b for b in backends if b.is_gpu):
+        os.environ["GPUCAT_CUDA_GRAPH"] = "1"
+        try:
+            gpucat_rows(backend, "+graph")
+        except Exception as e:  # noqa: BLE001 -- recorded, not fatal
+            doc["graph_error"] = f"{type(e).__name__}: {e}"
+            print(f"CUDA graph rows: {doc['graph_error']}", file=sys.stderr)
+            if args.out:
+                Path(args.out).write_text(json.dumps(doc, indent=1))
+        finally:
+            del os.environ["GPUCAT_CUDA_GRAPH"]
     print_recipe_table(rows)
     return doc
 

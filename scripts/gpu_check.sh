@@ -14,7 +14,8 @@
 #   compare_devices.json NumPy and CuPy from the same start, both dtypes, every iteration's
 #                        cost of the 2500
 #   mpi.json             mpiexec -n 2 on the one GPU against one process (float64)
-#   recipe.json          every solver on the GPU beside PyTorch CUDA eager and CUDA graph
+#   recipe.json          every solver on the GPU beside PyTorch CUDA eager and CUDA graph,
+#                        then each solver replayed as a CUDA graph (GPUCAT_CUDA_GRAPH=1)
 #   sweep.json           the GPU rows of the sweep (benchmark.py plot-sweep draws them)
 #   steps.log            everything each step printed
 #   summary.txt          PASS/FAIL per acceptance check (scripts/gpu_summary.py), printed last

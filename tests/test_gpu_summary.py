@@ -169,3 +169,24 @@ def test_the_published_run_and_mpi_agreement_are_checked(tmp_path):
         "mpiexec -n 2 equals one process within 1e-10",
         "gpucat-cupy float64 direct: the published run, costs within 1e-10",
     ]
+
+
+def test_replayed_graph_rows_are_judged_like_the_others(tmp_path):
+    """The experimental "+graph" rows (one CUDA graph launch an iteration) must reproduce
+    the published run too and get their speed goal; when they could not run, the reason is
+    shown without failing the check."""
+    doc = json.loads((write_run(tmp_path / "ok") / "recipe.json").read_text())
+    doc["rows"] += [
+        recipe_row("gpucat-cupy", "float64", "direct+graph", 0.09, dev=1e-13),
+        recipe_row("gpucat-cupy", "float64", "gram+graph", 0.02, dev=2e-9),
+    ]
+    out = write_run(tmp_path / "graph", **{"recipe.json": doc})
+    v = verdicts(out)
+    assert failed(out) == ["gpucat-cupy float64 gram+graph: the published run, costs within 1e-10"]
+    assert v["goal float64 direct+graph: <= 40 us per iteration"] == "goal"
+    assert v["goal float64 gram+graph: <= 10 us per iteration"] == "goal"
+    doc["rows"] = doc["rows"][:-2]
+    doc["graph_error"] = "OSError: cuBLAS not found"
+    out = write_run(tmp_path / "error", **{"recipe.json": doc})
+    assert failed(out) == [] and v.get("CUDA graph rows (GPUCAT_CUDA_GRAPH=1)") is None
+    assert verdicts(out)["CUDA graph rows (GPUCAT_CUDA_GRAPH=1)"] is None
