@@ -35,7 +35,8 @@ def column_major_gemm(dtype):
         B = view(b, *((k, n) if tb == 0 else (n, k)), ldb)
         C = view(c, m, n, ldc)
         opA, opB = (A if ta == 0 else A.T), (B if tb == 0 else B.T)
-        C[...] = alpha * (opA @ opB) + beta * C
+        # as BLAS defines it: with β = 0, C is written, never read (it may hold NaN)
+        C[...] = alpha * (opA @ opB) + (beta * C if beta != 0 else 0.0)
 
     return gemm
 
@@ -67,7 +68,7 @@ def test_transposed_views_are_read_where_they_lie():
     rng = np.random.default_rng(3)
     W, dZ, A = rng.standard_normal((7, 20)), rng.standard_normal((7, 9)), rng.random((20, 9))
     gemm, ptr = column_major_gemm("float64"), lambda x: x.ctypes.data
-    out = np.empty((20, 9))
+    out = np.full((20, 9), np.nan)  # an empty output: β = 0 must not read it
     row_major_gemm(gemm, ptr, W.T, dZ, out, 1.0, 0.0)
     np.testing.assert_allclose(out, W.T @ dZ, rtol=1e-14)
     W0 = W.copy()
