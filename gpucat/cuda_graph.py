@@ -29,6 +29,16 @@ import numpy as np
 from gpucat.ops import CupyOps, make_ops
 
 WARMUP = 3  # plain iterations before the capture
+
+
+class GraphNotUsed(RuntimeWarning):
+    """The run goes on without the graph; the message says why."""
+
+
+def _not_used(why) -> None:
+    warnings.warn(f"CUDA graph not used: {why}", GraphNotUsed, stacklevel=3)
+
+
 _OP = {"N": 0, "T": 1}  # cublasOperation_t
 
 
@@ -141,10 +151,15 @@ class GraphedOps(CupyOps):
         super().__init__(backend)
         self.blas = Cublas()
 
+    @staticmethod
+    def _stored(*arrays) -> bool:
+        """Every array in C or Fortran order, as a GEMM reads it (not a slice)."""
+        return all(x.flags.c_contiguous or x.flags.f_contiguous for x in arrays)
+
     def _gemm(self, A, B, C, alpha: float, beta: float) -> bool:
         """C ← α·A·B + β·C on the stream CuPy queues on now; False, touching nothing, for
         operands stored in neither order (slices), which CuPy's own path takes."""
-        if not all(x.flags.c_contiguous or x.flags.f_contiguous for x in (A, B, C)):
+        if not self._stored(A, B, C):
             return False
         self.blas.set_stream(self.cupy.cuda.get_current_stream().ptr)
         gemm = self.blas.gemm_for(C.dtype)
@@ -152,8 +167,11 @@ class GraphedOps(CupyOps):
         return True
 
     def _product(self, A, B):
+        if not self._stored(A, B):
+            return A @ B
         C = self.cupy.empty((A.shape[0], B.shape[1]), dtype=A.dtype)
-        return C if self._gemm(A, B, C, 1.0, 0.0) else A @ B
+        self._gemm(A, B, C, 1.0, 0.0)
+        return C
 
     def matmul(self, A, B):
         return self._product(A, B)
@@ -169,10 +187,7 @@ class GraphedOps(CupyOps):
             super().descend(W, dZ, A_prev, decay)
 
     def descend_bias(self, b, dZ):
-        key = (dZ.shape[1], dZ.dtype)
-        if key not in self._ones:
-            self._ones[key] = self.cupy.ones((dZ.shape[1], 1), dtype=dZ.dtype)
-        if not self._gemm(dZ, self._ones[key], b, -1.0, 1.0):
+        if not self._gemm(dZ, self._ones_for(dZ), b, -1.0, 1.0):
             super().descend_bias(b, dZ)
 
 
@@ -218,7 +233,7 @@ class Replayed:
                 self._loss, self._launch = self._capturer.capture(lambda: self._solver.step(i))
             except Exception as e:  # noqa: BLE001 -- any refusal: stay on the plain path
                 self.why = f"{type(e).__name__}: {e}"
-                warnings.warn(f"CUDA graph not used: {self.why}", RuntimeWarning, stacklevel=2)
+                _not_used(self.why)
         self._done += 1
         if self._launch is None:
             return self._solver.step(i)
@@ -233,7 +248,7 @@ def ops_for(backend):
         try:
             return GraphedOps(backend)
         except (ImportError, OSError, AttributeError, RuntimeError) as e:
-            warnings.warn(f"CUDA graph not used: {e}", RuntimeWarning, stacklevel=2)
+            _not_used(e)
     return make_ops(backend)
 
 
@@ -244,6 +259,6 @@ def replayed(solver, config, processes: int):
         return solver
     why = graph_refusal(config, processes, solver.full_batch, solver.name)
     if why:
-        warnings.warn(f"CUDA graph not used: {why}", RuntimeWarning, stacklevel=2)
+        _not_used(why)
         return solver
     return Replayed(solver, CudaCapture(solver.ops))

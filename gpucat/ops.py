@@ -562,10 +562,14 @@ class CupyOps(Ops):
     def descend_bias(self, b, dZ):
         from cupy import cublas
 
+        cublas.gemm("N", "N", dZ, self._ones_for(dZ), out=b, alpha=-1.0, beta=1.0)  # b −= dZ·1
+
+    def _ones_for(self, dZ):
+        """A column of ones as long as dZ is wide (Σ dZ = dZ·1), made once per shape."""
         key = (dZ.shape[1], dZ.dtype)
         if key not in self._ones:
             self._ones[key] = self.cupy.ones((dZ.shape[1], 1), dtype=dZ.dtype)
-        cublas.gemm("N", "N", dZ, self._ones[key], out=b, alpha=-1.0, beta=1.0)  # b −= dZ·1
+        return self._ones[key]
 
     def momentum(self, p, g, v, beta, lr, l2=0.0):
         T = p.dtype.type

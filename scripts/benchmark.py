@@ -327,6 +327,7 @@ def recipe(args) -> dict:
     PyTorch beside it, in one process; medians of --runs after a warm-up run of each."""
     from gpucat import data
     from gpucat.backend import get_backend
+    from gpucat.cuda_graph import GraphNotUsed
     from gpucat.train import TrainConfig, accuracy, fit, predict_proba
 
     train, test = data.load_course_data(args.data_dir)
@@ -341,12 +342,20 @@ def recipe(args) -> dict:
     rows = []
     doc = {"machine": machine_info(), "iterations": iters, "runs": args.runs, "rows": rows}
 
-    def add(row: dict) -> None:  # --out after every row: a later failure keeps the rows done
+    def save() -> None:  # --out after every change: a later failure keeps what was done
+        if args.out:
+            Path(args.out).write_text(json.dumps(doc, indent=1))
+
+    def add(row: dict) -> None:
         row["ms_per_iteration"] = 1000 * row["median_s"] / iters
         rows.append(row)
         print(json.dumps(row), flush=True)
-        if args.out:
-            Path(args.out).write_text(json.dumps(doc, indent=1))
+        save()
+
+    def graph_error(why: str) -> None:
+        doc["graph_error"] = why
+        print(f"CUDA graph rows: {why}", file=sys.stderr)
+        save()
 
     def gpucat_rows(backend, suffix=""):
         for dtype in ("float32", "float64"):
@@ -357,9 +366,9 @@ def recipe(args) -> dict:
                     warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
                     fit(backend, warm, train.X, train.Y)
                     runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
-                unused = [str(w.message) for w in caught if "CUDA graph not used" in str(w.message)]
+                unused = [str(w.message) for w in caught if issubclass(w.category, GraphNotUsed)]
                 if suffix and unused:  # the graph did not run: no row that says it did
-                    doc["graph_error"] = f"{dtype} {solver}: {unused[0]}"
+                    graph_error(f"{dtype} {solver}: {unused[0]}")
                     continue
                 r = runs[-1]
                 correct = [
@@ -421,10 +430,7 @@ def recipe(args) -> dict:
         try:
             gpucat_rows(backend, "+graph")
         except Exception as e:  # noqa: BLE001 -- recorded, not fatal
-            doc["graph_error"] = f"{type(e).__name__}: {e}"
-            print(f"CUDA graph rows: {doc['graph_error']}", file=sys.stderr)
-            if args.out:
-                Path(args.out).write_text(json.dumps(doc, indent=1))
+            graph_error(f"{type(e).__name__}: {e}")
         finally:
             del os.environ["GPUCAT_CUDA_GRAPH"]
     print_recipe_table(rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def test_replayed_steps_equal_the_plain_solver(course_data, solver, fail):
     )
     plain = solver_for(cpu, config, train)[0]
     capture = StandInCapture(fail)
-    with pytest.warns(RuntimeWarning, match="stream capture refused") if fail else _nothing():
+    with pytest.warns(RuntimeWarning, match="stream capture refused") if fail else nullcontext():
         wrapped = Replayed(solver_for(cpu, config, train)[0], capture)
         losses = [(float(plain.step(i)), float(wrapped.step(i))) for i in range(WARMUP + 5)]
     assert all(a == b for a, b in zip(*zip(*losses)))
@@ -143,14 +144,6 @@ def test_replayed_steps_equal_the_plain_solver(course_data, solver, fail):
         np.testing.assert_array_equal(p[1], q[1])
     assert len(capture.captured_at) == (0 if fail else 1)
     assert (wrapped.why is not None) == fail and wrapped.name == solver
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_the_graph_path_stays_off_unless_asked_and_on_a_gpu(monkeypatch, course_data):
