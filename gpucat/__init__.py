@@ -1,12 +1,56 @@
-"""gpucat: a hand-written L-layer cat classifier that runs the same code on CuPy and NumPy."""
+"""gpucat: a hand-written L-layer cat classifier that runs the same code on CuPy and NumPy.
+
+The public API, for scripts (everything else is internal)::
+
+    >>> import gpucat
+    >>> [d.name for d in gpucat.devices()][:1]  # NumPy's CPU always; CuPy's GPU where usable
+    ['numpy']
+    >>> model = gpucat.train_model(device="cpu")  # the reference recipe on the course data
+    >>> result = model.metadata["result"]
+    >>> round(result["costs"][0][1], 6), result["train_correct"], result["test_correct"]
+    (0.771749, 206, 40)
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "cat.safetensors"
+    >>> gpucat.save_model(path, model)
+    >>> gpucat.load_model(path).layer_sizes
+    [12288, 20, 7, 5, 1]
+
+- ``train_model(data=None, labels=None, *, test=None, device=None, **recipe)``: train and score
+  a model (the course data, a path, or arrays); ``TrainConfig`` lists the recipe's knobs.
+- ``CatClassifier``: the same trainer as a scikit-learn estimator.
+- ``devices()``, ``device(name)``: the usable devices; one by name ("auto", "cpu", "gpu").
+- ``compare(...)``: one recipe on every usable device and dtype (`gpucat compare`).
+- ``load_model(path)``, ``save_model(path, model)``, ``Model``: model files.
+- ``GpucatError``: every error meant for a user.
+"""
 
 __version__ = "0.1.0"
 
+# name -> module: imported on first use, so that `import gpucat` stays light (no h5py,
+# scikit-learn or CuPy until they are needed)
+_PUBLIC = {
+    "train_model": "gpucat.api",
+    "devices": "gpucat.api",
+    "device": "gpucat.api",
+    "CatClassifier": "gpucat.estimator",
+    "compare": "gpucat.compare",
+    "TrainConfig": "gpucat.config",
+    "Model": "gpucat.models",
+    "load_model": "gpucat.models",
+    "save_model": "gpucat.models",
+    "GpucatError": "gpucat.errors",
+}
+__all__ = ["__version__", *_PUBLIC]
+# (the training function is train_model: gpucat.train is the module of the training loop)
+
 
 def __getattr__(name: str):
-    """``gpucat.CatClassifier`` without importing the estimator (or scikit-learn) up front."""
-    if name == "CatClassifier":
-        from gpucat.estimator import CatClassifier
+    if name in _PUBLIC:
+        import importlib
 
-        return CatClassifier
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'gpucat' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -18,7 +18,7 @@ import numpy as np
 
 from gpucat import __version__
 from gpucat.errors import GpucatError
-from gpucat.models import atomic_write
+from gpucat.files import atomic_write
 
 FORMAT = "gpucat-checkpoint-2"
 

@@ -23,7 +23,10 @@ N_FEATURES = 64 * 64 * 3  # 12288
 TRAIN_FILE = "train_catvnoncat.h5"
 TEST_FILE = "test_catvnoncat.h5"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-FETCH_HINT = "run `gpucat fetch-data` to download verified copies"
+FETCH_HINT = (
+    "run `gpucat fetch-data` to download verified copies, and pass the folder it names as "
+    "--data-dir"
+)
 # The published course files (the same bytes at every pinned download address). The project
 # ships them in data/; they are checked against these whenever they are loaded by name.
 SHA256 = {
@@ -107,15 +110,15 @@ def as_rows(images: np.ndarray, path) -> tuple[np.ndarray, float]:
 
 
 def default_data_dir() -> Path:
-    """The project's data/ folder next to the package (source checkout), else a user cache."""
-    here = Path(__file__).resolve().parent.parent
-    if (here / "pyproject.toml").is_file():
-        return here / "data"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gpucat"
+    """The course files gpucat carries: the package ``gpucat.course_data`` (the repository's
+    data/ folder, installed inside the wheel), found through importlib.resources."""
+    from importlib import resources
+
+    return Path(str(resources.files("gpucat.course_data")))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``--data-dir``, else GPUCAT_DATA_DIR, else the project's data/ folder."""
+    """``--data-dir``, else GPUCAT_DATA_DIR, else the course files gpucat carries."""
     if data_dir:
         return Path(data_dir)
     env = os.environ.get("GPUCAT_DATA_DIR")
@@ -180,7 +183,7 @@ def _read_h5(path: str | os.PathLike, read):
 
     path = Path(path)
     if not path.is_file():
-        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
+        raise GpucatError(f"{path}: no such file; {FETCH_HINT}.")
     why = _sniff_not_hdf5(path)
     if why:
         raise GpucatError(f"{path} {why}; delete it and {FETCH_HINT}.")
@@ -550,7 +553,7 @@ def sha256_of(path: str | os.PathLike) -> str:
 def check_course_file(path: Path) -> None:
     """The file is the published course file, byte for byte, or a GpucatError says what to do."""
     if not path.is_file():
-        raise GpucatError(f"{path}: no such file; {FETCH_HINT}, or pass --data-dir.")
+        raise GpucatError(f"{path}: no such file; {FETCH_HINT}.")
     digest = sha256_of(path)
     if digest != SHA256[path.name]:
         why = _sniff_not_hdf5(path)

@@ -18,7 +18,8 @@ import numpy as np
 from gpucat import __version__
 from gpucat.data import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
-from gpucat.models import Model, atomic_write
+from gpucat.files import atomic_write
+from gpucat.models import Model
 
 OPSET = 17
 INPUTS = ("images", "features")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from gpucat import __version__
 from gpucat.data import N_FEATURES
 from gpucat.errors import GpucatError
+from gpucat.files import atomic_write
 
 PREPROCESSING = "RGB 64x64, flattened height-width-channel to 12288 values, divided by 255"
 
@@ -33,23 +33,6 @@ class Model:
     @property
     def layer_sizes(self) -> list[int]:
         return [self.params[0][0].shape[1]] + [W.shape[0] for W, _ in self.params]
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to path through a temp file in the same folder and an atomic rename."""
-    path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise GpucatError(f"{path}: the folder {path.parent} does not exist; create it first.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_shapes(

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from gpucat.errors import GpucatError
-from gpucat.models import atomic_write
+from gpucat.files import atomic_write
 
 
 def _pyplot():

@@ -7,21 +7,20 @@ images are chunked or compressed is rewritten (`gpucat prepare old.h5 --out fast
 Either way the result is a course-layout h5 with the images contiguous and uncompressed:
 ``train_set_x`` (m, 64, 64, 3) uint8, ``train_set_y`` (m,), ``list_classes`` and the file
 names (``names``), which training reads at the images' byte offsets (data.H5Source). The
-file is written atomically: a temporary file in the same folder, renamed when complete; a
-progress bar shows on a terminal.
+file is written atomically (files.replacing); a progress bar shows on a terminal.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from gpucat.data import IMAGE_SHAPE
 from gpucat.errors import GpucatError
+from gpucat.files import replacing
 
 
 def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
@@ -72,9 +71,7 @@ def prepare(source, out, jobs: int | None = None, progress: bool | None = None) 
         names = [str(p.relative_to(source)) for p, _ in files]
         blocks = ((k, [image]) for k, image in enumerate(_images([str(p) for p, _ in files], jobs)))
     m = labels.size
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with replacing(out) as tmp:
         with h5py.File(tmp, "w") as f:
             x = f.create_dataset("train_set_x", (m, *IMAGE_SHAPE), np.uint8)  # contiguous
             f["train_set_y"] = labels.astype(np.int64)
@@ -86,9 +83,6 @@ def prepare(source, out, jobs: int | None = None, progress: bool | None = None) 
                 for k, images in blocks:
                     x[k : k + len(images)] = np.asarray(images).reshape(-1, *IMAGE_SHAPE)
                     bar.update(len(images))
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return m
 
 

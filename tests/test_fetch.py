@@ -96,7 +96,8 @@ def test_a_changed_course_file_is_refused(tmp_path, capsys):
 
 def test_download_and_verify(tmp_path, serve, monkeypatch):
     monkeypatch.setenv("GPUCAT_DATA_URL", serve(good_copy(tmp_path / "site")))
-    dest = fetch.fetch_data(tmp_path / "data", progress=False)
+    dest, done = fetch.fetch_data(tmp_path / "data", progress=False)
+    assert done == ["downloaded", "downloaded"]
     for name in (TRAIN_FILE, TEST_FILE):
         assert sha256(dest / name) == fetch.SHA256[name]
     train, test = load_course_data(dest)
@@ -165,4 +166,67 @@ def test_fetch_data_command(tmp_path, serve):
         "fetch-data", "--data-dir", str(tmp_path / "d"), env_extra={"GPUCAT_DATA_URL": url}
     )
     assert out.returncode == 0, out.stderr
-    assert "verified" in out.stdout and (tmp_path / "d" / TEST_FILE).is_file()
+    assert f"{tmp_path / 'd' / TEST_FILE}: downloaded" in out.stdout
+    assert f"gpucat train --data-dir {tmp_path / 'd'}" in out.stdout
+    assert (tmp_path / "d" / TEST_FILE).is_file()
+
+
+def test_fetch_data_says_when_it_downloads_nothing_and_force_downloads_anew(tmp_path, serve):
+    """Verified copies already there: nothing is downloaded, and the words say so;
+    --force downloads both anew (the server sees two requests)."""
+    site = good_copy(tmp_path / "site")
+    dest = good_copy(tmp_path / "d")
+    before = {n: (dest / n).stat().st_mtime_ns for n in (TRAIN_FILE, TEST_FILE)}
+    url = serve(site)
+    out = run_gpucat("fetch-data", "--data-dir", str(dest), env_extra={"GPUCAT_DATA_URL": url})
+    assert out.returncode == 0, out.stderr
+    assert f"{dest / TRAIN_FILE}: verified" in out.stdout and "--force" in out.stdout
+    assert "downloaded" not in out.stdout
+    assert before == {n: (dest / n).stat().st_mtime_ns for n in before}
+    out = run_gpucat(
+        "fetch-data", "--force", "--data-dir", str(dest), env_extra={"GPUCAT_DATA_URL": url}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count(": downloaded") == 2 and "--force" not in out.stdout
+    assert all((dest / n).stat().st_mtime_ns != t for n, t in before.items())
+    assert sorted(p.name for p in dest.iterdir()) == sorted([TEST_FILE, TRAIN_FILE])
+
+
+def test_a_failed_forced_download_keeps_the_good_copy(tmp_path, serve):
+    dest = good_copy(tmp_path / "d")
+    broken = tmp_path / "broken"
+    broken.mkdir()  # 404 for everything
+    out = run_gpucat(
+        "fetch-data",
+        "--force",
+        "--data-dir",
+        str(dest),
+        env_extra={"GPUCAT_DATA_URL": serve(broken)},
+    )
+    assert out.returncode == 2 and "could not download a verified copy" in out.stderr
+    assert sha256(dest / TRAIN_FILE) == fetch.SHA256[TRAIN_FILE]
+    assert sorted(p.name for p in dest.iterdir()) == sorted([TEST_FILE, TRAIN_FILE])
+
+
+def test_each_address_gives_its_whole_reason_on_its_own_line(tmp_path):
+    """Offline, every address is named with its reason, not cut mid-word."""
+    urls = ("http://127.0.0.1:9/a/", "http://127.0.0.1:9/b/")  # nothing listens on port 9
+    dest = tmp_path / "d"
+    dest.mkdir()
+    with pytest.raises(GpucatError) as e:
+        fetch.fetch_file(TEST_FILE, dest, urls)
+    lines = str(e.value).splitlines()
+    for url in urls:
+        k = lines.index(f"  {url}{TEST_FILE}")
+        reason = lines[k + 1]
+        assert reason.startswith("    ConnectionError: ") and reason.rstrip().endswith(")")
+        assert "Connection refused" in reason
+    assert list(dest.iterdir()) == []
+
+
+def test_fetch_data_defaults_to_the_user_cache(tmp_path, serve):
+    url = serve(good_copy(tmp_path / "site"))
+    env = {"GPUCAT_DATA_URL": url, "XDG_CACHE_HOME": str(tmp_path / "cache"), "GPUCAT_DATA_DIR": ""}
+    out = run_gpucat("fetch-data", env_extra=env)
+    assert out.returncode == 0, out.stderr
+    assert sha256(tmp_path / "cache" / "gpucat" / TRAIN_FILE) == fetch.SHA256[TRAIN_FILE]

@@ -1,5 +1,5 @@
 """The `gpucat` command line, one module per subcommand (train, evaluate and predict, export,
-fetch-data and prepare, info), each with ``add(subparsers)`` and ``run(args)``. User errors
+compare, fetch-data and prepare, info), each with ``add(subparsers)`` and ``run(args)``. User errors
 are caught once, here: one message, exit code 2; an interruption exits with 130."""
 
 from __future__ import annotations
@@ -42,15 +42,26 @@ def check_writable(*paths: str | None) -> None:
             raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with gpucat's one form for a bad command line: a single `gpucat: error:` line
+    (no usage text), exit code 2; subcommands' parsers are of this class too."""
+
+    def error(self, message: str):
+        cmd = self.prog.removeprefix("gpucat").strip()
+        where = f" (see `gpucat {cmd + ' ' if cmd else ''}--help`)"
+        print(f"gpucat: error: {message}{where}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gpucat import __doc__ as about
     from gpucat import __version__
-    from gpucat.cli import data, evaluate, export, info, train
+    from gpucat.cli import compare, data, evaluate, export, info, train
 
-    parser = argparse.ArgumentParser(prog="gpucat", description=about.splitlines()[0])
+    parser = _Parser(prog="gpucat", description=about.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gpucat {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (train, evaluate, export, data, info):
+    for module in (train, evaluate, export, compare, data, info):
         module.add(sub)
     return parser
 

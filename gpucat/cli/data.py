@@ -10,10 +10,23 @@ from gpucat.errors import GpucatError
 
 
 def add(sub) -> None:
-    f = sub.add_parser("fetch-data", help="download the course data and verify its SHA-256")
+    f = sub.add_parser(
+        "fetch-data",
+        help="download verified copies of the course data (gpucat carries them too; this is "
+        "for a copy of your own)",
+    )
     f.set_defaults(run=fetch)
     f.add_argument(
-        "--data-dir", default=None, help="where to put it (default: GPUCAT_DATA_DIR, else data/)"
+        "--data-dir",
+        default=None,
+        help="where to put them (default: GPUCAT_DATA_DIR, else your cache folder, e.g. "
+        "~/.cache/gpucat)",
+    )
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="download anew even when verified copies are there (a good copy is replaced only "
+        "by a verified download)",
     )
     pp = sub.add_parser(
         "prepare",
@@ -29,9 +42,17 @@ def add(sub) -> None:
 
 
 def fetch(args: argparse.Namespace) -> None:
+    import os
+
+    from gpucat.data import TEST_FILE, TRAIN_FILE
     from gpucat.fetch import fetch_data
 
-    print(f"Course data verified in {fetch_data(args.data_dir)}")
+    folder, done = fetch_data(args.data_dir or os.environ.get("GPUCAT_DATA_DIR"), force=args.force)
+    for name, what in zip((TRAIN_FILE, TEST_FILE), done):
+        print(f"{folder / name}: {what} (SHA-256 checked)")
+    if "downloaded" not in done:
+        print("Both files were there and verified; --force downloads them anew.")
+    print(f"Train on them with: gpucat train --data-dir {folder}")
 
 
 def prepare(args: argparse.Namespace) -> None:

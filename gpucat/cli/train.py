@@ -82,7 +82,7 @@ def add(sub) -> None:
         "--data-dir",
         default=None,
         help="folder with train_catvnoncat.h5 and test_catvnoncat.h5 "
-        "(default: GPUCAT_DATA_DIR, else the project's data/)",
+        "(default: GPUCAT_DATA_DIR, else the copies gpucat carries)",
     )
     t.add_argument(
         "--out",

@@ -1,0 +1,76 @@
+"""The functions a script drives gpucat with (exported by ``gpucat``): train a model from the
+course data, a file or arrays; list and choose devices. Everything else is internal."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gpucat.backend import Backend, available_backends, get_backend
+from gpucat.config import TrainConfig
+from gpucat.data import Dataset, load_course_data
+from gpucat.errors import GpucatError
+from gpucat.models import Model
+
+
+def devices() -> list[Backend]:
+    """Every device usable here, NumPy's CPU first, then CuPy's GPU where one answers; each
+    has ``name`` ("numpy", "cupy") and ``label`` ("CPU (...)", "GPU 0 (...)")."""
+    return available_backends()
+
+
+def device(name: str | None = None) -> Backend:
+    """The device for "auto", "cpu" or "gpu" (None: GPUCAT_DEVICE, else "auto": a usable GPU,
+    else the CPU); "gpu" where none is usable is a GpucatError saying why."""
+    return get_backend(name)
+
+
+def _dataset(data, labels, what: str) -> Dataset:
+    """A labelled data set from a path (any format `gpucat train --train` reads) or from
+    arrays: images (m, 64, 64, 3) or rows (m, n_features), with labels (m,) of 0 and 1.
+    Integer pixels are divided by 255; float inputs are taken as already scaled."""
+    if isinstance(data, (str, os.PathLike)):
+        from gpucat.inputs import load_input
+
+        return load_input(data, require_labels=True)
+    from gpucat.data import check_labels
+
+    rows = np.asarray(data)
+    m = rows.shape[0] if rows.ndim else 0
+    rows = rows.reshape(m, -1)
+    if labels is None:
+        raise GpucatError(f"{what}: arrays need their labels (0 for non-cat, 1 for cat).")
+    if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
+        raise GpucatError(f"{what}: inputs must be finite numbers, got dtype {rows.dtype}.")
+    Y = check_labels(np.asarray(labels).reshape(-1), m, what)
+    divisor = 255.0 if np.issubdtype(rows.dtype, np.integer) else 1.0
+    return Dataset(rows, Y, what, divisor=divisor)
+
+
+def train_model(
+    data=None, labels=None, *, test=None, device: str | Backend | None = None, **recipe
+) -> Model:
+    """Train and score a model; returns it on the host, ready for ``save_model``.
+
+    ``data``: None (the course training set, and the course test set unless ``test`` says
+    otherwise), a path, or arrays with ``labels``; ``test``: a path or an (inputs, labels)
+    pair. ``recipe``: TrainConfig's knobs (``iterations``, ``learning_rate``, ``dtype``, ...;
+    the default is the reference recipe). ``model.metadata["result"]`` is the run's record:
+    costs, accuracies, device, time per iteration."""
+    from gpucat.train import params_to_host, run_recipe
+
+    config = TrainConfig(**recipe)
+    config.check()
+    if data is None:
+        train_set, test_set = load_course_data()
+    else:
+        train_set, test_set = _dataset(data, labels, "train data"), None
+    if test is not None:
+        test_set = _dataset(
+            *((test, None) if isinstance(test, (str, os.PathLike)) else test), "test data"
+        )
+    backend = device if isinstance(device, Backend) else get_backend(device)
+    result, summary = run_recipe(backend, config, train_set, test_set)
+    meta = {"recipe": config.to_dict(), "device": backend.label, "result": summary}
+    return Model(params_to_host(backend, result.params), meta)

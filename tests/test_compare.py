@@ -1,0 +1,85 @@
+"""`gpucat compare` and gpucat.compare: every usable device and dtype from the same start,
+each against the independent reference, with NaN never passing as a small deviation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import reference_impl as ref
+from conftest import RTOL, data_dir, rel_err, run_gpucat
+
+from gpucat import compare as compare_mod
+from gpucat.backend import available_backends, get_backend
+
+
+def test_compare_json_and_plot_on_every_usable_backend(tmp_path, course_data):
+    png, saved = tmp_path / "devices.png", tmp_path / "compare.json"
+    out = run_gpucat(
+        *("compare", "--iterations", "30", "--log-every", "10", "--json", "--plot", str(png)),
+        *("--json-out", str(saved)),
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    assert json.loads(saved.read_text()) == doc  # the file after the last run is the result
+    rows = doc["rows"]
+    assert len(rows) == 2 * len(available_backends())
+    assert [r["dtype"] for r in rows][:: len(available_backends())] == ["float64", "float32"]
+    # every device and dtype against the independent float64 run of the same 30 iterations
+    train, _ = course_data
+    _, expected = ref.train(train.X, train.Y, [12288, 20, 7, 5, 1], 0.0075, 30, log_every=10)
+    for r in rows:
+        assert set(r) >= {"device", "backend", "dtype", "ms_per_iteration", "seconds"}
+        assert [i for i, _ in r["costs"]] == [0, 10, 20, 29]
+        assert rel_err([c for _, c in r["costs"]], [c for _, c in expected]) <= RTOL[r["dtype"]]
+        assert r["final_cost"] == r["costs"][-1][1] and r["seconds"] > 0
+        assert 0 <= r["train_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1
+    assert doc["max_cost_deviation"] == max(r["max_cost_deviation"] for r in rows)
+    assert "largest relative cost deviation" in out.stdout
+    assert png.stat().st_size > 10_000
+
+
+def test_compare_from_python_on_the_strict_device(course_data):
+    """The function behind the command, with backends named: the strict stand-in device
+    gives NumPy's costs from the same start."""
+    backends = [get_backend("cpu"), get_backend("strict")]
+    seen = []
+    result = compare_mod.compare(
+        iterations=12, dtypes=["float64"], log_every=4, backends=backends, on_row=seen.append
+    )
+    assert [r["backend"] for r in result["rows"]] == ["numpy", "strict"]
+    assert len(seen) == 2 and seen[-1] is result
+    assert result["max_cost_deviation"] <= RTOL["float64"]
+    numpy_row, strict_row = result["rows"]
+    assert strict_row["train_correct"] == numpy_row["train_correct"]
+
+
+def row(backend, dtype, costs):
+    return {"backend": backend, "dtype": dtype, "costs": list(enumerate(costs))}
+
+
+def test_a_nan_cost_is_the_worst_deviation_wherever_it_comes():
+    """max() keeps a NaN only when it comes first; the comparison must not."""
+    for costs in ([0.7, 0.6, math.nan], [math.nan, 0.6, 0.5], [0.7, math.nan, 0.5]):
+        result = compare_mod.with_deviations(
+            [row("numpy", "float64", [0.7, 0.6, 0.5]), row("cupy", "float64", costs)]
+        )
+        assert math.isnan(result["rows"][1]["max_cost_deviation"])
+        assert math.isnan(result["max_cost_deviation"])
+    fine = compare_mod.with_deviations(
+        [row("numpy", "float32", [0.7, 0.6]), row("cupy", "float32", [0.7, 0.6 * (1 + 1e-6)])]
+    )
+    assert math.isclose(fine["max_cost_deviation"], 1e-6, rel_tol=1e-6)
+
+
+def test_compare_refuses_a_bad_setting_before_training():
+    out = run_gpucat("compare", "--iterations", "0")
+    assert out.returncode == 2 and out.stderr.startswith("gpucat: error:")
+    assert "iterations" in out.stderr and "trained on" not in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_compare_reads_the_data_folder_it_is_given(tmp_path):
+    out = run_gpucat("compare", "--iterations", "2", "--data-dir", str(tmp_path))
+    assert out.returncode == 2 and str(tmp_path) in out.stderr and "Traceback" not in out.stderr
+    assert data_dir() != tmp_path
