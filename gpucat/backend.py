@@ -72,10 +72,14 @@ class Backend:
         return float(self.to_host(x))
 
     def free_memory(self) -> int:
-        """Bytes of memory free on this device (host RAM for NumPy and the stand-in)."""
+        """Bytes of memory free on this device (host RAM for NumPy and the stand-in); on a GPU
+        what the driver reports free plus the blocks CuPy's memory pool holds unused (free to
+        this process, and kept from earlier work: without them a fit's solver, streaming and
+        memory check would depend on what ran before it in the same process)."""
         if self.name == "cupy":
             with self.device:
-                return int(self.xp.cuda.runtime.memGetInfo()[0])
+                pooled = self.xp.get_default_memory_pool().free_bytes()
+                return int(self.xp.cuda.runtime.memGetInfo()[0]) + int(pooled)
         try:
             return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError, AttributeError):

@@ -36,8 +36,10 @@ class Progress:
     stopped_early: bool = False
     layout: str | None = None  # NumPy's product layout: a resumed run keeps it (bit for bit)
     solver: str | None = None  # the solver that ran (auto resolved): a resumed run keeps it
-    since_log: list = field(default_factory=lambda: [0.0, 0])  # batch loss, examples since
-    # the last log point: a log point reports their mean
+    # each iteration's summed batch loss since the last log point, and the examples they
+    # cover: a log point reports their mean, summed at once (fsum), so that when they were
+    # read (log points, checkpoints, blocks) cannot change the rounding
+    since_log: list = field(default_factory=lambda: [[], 0])
     first_loss: float | None = None  # iteration 0's mean loss: the divergence rule's yardstick
 
 
@@ -98,6 +100,8 @@ def load_checkpoint(path: str | os.PathLike):
         config = TrainConfig.from_dict(meta["config"])
         config.check()
         progress = Progress(**meta["progress"])
+        if not isinstance(progress.since_log[0], list):  # written before 0.1.0's packaging
+            progress.since_log[0] = [progress.since_log[0]]
         counters = dict(meta.get("optimizer_counters", {}))
         if not (0 <= int(progress.next_iteration) and all(len(c) == 2 for c in progress.costs)):
             raise ValueError("the progress record is out of range")

@@ -90,7 +90,7 @@ class MPIReducer(LocalReducer):
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.how = "host memory (NumPy)"
         self._cuda_aware = False
-        self._staging = None
+        self._staging: dict = {}  # (dtype, size) -> pinned host buffer
         if backend.is_gpu:
             self._cuda_aware = mpi_cuda_aware()
             self.how = (
@@ -105,15 +105,20 @@ class MPIReducer(LocalReducer):
         return shard_bounds(n, self.size, self.rank, allow_empty)
 
     def sum_arrays(self, arrays: list[Any]) -> list[Any]:
+        """One flat buffer, one Allreduce per dtype among the arrays: each sum comes back in
+        its own array's dtype (a concatenation of mixed dtypes would promote them all, and
+        hand CuPy's kernels float64 gradients for float32 parameters)."""
         xp = self.backend.xp
         concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
-        flat = concat([xp.reshape(a, (-1,)) for a in arrays])
-        flat = self._allreduce(flat)
-        out, k = [], 0
-        for a in arrays:
-            n = int(np.prod(a.shape))
-            out.append(xp.reshape(flat[k : k + n], a.shape))
-            k += n
+        out: list[Any] = [None] * len(arrays)
+        for dtype in dict.fromkeys(a.dtype for a in arrays):  # in order of first appearance
+            mine = [k for k, a in enumerate(arrays) if a.dtype == dtype]
+            flat = self._allreduce(concat([xp.reshape(arrays[k], (-1,)) for k in mine]))
+            at = 0
+            for k in mine:
+                n = int(np.prod(arrays[k].shape))
+                out[k] = xp.reshape(flat[at : at + n], arrays[k].shape)
+                at += n
         return out
 
     def sum_scalars(self, *values: float) -> list[float]:
@@ -136,13 +141,14 @@ class MPIReducer(LocalReducer):
         return b.asarray(host)
 
     def _pinned(self, buf) -> np.ndarray:
-        """A page-locked host buffer of buf's size and dtype, allocated once."""
-        if self._staging is None or self._staging.shape != buf.shape:
+        """A page-locked host buffer of buf's size and dtype, allocated once for each."""
+        key = (np.dtype(buf.dtype).str, buf.size)
+        if key not in self._staging:
             import cupy
 
             mem = cupy.cuda.alloc_pinned_memory(buf.nbytes)
-            self._staging = np.frombuffer(mem, buf.dtype, buf.size)
-        return self._staging
+            self._staging[key] = np.frombuffer(mem, buf.dtype, buf.size)
+        return self._staging[key]
 
 
 def limit_blas_threads(comm) -> str:

@@ -67,7 +67,8 @@ def gpu() -> dict:
     from the same probe that ``--device gpu`` runs."""
     from gpucat import backend
 
-    out: dict[str, Any] = {"cupy": None, "cuda_runtime": None, "cuda_driver": None}
+    out: dict[str, Any] = {"cupy": None, "cuda_runtime": None, "cuda_runtime_built": None}
+    out["cuda_driver"] = None
     out.update({"nvrtc": None, "gpus": [], "gpu_usable": False, "gpu_reason": None})
     try:
         cupy = backend._import_cupy()
@@ -78,7 +79,9 @@ def gpu() -> dict:
     out["cupy"] = str(cupy.__version__)
     runtime = cupy.cuda.runtime
     for key, read in (
-        ("cuda_runtime", lambda: _cuda_version(runtime.runtimeGetVersion())),
+        # the runtime installed and loaded, and the one CuPy was built against
+        ("cuda_runtime", lambda: _cuda_version(cupy.cuda.get_local_runtime_version())),
+        ("cuda_runtime_built", lambda: _cuda_version(runtime.runtimeGetVersion())),
         ("cuda_driver", lambda: _cuda_version(runtime.driverGetVersion())),
         ("nvrtc", lambda: ".".join(map(str, cupy.cuda.nvrtc.getVersion()))),
     ):
@@ -180,6 +183,10 @@ def table(info: dict) -> str:
     rows += [
         ("CuPy", info["cupy"] or "not installed"),
         ("CUDA runtime", info["cuda_runtime"] or "-"),
+        (
+            "CuPy built for",
+            f"CUDA {info['cuda_runtime_built']}" if info["cuda_runtime_built"] else "-",
+        ),
         ("CUDA driver", info["cuda_driver"] or "-"),
         ("NVRTC", info["nvrtc"] or "-"),
     ]

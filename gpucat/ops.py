@@ -475,32 +475,30 @@ class CupyOps(Ops):
         self.cupy = cupy
         self._ones: dict = {}
         K = cupy.ElementwiseKernel
-        self._bias_relu = K(
-            "T b", "T z, T a", "z = z + b; a = z > (T)0 ? z : (T)0", "gpucat_bias_relu"
-        )
+        # max(z, 0) as NumPy's maximum computes it: NaN stays NaN (`z > 0 ? z : 0` would
+        # turn a NaN layer into zeros, and a diverged run into a quietly constant one)
+        relu = "(z > (T)0 || z != z ? z : (T)0)"
+        self._bias_relu = K("T b", "T z, T a", f"z = z + b; a = {relu}", "gpucat_bias_relu")
         self._bias_relu_mask = K(
-            "T b, T mask",
-            "T z, T a",
-            "z = z + b; a = (z > (T)0 ? z : (T)0) * mask",
-            "gpucat_bias_relu_mask",
+            "T b, T mask", "T z, T a", f"z = z + b; a = {relu} * mask", "gpucat_bias_relu_mask"
         )
         self._output = K(
             "T b, T y, T scale",
             "T z, T dz, T loss",
-            """
+            f"""
             z = z + b;
             T e = exp(-fabs(z));
             T r = (T)1 / ((T)1 + e);
             T s = z >= (T)0 ? r : e * r;
             dz = (s - y) * scale;
-            loss = (z > (T)0 ? z : (T)0) - z * y + log1p(e);
+            loss = {relu} - z * y + log1p(e);
             """,
             "gpucat_sigmoid_output",
         )
         self._loss = K(
             "T b, T y",
             "T z, T loss",
-            "z = z + b; loss = (z > (T)0 ? z : (T)0) - z * y + log1p(exp(-fabs(z)))",
+            f"z = z + b; loss = {relu} - z * y + log1p(exp(-fabs(z)))",
             "gpucat_loss",
         )
         self._backprop_relu = K("T z", "T da", "if (!(z > (T)0)) da = (T)0", "gpucat_relu_back")

@@ -197,11 +197,14 @@ class DirectSolver:
 
     @staticmethod
     def memory(config: TrainConfig, M: int, n_x: int, streamed: bool) -> int:
-        """Bytes this solver holds: X in the training dtype for full batch, else the uint8
-        examples (unless streamed) and one batch in floats; weights and optimizer state."""
+        """Bytes this solver holds at its peak: X in the training dtype for full batch, else
+        the uint8 examples (unless streamed) and one batch in floats, each beside the uint8
+        copy it is converted from (sources.as_float); weights and optimizer state."""
         size = np.dtype(config.dtype).itemsize
         B = min(config.batch_size or M, M)
-        data = n_x * M * size if B == M else (0 if streamed else n_x * M) + n_x * B * size
+        data = (
+            n_x * M * (1 + size) if B == M else (0 if streamed else n_x * M) + n_x * B * (1 + size)
+        )
         weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:]))
         copies = {"gd": 2, "momentum": 3, "adam": 4}[config.optimizer]
         return data + copies * weights * size

@@ -236,7 +236,9 @@ def as_float(backend: Backend, U: Any, dtype: str, divisor: float) -> Any:
             R[...] = U
         return R.T
     R = xp.astype(U, xp.float64 if dtype == "float64" else xp.float32)
-    return (R / divisor if divisor != 1 else R).T
+    if divisor != 1:
+        R /= divisor  # in place: the stored bytes and one float copy at most (solvers' memory)
+    return R.T
 
 
 def to_columns(backend: Backend, rows: np.ndarray, dtype: str, divisor: float) -> Any:

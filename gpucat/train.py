@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucat import cuda_graph, network, sources
+from gpucat import network, sources
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
@@ -145,7 +145,7 @@ class _LossTrace:
                     f"(it started at {p.first_loss:.6g}) with learning rate {self.lr:g}; try a "
                     "smaller --learning-rate (e.g. 10x smaller). No model was saved."
                 )
-        p.since_log[0] += math.fsum(sums)
+        p.since_log[0].extend(sums)
         p.since_log[1] += sum(sizes)
 
 
@@ -239,12 +239,12 @@ def solver_for(
     params = params_to_device(backend, host_init, config.dtype)
     try:
         layout = progress.layout if progress else None
-        ops = cuda_graph.ops_for(backend)
+        ops = make_ops(backend)
         solver = make_solver(name, ops, params, shard, reducer, config, M, layout)
     except BaseException:
         shard.close()
         raise
-    return cuda_graph.replayed(solver, config, reducer.size), train, val_rows
+    return solver, train, val_rows
 
 
 def fit(
@@ -328,7 +328,7 @@ def fit(
                 if config.l2:  # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
                     cost += config.l2 / (2 * M) * squares
                 if i % config.log_every == 0:  # on the grid: the next mean starts here
-                    progress.since_log[:] = [0.0, 0]
+                    progress.since_log[:] = [[], 0]
                 progress.costs.append([i, cost])
                 if on_log:
                     on_log(i, cost, None)
@@ -395,8 +395,8 @@ def _batch_cost(progress: Progress, trace: _LossTrace, i: int, M: int, full_batc
     the previous log point."""
     if full_batch:
         return trace.last[i] / M
-    total, count = progress.since_log
-    return total / count
+    losses, count = progress.since_log
+    return math.fsum(losses) / count
 
 
 def _check_finite(ops: Ops, params: list[Layer], iterations: int, lr: float) -> None:

@@ -21,9 +21,7 @@
         The reference recipe on the real data in one process: every solver in both dtypes on
         each device, and PyTorch eager (and, on CUDA, replayed as a CUDA graph) beside it;
         a warm-up run first, then the median of --runs training times. Each run's logged
-        costs are compared with NumPy float64 (direct solver). Last, on a GPU, each solver
-        again with GPUCAT_CUDA_GRAPH=1 (rows "direct+graph", "gram+graph"); where the graph
-        could not run, "graph_error" says why and no such row is written.
+        costs are compared with NumPy float64 (direct solver).
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, pin older BLAS kernels than a user's
 machine would pick: this script removes both, for every side of every comparison.
@@ -40,7 +38,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from gpucat.config import SOLVERS as SOLVER_CHOICES
@@ -327,12 +324,15 @@ def recipe(args) -> dict:
     PyTorch beside it, in one process; medians of --runs after a warm-up run of each."""
     from gpucat import data
     from gpucat.backend import get_backend
-    from gpucat.cuda_graph import GraphNotUsed
+    from gpucat.compare import worst
     from gpucat.train import TrainConfig, accuracy, fit, predict_proba
 
     train, test = data.load_course_data(args.data_dir)
     iters = args.iterations
-    rel = lambda a, b: max(abs(x - y) / abs(y) for (_, x), (_, y) in zip(a, b))  # noqa: E731
+
+    def rel(a, b) -> float:  # NaN when a cost is NaN, wherever it comes
+        return worst(abs(x - y) / abs(y) for (_, x), (_, y) in zip(a, b))
+
     ref = fit(
         get_backend("cpu"),
         TrainConfig(iterations=iters, dtype="float64", solver="direct"),
@@ -352,24 +352,13 @@ def recipe(args) -> dict:
         print(json.dumps(row), flush=True)
         save()
 
-    def graph_error(why: str) -> None:
-        doc["graph_error"] = why
-        print(f"CUDA graph rows: {why}", file=sys.stderr)
-        save()
-
-    def gpucat_rows(backend, suffix=""):
+    def gpucat_rows(backend):
         for dtype in ("float32", "float64"):
             for solver in SOLVERS:
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
-                    fit(backend, warm, train.X, train.Y)
-                    runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
-                unused = [str(w.message) for w in caught if issubclass(w.category, GraphNotUsed)]
-                if suffix and unused:  # the graph did not run: no row that says it did
-                    graph_error(f"{dtype} {solver}: {unused[0]}")
-                    continue
+                warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
+                fit(backend, warm, train.X, train.Y)
+                runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
                 r = runs[-1]
                 correct = [
                     accuracy(predict_proba(backend, r.params, ds.X, dtype), ds.Y)[1]
@@ -380,7 +369,7 @@ def recipe(args) -> dict:
                         "impl": f"gpucat-{backend.name}",
                         "device": backend.label,
                         "dtype": dtype,
-                        "solver": r.solver + suffix,
+                        "solver": r.solver,
                         "seconds": [x.seconds for x in runs],
                         "median_s": statistics.median(x.seconds for x in runs),
                         "cost_0": r.costs[0][1],
@@ -423,16 +412,6 @@ def recipe(args) -> dict:
                         "test_correct": None,
                     }
                 )
-    # last, so that a failure cannot cost the rows above: each iteration one CUDA graph
-    # launch (gpucat/cuda_graph.py, experimental)
-    for backend in (b for b in backends if b.is_gpu):
-        os.environ["GPUCAT_CUDA_GRAPH"] = "1"
-        try:
-            gpucat_rows(backend, "+graph")
-        except Exception as e:  # noqa: BLE001 -- recorded, not fatal
-            graph_error(f"{type(e).__name__}: {e}")
-        finally:
-            del os.environ["GPUCAT_CUDA_GRAPH"]
     print_recipe_table(rows)
     return doc
 

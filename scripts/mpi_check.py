@@ -61,6 +61,12 @@ def main(argv=None) -> int:
             print(run.stderr[-3000:], file=sys.stderr)
             raise SystemExit(f"mpi_check: mpiexec failed with exit code {run.returncode}")
         ranks = json.loads(run.stdout.strip().splitlines()[-1])
+        if ranks["processes"] != a.processes:  # each rank started as an MPI world of its own
+            raise SystemExit(
+                f"mpi_check: mpiexec started {a.processes} ranks but gpucat saw "
+                f"{ranks['processes']} process(es): {mpiexec()} and mpi4py "
+                "are from different MPI libraries (pip install mpi4py mpich into one venv)"
+            )
         ranks_params = load_model(model).params
     backend = get_backend(a.device)
     train, _ = data.load_course_data()

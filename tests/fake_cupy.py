@@ -60,9 +60,11 @@ def fake_cupy(
     gemm="ok",
     name=b"Fake GPU",
     memory=(70 * 2**30, 80 * 2**30),
+    pooled=0,
 ):
     """A `cupy` module. ``count``: GPUs the driver reports, or an exception it raises;
-    ``kernel`` / ``gemm``: "ok", "raise" or "wrong" (numbers off by one)."""
+    ``kernel`` / ``gemm``: "ok", "raise" or "wrong" (numbers off by one); ``memory``: the
+    driver's (free, total) bytes; ``pooled``: bytes CuPy's memory pool holds unused."""
     lib = types.SimpleNamespace(gemm=gemm, opened=[])
 
     def device_count():
@@ -98,9 +100,11 @@ def fake_cupy(
         asarray=lambda a: FakeArray(a, lib),
         zeros=lambda n: FakeArray(np.zeros(n), lib),
         ElementwiseKernel=ElementwiseKernel,
+        get_default_memory_pool=lambda: types.SimpleNamespace(free_bytes=lambda: pooled),
         cuda=types.SimpleNamespace(
             runtime=runtime,
             Device=lambda i: FakeDevice(i, lib),
+            get_local_runtime_version=lambda: 12080,  # installed: older than built for
             nvrtc=types.SimpleNamespace(getVersion=lambda: (12, 9)),
         ),
         opened=lib.opened,  # the device indices opened, in order

@@ -96,3 +96,12 @@ def test_auto_stays_quiet_where_no_gpu_is_expected(monkeypatch, capsys):
     finally:
         backend_mod._cupy_backend.cache_clear()
     assert "gpucat: note" not in capsys.readouterr().err
+
+
+def test_free_memory_counts_the_blocks_cupys_pool_keeps():
+    """Memory an earlier fit left in CuPy's pool is free to this process: the driver's
+    figure plus the pool's unused bytes, so that solver choice and the memory check do not
+    depend on what ran before."""
+    fake = fake_cupy(memory=(10 * 2**30, 80 * 2**30), pooled=3 * 2**30)
+    gpu = backend_mod.Backend("cupy", fake, fake.cuda.Device(0), "GPU 0 (Fake GPU)")
+    assert gpu.free_memory() == 13 * 2**30

@@ -13,7 +13,7 @@ import h5py
 import mpi4py  # noqa: F401  (a test dependency: a missing MPI is a failure, not a skip)
 import numpy as np
 import pytest
-from conftest import data_dir, rel_err
+from conftest import RTOL, data_dir, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat.distributed import shard_bounds
@@ -409,3 +409,111 @@ def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, opti
         load_model(tmp_path / "d.safetensors").params, params_to_host(cpu, one.params)
     ):
         assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
+
+
+INSISTING_OPS = '''
+import json, sys
+import numpy as np
+from gpucat import train as train_mod
+from gpucat.data import load_course_data
+from gpucat.distributed import setup
+from gpucat.ops import NumpyOps
+from gpucat.reducers import LOCAL
+from gpucat.train import TrainConfig, fit, params_to_host
+
+
+class Insisting(NumpyOps):
+    """NumPy's Ops whose update steps refuse, as CuPy's element-wise kernels do, any array
+    argument not in the parameter's dtype (NumPy's in-place -= would cast it silently)."""
+
+    def _same(self, p, *arrays):
+        for a in arrays:
+            if a.dtype != p.dtype:
+                raise TypeError(f"Type is mismatched: {a.dtype} given for a {p.dtype} parameter")
+
+    def sgd(self, p, g, lr, l2=0.0):
+        self._same(p, g)
+        super().sgd(p, g, lr, l2)
+
+    def momentum(self, p, g, v, beta, lr, l2=0.0):
+        self._same(p, g, v)
+        super().momentum(p, g, v, beta, lr, l2)
+
+
+train_mod.make_ops = Insisting
+reducer, cpu, _ = setup("cpu")
+train, _ = load_course_data()
+config = TrainConfig(**json.loads(sys.argv[1]))
+out = {}
+for name, red in (("mine", reducer), ("one", LOCAL)):
+    result = fit(cpu, config, train, reducer=red)
+    out[name] = {"solver": result.solver, "costs": result.costs,
+                 "W": [W.tolist() for W, _ in params_to_host(cpu, result.params)][-1]}
+open(f"rank{reducer.rank}.json", "w").write(json.dumps(out))
+'''
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "gd"])  # the Gram solver's optimizers
+def test_gram_in_float32_on_two_ranks_hands_each_step_its_parameters_dtype(tmp_path, optimizer):
+    """The Gram solver reduces the float32 gradients together with its float64 sums; each
+    must come back in its own dtype, or CuPy's update kernels refuse the mix (TypeError).
+    Two ranks equal one process to float32 rounding."""
+    script = tmp_path / "insisting.py"
+    script.write_text(INSISTING_OPS)
+    options = dict(
+        dtype="float32", solver="gram", optimizer=optimizer, layers=[12288, 6, 4, 1],
+        iterations=20,
+    )  # fmt: skip
+    out = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(options)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPUCAT_DATA_DIR": str(data_dir())},
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    for rank in (0, 1):
+        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert doc["mine"]["solver"] == doc["one"]["solver"] == "gram"
+        mine, one = doc["mine"]["costs"], doc["one"]["costs"]
+        assert rel_err([c for _, c in mine], [c for _, c in one]) <= RTOL["float32"]
+        assert rel_err(doc["mine"]["W"], doc["one"]["W"]) <= RTOL["float32"]
+
+
+class DeviceBuffer:
+    """A CuPy-like device vector: copied to the host only by ``get(out=)``, which, as
+    CuPy's does, refuses an ``out`` of another dtype or size."""
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+        self.dtype, self.shape, self.size, self.nbytes = (
+            self.a.dtype, self.a.shape, self.a.size, self.a.nbytes
+        )  # fmt: skip
+
+    def get(self, out):
+        if out.dtype != self.dtype or out.shape != self.shape:
+            raise TypeError(f"Output array dtype/shape mismatch: {out.dtype} {out.shape}")
+        out[...] = self.a
+
+
+def test_staging_buffers_are_kept_per_dtype_and_size(monkeypatch):
+    """Staged through pinned host memory, a float32 sum after a float64 one of the same
+    length must not reuse the float64 buffer (CuPy's get(out=) raises TypeError)."""
+    import types
+
+    from gpucat.distributed import MPIReducer
+
+    pinned = types.SimpleNamespace(alloc_pinned_memory=lambda n: bytearray(n))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=pinned))
+    monkeypatch.setenv("GPUCAT_MPI_CUDA_AWARE", "0")
+    comm = types.SimpleNamespace(
+        Get_rank=lambda: 0, Get_size=lambda: 2, Allreduce=lambda _, buf, op: buf.__imul__(2)
+    )
+    gpu = types.SimpleNamespace(is_gpu=True, name="cupy", asarray=lambda h: h.copy())
+    reducer = MPIReducer(comm, gpu)
+    assert reducer.how == "staged through pinned host memory"
+    for dtype in ("float64", "float32", "float64"):
+        got = reducer._allreduce(DeviceBuffer(np.arange(6, dtype=dtype)))
+        assert got.dtype == dtype and got.tolist() == [2.0 * k for k in range(6)]
+    assert len(reducer._staging) == 2

@@ -4,7 +4,11 @@ each way a run can fall short fails (or, for the speed goals, is reported withou
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +55,7 @@ def write_run(out: Path, **change) -> Path:
     files = {
         "tests.log": "....\n===== slowest 15 durations =====\n12.1s call test_x\n"
         "352 passed in 81.40s (0:01:21)\npytest exit code 0\n",
-        "compare_devices.json": {
+        "compare.json": {
             "rows": [
                 devices_row("numpy", "float64"),
                 devices_row("cupy", "float64", lambda i: 3e-14 * (1 + i / 100)),
@@ -102,43 +106,42 @@ def test_a_recorded_passing_run_passes(tmp_path, capsys):
     assert failed(out) == []
     assert gpu_summary.main([str(out)]) == 0
     text = capsys.readouterr().out
-    assert "PASS  compare_devices float32" in text and text.rstrip().endswith(
-        "0 of 15 checks failed"
-    )
+    assert "PASS  compare float32" in text and text.rstrip().endswith("0 of 16 checks failed")
     # speed goals are reported, not failed: gram 80 us, direct 240 us per iteration
     assert "MISS  goal float32 gram: <= 10 us per iteration: 80.0" in text
 
 
 def test_float64_that_drifts_late_fails(tmp_path):
-    rows = json.loads((write_run(tmp_path / "ok") / "compare_devices.json").read_text())["rows"]
+    rows = json.loads((write_run(tmp_path / "ok") / "compare.json").read_text())["rows"]
     rows[1] = devices_row("cupy", "float64", lambda i: 2e-9 if i > 2000 else 0.0)
-    out = write_run(tmp_path / "run", **{"compare_devices.json": {"rows": rows}})
-    assert failed(out) == ["compare_devices float64: every cost within 1e-10 of NumPy"]
+    out = write_run(tmp_path / "run", **{"compare.json": {"rows": rows}})
+    assert failed(out) == ["compare float64: every cost within 1e-10 of NumPy"]
 
 
 def test_float32_judged_on_its_first_60_iterations_and_accuracies(tmp_path):
-    rows = json.loads((write_run(tmp_path / "ok") / "compare_devices.json").read_text())["rows"]
+    rows = json.loads((write_run(tmp_path / "ok") / "compare.json").read_text())["rows"]
     rows[3] = devices_row("cupy", "float32", lambda i: 3e-5 if i == 59 else 0.0)
-    out = write_run(tmp_path / "early", **{"compare_devices.json": {"rows": rows}})
-    assert failed(out) == [
-        "compare_devices float32: costs of iterations < 60 within 1e-05 of NumPy"
-    ]
+    out = write_run(tmp_path / "early", **{"compare.json": {"rows": rows}})
+    assert failed(out) == ["compare float32: costs of iterations < 60 within 1e-05 of NumPy"]
     rows[3] = devices_row("cupy", "float32", lambda i: 3e-5 if i == 60 else 0.0, test=39)
-    out = write_run(tmp_path / "accuracy", **{"compare_devices.json": {"rows": rows}})
-    assert failed(out) == ["compare_devices float32: the same train/test accuracies"]
+    out = write_run(tmp_path / "accuracy", **{"compare.json": {"rows": rows}})
+    assert failed(out) == ["compare float32: the same train/test accuracies"]
 
 
 @pytest.mark.parametrize(
-    "log",
+    "log, fails",
     [
-        "350 passed, 2 skipped in 80.0s\npytest exit code 0\n",
-        "349 passed, 1 failed in 80.0s\npytest exit code 1\n",
-        "....\n",  # killed by the time limit: no final line
+        ("350 passed, 2 skipped in 80.0s\npytest exit code 0\n", "tests: no GPU test skipped"),
+        ("349 passed, 1 failed in 80.0s\npytest exit code 1\n", "none failed"),
+        ("....\n", "none failed"),  # killed by the time limit: no final line
     ],
 )
-def test_tests_that_skip_fail_or_never_finish_fail(tmp_path, log):
+def test_tests_that_skip_fail_or_never_finish_fail(tmp_path, log, fails):
+    """Skips with no reason shown count as GPU skips; a log without pytest's last line fails."""
     out = write_run(tmp_path, **{"tests.log": log})
-    assert failed(out) == ["tests with GPUCAT_REQUIRE_GPU=1: none failed or skipped"]
+    assert failed(out) == [
+        fails if fails.startswith("tests:") else f"tests with GPUCAT_REQUIRE_GPU=1: {fails}"
+    ]
 
 
 def test_a_slower_solver_than_pytorch_eager_fails_and_missing_steps_fail(tmp_path):
@@ -171,22 +174,82 @@ def test_the_published_run_and_mpi_agreement_are_checked(tmp_path):
     ]
 
 
-def test_replayed_graph_rows_are_judged_like_the_others(tmp_path):
-    """The experimental "+graph" rows (one CUDA graph launch an iteration) must reproduce
-    the published run too and get their speed goal; when they could not run, the reason is
-    shown without failing the check."""
+def test_no_float64_row_is_a_failure_not_an_absent_check(tmp_path):
     doc = json.loads((write_run(tmp_path / "ok") / "recipe.json").read_text())
-    doc["rows"] += [
-        recipe_row("gpucat-cupy", "float64", "direct+graph", 0.09, dev=1e-13),
-        recipe_row("gpucat-cupy", "float64", "gram+graph", 0.02, dev=2e-9),
+    doc["rows"] = [
+        r for r in doc["rows"] if not (r["impl"] == "gpucat-cupy" and r["dtype"] == "float64")
     ]
-    out = write_run(tmp_path / "graph", **{"recipe.json": doc})
-    v = verdicts(out)
-    assert failed(out) == ["gpucat-cupy float64 gram+graph: the published run, costs within 1e-10"]
-    assert v["goal float64 direct+graph: <= 40 us per iteration"] == "goal"
-    assert v["goal float64 gram+graph: <= 10 us per iteration"] == "goal"
-    doc["rows"] = doc["rows"][:-2]
-    doc["graph_error"] = "OSError: cuBLAS not found"
-    out = write_run(tmp_path / "error", **{"recipe.json": doc})
-    assert failed(out) == [] and v.get("CUDA graph rows (GPUCAT_CUDA_GRAPH=1)") is None
-    assert verdicts(out)["CUDA graph rows (GPUCAT_CUDA_GRAPH=1)"] is None
+    out = write_run(tmp_path / "run", **{"recipe.json": doc})
+    assert failed(out) == ["gpucat-cupy float64: the published run"]
+
+
+@pytest.mark.parametrize("where", [0, 1, -1])
+def test_a_nan_cost_fails_wherever_it_comes(tmp_path, where):
+    """max() keeps a NaN only when it comes first: NaN at the first, second or last cost
+    must fail the device comparison, and NaN deviations the recipe and MPI checks."""
+    rows = json.loads((write_run(tmp_path / "ok") / "compare.json").read_text())["rows"]
+    rows[1]["costs"][where][1] = float("nan")
+    out = write_run(tmp_path / f"compare{where}", **{"compare.json": {"rows": rows}})
+    assert failed(out) == ["compare float64: every cost within 1e-10 of NumPy"]
+    doc = json.loads((tmp_path / "ok" / "recipe.json").read_text())
+    doc["rows"][2]["max_rel_cost_deviation_vs_numpy_float64"] = float("nan")
+    mpi = {**json.loads((tmp_path / "ok" / "mpi.json").read_text()), "cost_rel_err": float("nan")}
+    out = write_run(tmp_path / f"recipe{where}", **{"recipe.json": doc, "mpi.json": mpi})
+    assert failed(out) == [
+        "mpiexec -n 2 equals one process within 1e-10",
+        "gpucat-cupy float64 direct: the published run, costs within 1e-10",
+    ]
+
+
+def test_only_gpu_skips_fail_the_tests_line(tmp_path):
+    log = (
+        "352 passed, 3 skipped in 81.40s (0:01:21)\n"
+        "SKIPPED [2] tests/test_x.py:40: OpenBLAS without cblas_dgemm here\n"
+        "SKIPPED [1] tests/test_y.py:10: cupy backend unavailable: no usable GPU\n"
+        "pytest exit code 0\n"
+    )
+    out = write_run(tmp_path / "gpu", **{"tests.log": log})
+    assert failed(out) == ["tests: no GPU test skipped"]
+    other = log.replace(
+        "SKIPPED [1] tests/test_y.py:10: cupy backend unavailable: no usable GPU\n", ""
+    )
+    out = write_run(tmp_path / "other", **{"tests.log": other.replace("3 skipped", "2 skipped")})
+    assert failed(out) == [] and verdicts(out)["tests: skipped for other reasons"] is None
+
+
+def gpu_check(tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAT_")}
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**clean, "GPUCAT_GPU_VENV": str(tmp_path / "venv"), **env},
+        timeout=120,
+    )
+
+
+def test_the_gpu_checks_limits_fit_its_budget_and_the_devices_minutes(tmp_path):
+    """A dry run sums the steps' limits: with the summary's, within 8 minutes (the device
+    allows 10 a command and 15 in all); every step's line is there and the summary too."""
+    out = gpu_check(tmp_path, GPUCAT_CHECK_DRY_RUN="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    limits = [int(n) for n in re.findall(r"^== .* \(limit (\d+) s, at", out.stdout, re.M)]
+    assert len(limits) == 6 and sum(limits) + 15 <= 480
+    assert re.search(
+        r"planned: (\d+) s of steps \+ 15 s summary within a budget of 480 s", out.stdout
+    )
+    assert (tmp_path / "out" / "summary.txt").read_text().startswith("FAIL")
+
+
+def test_the_deadline_stops_the_steps_and_the_summary_is_still_written(tmp_path):
+    """A budget that leaves one second: the first step is cut at the deadline, the others are
+    not started, and the exit trap writes the summary (FAIL) within the budget."""
+    started = time.monotonic()
+    out = gpu_check(tmp_path, GPUCAT_CHECK_BUDGET="16")
+    assert time.monotonic() - started < 16
+    assert out.returncode == 1
+    steps = (tmp_path / "out" / "steps.log").read_text()
+    assert "(exit code 124: out of time)" in steps or "(exit code" in steps
+    assert steps.count("(not run: no time left before the deadline)") >= 4
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "FAIL  compare.json: missing" in summary and summary.rstrip().endswith("checks failed")

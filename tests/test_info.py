@@ -57,7 +57,8 @@ def test_info_reports_each_gpu_with_its_memory_and_the_probe(cupy_as, capsys):
     cupy_as(fake_cupy(2, memory=(3 * 2**30, 80 * 2**30)))
     info = info_json(capsys)
     assert info["cupy"] == "14.2.0"
-    assert (info["cuda_runtime"], info["cuda_driver"], info["nvrtc"]) == ("12.9", "13.0", "12.9")
+    assert (info["cuda_runtime"], info["cuda_driver"], info["nvrtc"]) == ("12.8", "13.0", "12.9")
+    assert info["cuda_runtime_built"] == "12.9"  # runtimeGetVersion: what CuPy was built for
     assert [g["index"] for g in info["gpus"]] == [0, 1]
     g = info["gpus"][0]
     assert g["name"] == "Fake GPU" and g["compute_capability"] == "9.0"

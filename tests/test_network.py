@@ -61,6 +61,21 @@ def test_activations_have_their_known_values(backend, dtype):
         assert abs(g - e) <= RTOL[dtype] * e
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_relu_keeps_nan_as_numpys_maximum_does(backend, dtype, masked):
+    """A NaN pre-activation stays NaN through ReLU (with and without a dropout mask), and
+    so does the loss: on a GPU `z > 0 ? z : 0` would make it 0 and hide a diverged layer."""
+    ops = make_ops(backend)
+    Z = backend.asarray(np.array([[math.nan, -1.0, 2.0]]), dtype)
+    zero = backend.asarray(np.zeros((1, 1)), dtype)
+    mask = backend.asarray(np.ones((1, 3)), dtype) if masked else None
+    A = backend.to_host(ops.bias_relu(Z, zero, mask))[0]
+    assert math.isnan(A[0]) and A[1:].tolist() == [0.0, 2.0]
+    Y = backend.asarray(np.array([[1.0, 0.0, 1.0]]), dtype)
+    Z = backend.asarray(np.array([[math.nan, -1.0, 2.0]]), dtype)
+    assert math.isnan(backend.scalar(ops.output(Z, zero, Y, 1.0)[1]))
+
+
 @pytest.mark.parametrize("dropout", [False, True])
 def test_forward_backward_match_the_reference(backend, dtype, dropout):
     """The loss and every gradient, with and without dropout masks, against the course-style

@@ -296,3 +296,24 @@ def test_the_loop_reads_only_what_the_solver_protocol_declares(
     ):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_memory_check_counts_the_uint8_copy_beside_the_floats(
+    monkeypatch, backend, course_data, dtype
+):
+    """Full-batch X is converted on the device from its uint8 copy, both held at once: free
+    memory for the floats alone (but not the bytes beside them) is refused before anything
+    is allocated, with the one message; a little more is enough."""
+    train, _ = course_data
+    config = TrainConfig(dtype=dtype, solver="direct", iterations=1)
+    n_x, M, size = 12288, train.m, np.dtype(dtype).itemsize
+    weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:])) * 2 * size
+    floats_only = n_x * M * size + weights + n_x * M // 2
+    with pytest.raises(GpucatError, match=r"--solver direct needs .* GiB .* is free"):
+        check_memory("direct", config, M, n_x, False, floats_only)
+    check_memory("direct", config, M, n_x, False, n_x * M * (1 + size) + weights)
+    # the same through fit, on this backend: refused before anything is on the device
+    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: floats_only)
+    with pytest.raises(GpucatError, match="train in mini-batches"):
+        fit(backend, config, train)

@@ -12,6 +12,7 @@ import pytest
 import reference_impl as ref
 from conftest import RTOL, data_dir, rel_err
 
+from gpucat import network
 from gpucat.errors import TrainingDiverged
 from gpucat.train import TrainConfig, accuracy, fit, predict_proba
 
@@ -102,3 +103,14 @@ def test_divergence_is_reported_not_returned(course_data):
     train, _ = course_data
     with pytest.raises(TrainingDiverged, match="smaller --learning-rate"):
         fit(b.get_backend("cpu"), TrainConfig(learning_rate=1e4, iterations=300), train.X, train.Y)
+
+
+def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(backend, course_data):
+    """One NaN in W1: every backend stops at iteration 0 with the one message (the GPU's ReLU
+    must not zero the layer and train on as if nothing happened)."""
+    train, _ = course_data
+    init = network.init_params([12288, 20, 7, 5, 1], 1)
+    init[0][0][3, 100] = np.nan
+    with pytest.raises(TrainingDiverged) as e:
+        fit(backend, TrainConfig(iterations=5), train.X, train.Y, init=init)
+    assert "the training loss reached nan at iteration 0" in str(e.value)
