@@ -7,8 +7,8 @@
   run against it from outside the repository: training against the independent reference
   (test_train: the published run; every backend equal to it), the network's steps and Ops
   on every backend (test_network), the device shim (test_backend), the command line
-  (test_cli, test_compare), model files (test_models) and the installed command as a user
-  has it (test_installed).
+  (test_cli, test_compare), model files (test_models), the public Python API (test_api)
+  and the installed command as a user has it (test_installed).
 
 An interpreter that is not on the PATH is skipped, and nox says so (CI passes
 --no-error-on-missing-interpreters and prints the list).
@@ -31,6 +31,7 @@ INSTALLED = [
     "tests/test_compare.py",
     "tests/test_models.py",
     "tests/test_installed.py",
+    "tests/test_api.py",
 ]
 nox.options.sessions = ["package", "installed"]
 nox.options.default_venv_backend = "venv"
