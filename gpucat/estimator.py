@@ -19,13 +19,14 @@ same API stands alone with plain checks.
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import fields
 
 import numpy as np
 
 from gpucat.config import REFERENCE_LAYERS, TrainConfig
 from gpucat.data import IMAGE_SHAPE, Dataset
-from gpucat.errors import GpucatError
+from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning, GpucatError
 
 try:  # scikit-learn stays optional: without it the class stands alone with the same API
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -227,7 +228,7 @@ class CatClassifier(*_BASES):
 
     def fit(self, X, y):
         """Train from the seed's initial weights (``random_state``) on (X, y)."""
-        from gpucat.train import fit, params_to_host
+        from gpucat.train import dead_layers, fit, params_to_host
 
         X, y = self._validate(X, y, reset=True)
         Y = self._labels(y)
@@ -237,8 +238,17 @@ class CatClassifier(*_BASES):
             backend = self._backend()
             data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=_divisor(X.dtype))
             result = fit(backend, config, data)
+            dead = dead_layers(backend, result.params, result.train, config.dtype)
         except GpucatError as e:
             raise ValueError(str(e)) from None
+        self.dead_layers_ = dead  # hidden layers inactive for every training example
+        if dead:
+            warnings.warn(
+                f"every unit of hidden layer {dead[0]} is inactive for every training example, "
+                f"so this model gives all inputs the same probability; {DEAD_NETWORK_ADVICE}.",
+                DeadNetworkWarning,
+                stacklevel=2,
+            )
         self.seed_ = config.seed  # random_state=seed_ repeats this fit
         self.params_ = params_to_host(backend, result.params)
         self.device_ = backend.label  # where it trained: device="auto" picks a usable GPU

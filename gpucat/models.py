@@ -130,9 +130,16 @@ def load_safetensors(path: Path, n_inputs: int | None = N_FEATURES) -> Model:
     try:
         with safe_open(str(path), framework="np") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-            meta_text = (f.metadata() or {}).get("gpucat", "{}")
+            header = f.metadata() or {}
     except Exception as e:  # safetensors raises its own SafetensorError for damaged files
         raise GpucatError(f"{path}: not a readable safetensors model ({e}).") from None
+    if "gpucat_checkpoint" in header:
+        raise GpucatError(
+            f"{path} is a training checkpoint (written by --checkpoint), not a model; make a "
+            f"model of it with `gpucat train --resume {path} --out model.safetensors` (a "
+            "finished run saves at once), and pass that."
+        )
+    meta_text = header.get("gpucat", "{}")
     try:
         meta = json.loads(meta_text)
     except json.JSONDecodeError:

@@ -100,7 +100,14 @@ class _Signals:
         return False
 
 
-BLOW_UP = 100  # the divergence rule: a mean loss over 100x the first one's + 10
+BLOW_UP, MARGIN = 100, 10  # the divergence rule: a mean loss over 100x the first one's + 10
+
+
+def diverged(mean: float, first: float) -> bool:
+    """The divergence rule: a mean loss that is not finite, or above a hundred times the first
+    iteration's plus ten (the ten: so that a small first loss may still rise to a moderate
+    one; past the limit an example's probability of its own label is below about e^-80)."""
+    return not math.isfinite(mean) or mean > BLOW_UP * first + MARGIN
 
 
 class _LossTrace:
@@ -139,7 +146,7 @@ class _LossTrace:
             mean = total / size
             if p.first_loss is None:
                 p.first_loss = mean
-            if not math.isfinite(mean) or mean > BLOW_UP * p.first_loss + 10:
+            if diverged(mean, p.first_loss):
                 raise TrainingDiverged(
                     f"training diverged: the training loss reached {mean:.6g} at iteration {i} "
                     f"(it started at {p.first_loss:.6g}) with learning rate {self.lr:g}; try a "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmarks: milliseconds per iteration over a sweep, and gpucat against PyTorch eager.
 
-    python scripts/benchmark.py sweep [--quick] [--out docs/benchmark] [--json-only]
+    python scripts/benchmark.py sweep --out DIR/NAME [--quick] [--json-only]
         Sweeps examples m (209 .. 20,000, synthetic data of the real shape), hidden width,
         dtype, backend and solver; a PyTorch-eager baseline of the same network when torch
         is installed. Median ms/iteration over repeats after warm-up, device synchronized.
@@ -518,10 +518,20 @@ def print_recipe_table(rows) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("sweep")
+    s = sub.add_parser(
+        "sweep",
+        help="ms/iteration over examples, width, dtype, backend and solver (synthetic data), "
+        "PyTorch eager beside it; OUT.json, .csv and .png",
+    )
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
-    s.add_argument("--out", default=str(ROOT / "docs" / "benchmark"))
+    s.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR/NAME",
+        help="where the results go: NAME.json, .csv and .png in DIR (nothing is written into "
+        "the repository unless you name it)",
+    )
     s.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
     s.add_argument("--json-only", action="store_true", help="write OUT.json alone")
     ps = sub.add_parser("plot-sweep", help="OUT.csv and OUT.png from a sweep's OUT.json")
@@ -529,7 +539,11 @@ def main() -> None:
     cs = sub.add_parser("compare-sweeps", help="a Markdown table of two sweeps' common rows")
     cs.add_argument("--before", type=Path, nargs="+", required=True)
     cs.add_argument("--after", type=Path, nargs="+", required=True)
-    r = sub.add_parser("recipe")
+    r = sub.add_parser(
+        "recipe",
+        help="the reference recipe on the course data: every solver, both dtypes, each "
+        "device, PyTorch beside it; medians of --runs",
+    )
     r.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
     r.add_argument("--iterations", type=int, default=2500)
     r.add_argument("--runs", type=int, default=3)
@@ -539,7 +553,7 @@ def main() -> None:
     fl = sub.add_parser("floor", help="the direct step against its two products with X")
     fl.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     fl.add_argument("--iterations", type=int, default=200)
-    fl.add_argument("--rounds", type=int, default=7)
+    fl.add_argument("--rounds", type=int, default=7, help="alternating rounds (default: 7)")
     fl.add_argument("--no-torch", action="store_true")
     fl.add_argument("--data-dir", default=None)
     fl.add_argument("--out", default=None)

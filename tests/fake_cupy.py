@@ -29,6 +29,8 @@ class FakeArray:
         if self.lib.gemm == "raise":
             raise RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED: libcublasLt.so.12 not found")
         out = self.a @ other.a
+        if self.lib.gemm == "rounding":  # off by a rounding-sized relative error
+            out = out * (1 + 1e-7)
         return FakeArray(out + 1 if self.lib.gemm == "wrong" else out, self.lib)
 
     def sum(self):
@@ -63,7 +65,8 @@ def fake_cupy(
     pooled=0,
 ):
     """A `cupy` module. ``count``: GPUs the driver reports, or an exception it raises;
-    ``kernel`` / ``gemm``: "ok", "raise" or "wrong" (numbers off by one); ``memory``: the
+    ``kernel`` / ``gemm``: "ok", "raise" or "wrong" (numbers off by one; a product also
+    "rounding": off by 1e-7 relative); ``memory``: the
     driver's (free, total) bytes; ``pooled``: bytes CuPy's memory pool holds unused."""
     lib = types.SimpleNamespace(gemm=gemm, opened=[])
 

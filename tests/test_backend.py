@@ -56,6 +56,8 @@ def test_backend_names_select_their_backend(gpus, alias, name):
         ),
         (dict(gemm="raise"), "a float64 matrix product (cuBLAS) failed on CUDA device 0"),
         (dict(gemm="wrong"), "a float64 matrix product (cuBLAS) on CUDA device 0 gave wrong"),
+        # exact means exact: a product off by rounding-sized errors is refused too
+        (dict(gemm="rounding"), "a float64 matrix product (cuBLAS) on CUDA device 0 gave wrong"),
         (dict(version="13.6.0"), "CuPy 13.6.0 is installed, gpucat needs CuPy 14 or newer"),
     ],
 )

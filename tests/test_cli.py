@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_gpucat
+from conftest import data_file, run_gpucat
 from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
@@ -166,3 +166,65 @@ def test_gpu_unusable_says_why(monkeypatch, capsys, fake, message):
     assert (
         err.startswith("gpucat: error: no usable GPU") and message in err and "--device cpu" in err
     )
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--iterations", "1.5"], "argument --iterations: invalid int value: '1.5'"),
+        (["train", "--learning-rate", "fast"], "argument --learning-rate: invalid float value"),
+        (["train", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["train", "--layers", "12288,x,1"], "argument --layers: expected comma-separated"),
+        (["compare", "--log-every", "ten"], "argument --log-every: invalid int value"),
+        (["evaluate"], "the following arguments are required: --model"),
+        (["trian"], "argument command: invalid choice: 'trian'"),
+        (["train", "--out", "/no/such/folder/m.safetensors"], "the folder /no/such/folder does"),
+        (["train", "--iterations", "0"], "iterations"),
+    ],
+)
+def test_every_bad_flag_value_is_one_error_line(argv, needle):
+    """Ints, floats, choices, missing arguments, unknown commands and paths: one
+    `gpucat: error:` line naming the problem, no usage text, exit code 2."""
+    out = run_gpucat(*argv)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpucat: error: "), out.stderr
+    assert needle in lines[0] and "usage:" not in out.stderr
+
+
+def test_distributed_without_mpiexec_says_it_trains_as_one_process():
+    out = run_gpucat("train", "--distributed", "--device", "cpu", "--iterations", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    assert "gpucat: note: --distributed, but this is the only process" in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["processes"] == 1
+
+
+def test_the_end_of_a_run_names_its_checkpoint(tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    out = run_gpucat(*("train", "--device", "cpu", "--iterations", "3", "--checkpoint", str(ck)))
+    assert out.returncode == 0, out.stderr
+    assert f"Checkpoint: {ck} (continue with --resume {ck}" in out.stdout
+    model = tmp_path / "m.safetensors"
+    evaluate = run_gpucat(
+        "evaluate", "--model", str(ck), "--data", str(data_file("catvnoncat/test_catvnoncat.h5"))
+    )
+    assert evaluate.returncode == 2 and "is a training checkpoint" in evaluate.stderr
+    # what the message says to do: a finished run resumed with --out saves its model at once
+    out = run_gpucat(*("train", "--resume", str(ck), "--out", str(model), "--json"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["iterations_done"] == 3
+    assert (
+        run_gpucat(
+            "evaluate",
+            "--model",
+            str(model),
+            "--data",
+            str(data_file("catvnoncat/test_catvnoncat.h5")),
+        ).returncode
+        == 0
+    )
+
+
+def test_prepare_names_its_argument_for_both_kinds_of_source():
+    out = run_gpucat("prepare", "--help")
+    assert out.stdout.startswith("usage: gpucat prepare [-h] --out OUT [--jobs JOBS] FOLDER_OR_H5")

@@ -168,3 +168,41 @@ def test_works_without_scikit_learn():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["refused: True", "(12,) True True"]
+
+
+def test_a_dead_network_is_a_warning_and_an_attribute(course_data):
+    """The README's Adam recipe with the default seed ends with a dead hidden layer: every
+    probability the same. fit says so (DeadNetworkWarning, as scikit-learn warns with
+    ConvergenceWarning) and records it in dead_layers_; the reference recipe does not."""
+    from gpucat.errors import DeadNetworkWarning
+
+    train, _ = course_data
+    X, y = train.rows, train.Y.ravel().astype(int)
+    dead = CatClassifier(optimizer="adam", learning_rate=0.0005, batch_size=64, iterations=800)
+    with pytest.warns(
+        DeadNetworkWarning, match="hidden layer . is inactive for every training example"
+    ):
+        dead.fit(X, y)
+    assert dead.dead_layers_ and np.ptp(dead.predict_proba(X)[:, 1]) == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeadNetworkWarning)
+        alive = CatClassifier(iterations=100, device="cpu").fit(X, y)
+    assert alive.dead_layers_ == [] and np.ptp(alive.predict_proba(X)[:, 1]) > 0
+
+
+@pytest.mark.parametrize("cat, other", [("Cat", "Dog"), ("CAT", "dog"), ("cat", "zebra")])
+def test_a_label_spelled_cat_in_any_case_is_the_positive_class(course_data, cat, other):
+    """ "Cat" means cat whether it sorts first or last: the network's output is its
+    probability, and predictions give back the caller's own labels."""
+    train, _ = course_data
+    X = train.rows[:60]
+    y01 = train.Y.ravel()[:60].astype(int)
+    y = np.where(y01 == 1, cat, other)
+    clf = CatClassifier(iterations=40).fit(X, y)
+    assert clf.pos_label_ == cat
+    numeric = CatClassifier(iterations=40).fit(X, y01)
+    p_cat = clf.predict_proba(X)[:, list(clf.classes_).index(cat)]
+    np.testing.assert_allclose(p_cat, numeric.predict_proba(X)[:, 1], rtol=1e-12)
+    assert set(clf.predict(X)) <= {cat, other}

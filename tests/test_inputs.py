@@ -297,7 +297,7 @@ def test_predict_cli_json_on_a_photo(trained_model):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     (row,) = doc["predictions"]
-    assert row["input"] == "chelsea.png" and 0 < row["probability"] < 1
+    assert row["input"] == str(data_file("photos/chelsea.png")) and 0 < row["probability"] < 1
     assert row["label"] == ("cat" if row["probability"] > 0.5 else "non-cat")
 
 

@@ -217,3 +217,56 @@ def test_csv_loader_matches_h5(course_data):
     ds = load_csv(data_file("seed-csv/test_set.csv"))
     np.testing.assert_array_equal(ds.X, test.X)
     np.testing.assert_array_equal(ds.Y, test.Y)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_every_file_gpucat_writes_has_the_mode_the_umask_gives(tmp_path, course_data, mask):
+    """Models (both formats), checkpoints, plots, ONNX files and prepared h5 files get
+    0o666 & ~umask, as open() would give them, not the owner-only mode of the temporary
+    files that make the writes atomic."""
+    from gpucat.export import export_onnx
+    from gpucat.plots import plot_costs
+    from gpucat.prepare import prepare
+
+    train, _ = course_data
+    old = os.umask(mask)
+    try:
+        model = small_model()
+        models.save_model(tmp_path / "m.safetensors", model)
+        models.save_model(tmp_path / "m.json", model)
+        cfg = TrainConfig(layers=(12288, 3, 1), iterations=2)
+        fit(backend_mod.get_backend("cpu"), cfg, train, checkpoint=str(tmp_path / "ck.safetensors"))
+        plot_costs(tmp_path / "cost.png", {"numpy": [(0, 0.7), (1, 0.6)]}, "costs")
+        export_onnx(model, tmp_path / "m.onnx")
+        prepare(data_file("catvnoncat/test_catvnoncat.h5"), tmp_path / "fast.h5", progress=False)
+    finally:
+        os.umask(old)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["ck.safetensors", "cost.png", "fast.h5", "m.json", "m.onnx", "m.safetensors"]
+    for p in tmp_path.iterdir():
+        assert oct(p.stat().st_mode & 0o777) == oct(0o666 & ~mask), p.name
+
+
+def test_a_checkpoint_given_as_a_model_says_what_it_is_and_how_to_get_one(tmp_path, course_data):
+    train, _ = course_data
+    ck = tmp_path / "ck.safetensors"
+    cfg = TrainConfig(layers=(12288, 3, 1), iterations=2)
+    fit(backend_mod.get_backend("cpu"), cfg, train, checkpoint=str(ck))
+    with pytest.raises(GpucatError, match="is a training checkpoint") as e:
+        models.load_model(ck)
+    assert f"gpucat train --resume {ck} --out model.safetensors" in str(e.value)
+
+
+def test_a_model_with_one_tensor_too_many_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    tensors = {
+        f"{k}{l}": np.asarray(a)
+        for l, pair in enumerate(small_model().params, 1)
+        for k, a in zip("Wb", pair)
+    }
+    save_file(tensors, str(tmp_path / "ok.safetensors"))
+    assert models.load_model(tmp_path / "ok.safetensors").layer_sizes == [12288, 4, 3, 1]
+    save_file({**tensors, "extra": np.zeros((2, 2))}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(GpucatError, match="expected keys W1, b1, ..., WL, bL; found"):
+        models.load_model(tmp_path / "extra.safetensors")

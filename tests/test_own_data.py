@@ -437,3 +437,27 @@ def test_an_unreadable_file_is_one_message(tmp_path, capsys, monkeypatch, traine
         capsys, ["evaluate", "--model", str(trained_model), "--data", str(locked)], str(locked)
     )
     assert "Permission denied" in err
+
+
+def test_predict_names_each_input_as_it_was_given(tmp_path, trained_model, monkeypatch):
+    """Two photos of the same name in two folders stay apart: each printed path is the one
+    given (relative where it was given relative), a folder's photos under the folder."""
+    import shutil
+
+    for sub in ("a", "b", "c/cat"):
+        (tmp_path / sub).mkdir(parents=True)
+        shutil.copy(data_file("photos/chelsea.png"), tmp_path / sub / "chelsea.png")
+    monkeypatch.chdir(tmp_path)
+    out = run_gpucat(
+        *("predict", "--model", str(trained_model), "--json"),
+        *("a/chelsea.png", "b/chelsea.png", "c", str(tmp_path / "a" / "chelsea.png")),
+    )
+    assert out.returncode == 0, out.stderr
+    shown = [r["input"] for r in json.loads(out.stdout.strip().splitlines()[-1])["predictions"]]
+    assert shown == [
+        "a/chelsea.png",
+        "b/chelsea.png",
+        "c/cat/chelsea.png",
+        str(tmp_path / "a" / "chelsea.png"),
+    ]
+    assert out.stdout.splitlines()[0].startswith("a/chelsea.png: ")

@@ -114,3 +114,20 @@ def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(ba
     with pytest.raises(TrainingDiverged) as e:
         fit(backend, TrainConfig(iterations=5), train.X, train.Y, init=init)
     assert "the training loss reached nan at iteration 0" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "first, mean, expected",
+    [
+        (0.05, 14.99, False),  # under 100 x 0.05 + 10: the additive term lets it rise this far
+        (0.05, 15.01, True),
+        (0.7, 79.99, False),
+        (0.7, 80.01, True),
+        (0.7, float("inf"), True),
+        (0.7, float("nan"), True),
+    ],
+)
+def test_the_divergence_limit_from_both_sides(first, mean, expected):
+    from gpucat.train import diverged
+
+    assert diverged(mean, first) is expected

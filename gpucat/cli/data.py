@@ -35,7 +35,9 @@ def add(sub) -> None:
     )
     pp.set_defaults(run=prepare)
     pp.add_argument(
-        "folder", help="a folder with cat/ and non-cat/ subfolders of images, or an .h5 file"
+        "source",
+        metavar="FOLDER_OR_H5",
+        help="a folder with cat/ and non-cat/ subfolders of images, or an .h5 file",
     )
     pp.add_argument("--out", required=True, help="the .h5 file to write (atomically)")
     pp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
@@ -61,6 +63,6 @@ def prepare(args: argparse.Namespace) -> None:
     if args.jobs is not None and args.jobs < 1:
         raise GpucatError(f"--jobs must be at least 1, got {args.jobs}.")
     t = time.perf_counter()
-    m = prepare(args.folder, args.out, args.jobs)
+    m = prepare(args.source, args.out, args.jobs)
     seconds = time.perf_counter() - t
-    print(f"Prepared {m} images from {args.folder} into {args.out} in {seconds:.1f} s")
+    print(f"Prepared {m} images from {args.source} into {args.out} in {seconds:.1f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from gpucat.cli import add_device, check_writable, get_backend
 from gpucat.config import DTYPES
@@ -70,6 +71,16 @@ def evaluate(args: argparse.Namespace) -> None:
         print(json.dumps({**s, **extra, "predicted": [int(v > 0.5) for v in p]}))
 
 
+def _shown(given: str, ds, k: int) -> str:
+    """Example k of an input as the user named it: an image by its path as given, a
+    folder's images under the folder as given, a file's entries as FILE[name or index]."""
+    if Path(given).is_dir() and ds.names:
+        return str(Path(given) / ds.names[k])
+    if ds.m == 1 and ds.names == [Path(given).name]:
+        return given
+    return f"{given}[{ds.names[k] if ds.names else k}]"
+
+
 def predict(args: argparse.Namespace) -> None:
     from gpucat.inference import probabilities
     from gpucat.inputs import load_input
@@ -81,7 +92,8 @@ def predict(args: argparse.Namespace) -> None:
         p = probabilities(backend, model, ds, args.dtype, args.model)
         for k, pk in enumerate(p):
             label = "cat" if pk > 0.5 else "non-cat"
-            rows.append({"input": ds.name(k), "probability": float(pk), "label": label})
-            print(f"{ds.name(k)}: {label} (p(cat) = {pk:.4f})")
+            name = _shown(path, ds, k)
+            rows.append({"input": name, "probability": float(pk), "label": label})
+            print(f"{name}: {label} (p(cat) = {pk:.4f})")
     if args.json:
         print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))

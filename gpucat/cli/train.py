@@ -172,6 +172,12 @@ def run(args: argparse.Namespace) -> None:
         from gpucat.distributed import setup
 
         reducer, backend, threads = setup(args.device, on_fallback=note)
+        if reducer.size == 1:
+            note(
+                "--distributed, but this is the only process: run it as `mpiexec -n N gpucat "
+                "train --distributed` (if you did, mpiexec and mpi4py belong to different MPI "
+                "libraries); training as one process."
+            )
     else:
         backend = get_backend(args.device)
     say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
@@ -253,5 +259,11 @@ def _report(args, config, backend, result, summary) -> None:
             f"gpucat {'-'.join(map(str, config.layers))}, lr {config.learning_rate:g}",
         )
         print(f"Saved cost curve to {args.plot}")
+    checkpoint = args.checkpoint or args.resume
+    if checkpoint:
+        print(
+            f"Checkpoint: {checkpoint} (continue with --resume {checkpoint}; a checkpoint is "
+            "not a model: --out saves one)"
+        )
     if args.json:
-        print(json.dumps({**summary, "model": args.out}))
+        print(json.dumps({**summary, "model": args.out, "checkpoint": checkpoint}))
