@@ -58,7 +58,8 @@ def train_model(
     pair. ``recipe``: TrainConfig's knobs (``iterations``, ``learning_rate``, ``dtype``, ...;
     the default is the reference recipe). ``model.metadata["result"]`` is the run's record:
     costs, accuracies, device, time per iteration."""
-    from gpucat.train import params_to_host, run_recipe
+    from gpucat.network import params_to_host
+    from gpucat.train import run_recipe
 
     config = TrainConfig(**recipe)
     config.check()

@@ -3,7 +3,7 @@
 One safetensors file (written atomically: a temporary file, fsync, rename, so a run killed
 while writing leaves the previous checkpoint whole): the parameters, the optimizer's state,
 the best parameters so far (early stopping), and as metadata the recipe, the next
-iteration, the logged costs, the early-stopping state and the product layout. The random
+iteration, the logged costs and the early-stopping state. The random
 streams are counter-based (sources.host_rng), so the iteration number is their whole state.
 """
 
@@ -34,7 +34,6 @@ class Progress:
     best_iteration: int | None = None
     bad_validations: int = 0  # validations since the best one (early stopping)
     stopped_early: bool = False
-    layout: str | None = None  # NumPy's product layout: a resumed run keeps it (bit for bit)
     solver: str | None = None  # the solver that ran (auto resolved): a resumed run keeps it
     # each iteration's summed batch loss since the last log point, and the examples they
     # cover: a log point reports their mean, summed at once (fsum), so that when they were
@@ -99,7 +98,9 @@ def load_checkpoint(path: str | os.PathLike):
     try:
         config = TrainConfig.from_dict(meta["config"])
         config.check()
-        progress = Progress(**meta["progress"])
+        recorded = dict(meta["progress"])
+        recorded.pop("layout", None)  # NumPy's product layout, chosen by timing before 0.1.0
+        progress = Progress(**recorded)
         if not isinstance(progress.since_log[0], list):  # written before 0.1.0's packaging
             progress.since_log[0] = [progress.since_log[0]]
         counters = dict(meta.get("optimizer_counters", {}))

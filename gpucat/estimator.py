@@ -228,7 +228,9 @@ class CatClassifier(*_BASES):
 
     def fit(self, X, y):
         """Train from the seed's initial weights (``random_state``) on (X, y)."""
-        from gpucat.train import dead_layers, fit, params_to_host
+        from gpucat.inference import dead_layers
+        from gpucat.network import params_to_host
+        from gpucat.train import fit
 
         X, y = self._validate(X, y, reset=True)
         Y = self._labels(y)
@@ -260,7 +262,8 @@ class CatClassifier(*_BASES):
         """(n_samples, 2): the probabilities of ``classes_[0]`` and ``classes_[1]``, computed
         in float64 from the trained weights (as `gpucat evaluate` does by default); the
         network's output is the probability of ``pos_label_``."""
-        from gpucat.train import params_to_device, predict_proba
+        from gpucat.inference import probabilities
+        from gpucat.network import params_to_device
 
         if HAVE_SKLEARN:
             check_is_fitted(self)
@@ -269,7 +272,7 @@ class CatClassifier(*_BASES):
         X = self._validate(X, reset=False)
         backend = self._backend()
         data = Dataset(X, None, "CatClassifier.predict", divisor=_divisor(X.dtype))
-        p = predict_proba(
+        p = probabilities(
             backend, params_to_device(backend, self.params_, "float64"), data, "float64"
         )
         pos = int(np.flatnonzero(self.classes_ == self.pos_label_)[0])

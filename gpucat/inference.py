@@ -1,28 +1,83 @@
-"""Using a trained model: cat probabilities for a dataset, and the scores of a labelled one."""
+"""Using parameters: the cat probability of every example of a source, scores, and the check
+for a dead hidden layer, each over a source chunk by chunk (a large set never sits on the
+device whole) and, where a reducer is given, over every process of a data-parallel run."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from gpucat import network
 from gpucat.backend import Backend
-from gpucat.data import Dataset
 from gpucat.errors import GpucatError
 from gpucat.models import Model
-from gpucat.train import params_to_device, predict_proba
+from gpucat.network import Layer, params_to_device
+from gpucat.ops import make_ops
+from gpucat.reducers import LOCAL
+from gpucat.sources import CHUNK, as_source, to_columns
 
 
-def probabilities(
-    backend: Backend, model: Model, ds: Dataset, dtype: str, model_name: str
+def columns(backend: Backend, source, dtype: str, reducer=LOCAL):
+    """This process's contiguous part of a source, as device columns, chunk by chunk."""
+    a, b = reducer.block(source.n, allow_empty=True)
+    for lo in range(a, b, CHUNK):
+        rows, y = source.read(np.arange(lo, min(lo + CHUNK, b)))
+        yield to_columns(backend, rows, dtype, source.divisor), y
+
+
+def probabilities(backend: Backend, params: list[Layer], source, dtype: str) -> np.ndarray:
+    """P(cat) for every example of a source (or of host columns X), on the host, shape (m,)."""
+    if isinstance(source, np.ndarray):
+        source = as_source(source, np.zeros(source.shape[1]))
+    ops = make_ops(backend)
+    out = [
+        backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
+        for X, _ in columns(backend, source, dtype)
+    ]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def model_probabilities(
+    backend: Backend, model: Model, source, dtype: str, model_name: str
 ) -> np.ndarray:
-    """P(cat) for every example of ds, in input order, computed on the backend."""
+    """P(cat) for every example of a source from a model file's parameters, whose input
+    size must be the data's."""
     n_in = model.layer_sizes[0]
-    if n_in != ds.n_features:
+    if n_in != source.n_features:
         raise GpucatError(
-            f"{model_name}: the model takes {n_in} inputs per example but {ds.source} has "
-            f"{ds.n_features} (64x64 RGB images); use a model trained on this kind of data."
+            f"{model_name}: the model takes {n_in} inputs per example but {source.source} has "
+            f"{source.n_features} (64x64 RGB images); use a model trained on this kind of data."
         )
-    params = params_to_device(backend, model.params, dtype)
-    return predict_proba(backend, params, ds, dtype)
+    return probabilities(backend, params_to_device(backend, model.params, dtype), source, dtype)
+
+
+def accuracy(probabilities: np.ndarray, Y_host: np.ndarray) -> tuple[float, int]:
+    """Fraction and count of examples whose thresholded probability (> 0.5) equals the label."""
+    correct = int(np.sum((probabilities > 0.5) == (np.asarray(Y_host).reshape(-1) > 0.5)))
+    return correct / max(probabilities.size, 1), correct
+
+
+def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+    """(correct, examples, non-finite predictions) over the whole source: each process
+    scores its part, the counts are summed over processes."""
+    ops, correct, bad = make_ops(backend), 0, 0
+    for X, y in columns(backend, source, dtype, reducer):
+        p = backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
+        correct += accuracy(p, y)[1]
+        bad += int(np.sum(~np.isfinite(p)))
+    correct, bad = reducer.sum_scalars(correct, bad)
+    return int(correct), source.n, int(bad)
+
+
+def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+    """1-based numbers of the hidden layers that are inactive for every example of the
+    source, on every process (see network.dead_layers)."""
+    ops, alive = make_ops(backend), np.zeros(len(params) - 1)
+    for X, _ in columns(backend, source, dtype, reducer):
+        flags = network.dead_layers(ops, params, X)
+        if flags is not None:
+            alive += 1 - backend.to_host(flags).astype(np.float64)
+    alive = reducer.sum_scalars(*alive)
+    return [l + 1 for l, a in enumerate(alive) if a == 0]
 
 
 def scores(p: np.ndarray, Y: np.ndarray) -> dict:

@@ -29,6 +29,19 @@ class Layer:
     b: Array
 
 
+def params_to_device(
+    backend, host_params: list[tuple[np.ndarray, np.ndarray]], dtype: str
+) -> list[Layer]:
+    """Move host (W, b) pairs to the device, cast to the training dtype."""
+    return [Layer(backend.asarray(W, dtype), backend.asarray(b, dtype)) for W, b in host_params]
+
+
+def params_to_host(backend, params: list[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Bring parameters back to the host (to save or compare them), C-ordered."""
+    host = backend.to_host
+    return [(np.ascontiguousarray(host(p.W)), np.ascontiguousarray(host(p.b))) for p in params]
+
+
 def init_params(layer_sizes: list[int], seed: int = 1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Initial (W, b) pairs on the host, float64, identical on every device.
 

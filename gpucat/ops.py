@@ -3,9 +3,8 @@
 ``Ops`` writes every primitive once with the array namespace's own operations: the readable
 reference, and what the strict stand-in device runs. ``NumpyOps`` and ``CupyOps`` override
 a few of them, with the same names and signatures, where their device has a faster way:
-NumPy works in place and chooses the memory layout of the two products with the data by
-timing them (a planner, as FFTW and cuDNN's benchmark mode have); CuPy fuses element-wise
-steps into CUDA kernels, writes W −= dZ·A_prevᵀ straight into W with one GEMM and updates
+NumPy works in place and multiplies by the data in the layout measured fastest; CuPy fuses
+element-wise steps into CUDA kernels, writes W −= dZ·A_prevᵀ straight into W with one GEMM and updates
 each parameter with one optimizer kernel. Every override is tested equal to ``Ops``.
 
 The network (network.py) and the optimizers (optim.py) are written against these names,
@@ -14,15 +13,9 @@ in the order of the README's equations.
 
 from __future__ import annotations
 
-import functools
-import os
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from gpucat.errors import GpucatError
 
 Array = Any  # an array of the backend's namespace (NumPy, CuPy, array-api-strict)
 
@@ -31,7 +24,6 @@ class Ops:
     """The primitives, written once against the array namespace ``xp``."""
 
     name = "generic"
-    plans_layout = False  # whether arrange_first_layer chooses anything (NumpyOps)
 
     def __init__(self, backend):
         self.backend, self.xp = backend, backend.xp
@@ -154,213 +146,37 @@ class Ops:
         c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
         p -= (lr / c1) * m / (xp.sqrt(v / c2) + eps)
 
-    # --- the data ----------------------------------------------------------------------------
-    def arrange_first_layer(self, W1: Array, X: Array, layout: str | None = None) -> Array:
-        """W1 stored as this device runs the products with X fastest (here: as it is)."""
-        return W1
-
-    layout: str | None = None  # the product layout chosen for the first layer, if any
-
 
 # --- NumPy --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Layout:
-    """How NumpyOps runs the two products with the data X (n_x, m), kept as rows (m, n_x):
-    W1 stored as (n_1, n_x) in C order or in Fortran order (W1ᵀ contiguous), and the forward
-    product computed as W1·X or as its transpose (Xᵀ·W1ᵀ)ᵀ. The update dZ1·Xᵀ is computed in
-    W1's own order. Every layout reads X where it lies: none copies it."""
-
-    name: str
-    fortran: bool  # W1 kept as W1ᵀ contiguous
-    transposed: bool  # forward as (Xᵀ·W1ᵀ)ᵀ
-
-
-LAYOUTS = {
-    c.name: c
-    for c in (
-        Layout("W1 Z1", False, False),
-        Layout("W1 Z1T", False, True),
-        Layout("W1T Z1", True, False),
-        Layout("W1T Z1T", True, True),
-    )
-}
-
-
-class Plans:
-    """The layouts chosen on this machine, remembered in a small JSON file (FFTW's
-    "wisdom"): every later run with the same shapes, dtype, CPU and BLAS uses the same
-    layout, so that runs repeat bit for bit across processes. GPUCAT_LAYOUT_CACHE names the
-    file (default ~/.cache/gpucat/layouts.json; an empty value keeps plans in memory only)."""
-
-    def __init__(self):
-        self.memory: dict[str, str] = {}
-
-    @staticmethod
-    def path():
-        from pathlib import Path
-
-        where = os.environ.get("GPUCAT_LAYOUT_CACHE")
-        if where is not None:
-            return Path(where) if where else None
-        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        return Path(cache) / "gpucat" / "layouts.json"
-
-    @staticmethod
-    def key(W1, X) -> str:
-        from gpucat.info import blas
-
-        libs = ";".join(
-            f"{b['library']} {b['version']} {b.get('architecture')} x{b['threads']}" for b in blas()
-        )
-        return f"planner 3 | {X.shape} {X.dtype} {W1.shape} | numpy {np.__version__} | {libs}"
-
-    def _load(self) -> dict:
-        import json
-
-        path = self.path()
-        try:
-            return json.loads(path.read_text()) if path else {}
-        except (OSError, ValueError):
-            return {}
-
-    def get(self, key: str) -> str | None:
-        name = self.memory.get(key) or self._load().get(key)
-        return name if name in LAYOUTS else None
-
-    def put(self, key: str, name: str) -> None:
-        import json
-        import tempfile
-
-        self.memory[key] = name
-        path = self.path()
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            known = {**self._load(), key: name}
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layouts.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(known, f, indent=1)
-            os.replace(tmp, path)  # atomic: parallel runs never read half a file
-        except OSError:
-            pass  # a read-only home: plan again next time
-
-
-PLANS = Plans()
-
-
-_ROW_MAJOR, _N, _T = 101, 111, 112  # CBLAS_ORDER and CBLAS_TRANSPOSE values
-
-
-@functools.cache
-def blas_gemm() -> dict | None:
-    """{dtype: cblas ?gemm} of the BLAS NumPy itself runs on (the library threadpoolctl
-    finds loaded: the same code and thread pool), called through ctypes for what NumPy does
-    not offer, C ← α·A·B + β·C in one call. Only symbols whose integer width is certain
-    (NumPy's wheels: ``scipy_cblas_?gemm64_``; ``cblas_?gemm64_``), checked on a small product;
-    None elsewhere, and the update takes a buffer and a subtraction instead."""
-    import ctypes
-
-    from gpucat.info import blas
-
-    for lib in blas():
-        try:
-            handle = ctypes.CDLL(lib["path"]) if lib.get("path") else None
-        except OSError:
-            continue
-        for name in ("scipy_cblas_{}gemm64_", "cblas_{}gemm64_"):
-            fns = {}
-            for dtype, letter, real in (
-                ("float32", "s", ctypes.c_float),
-                ("float64", "d", ctypes.c_double),
-            ):
-                fn = getattr(handle, name.format(letter), None)
-                if fn is not None:
-                    i, p = ctypes.c_int64, ctypes.c_void_p
-                    fn.argtypes, fn.restype = [i] * 6 + [real, p, i, p, i, real, p, i], None
-                    fns[np.dtype(dtype)] = fn
-            if len(fns) == 2 and all(_gemm_checks(dtype, fns) for dtype in fns):
-                return fns
-    return None
-
-
-def _gemm_checks(dtype, fns) -> bool:
-    rng = np.random.default_rng(0)
-    W, dZ, A = (rng.integers(-4, 5, shape).astype(dtype) for shape in ((3, 5), (3, 2), (5, 2)))
-    expected = 0.5 * W - dZ @ A.T  # small integers: exact in both dtypes
-    return gemm_descend(W, dZ, A, 0.5, fns) and np.array_equal(W, expected)
-
-
-def gemm_descend(W, dZ, A_prev, decay: float, fns: dict | None = None) -> bool:
-    """W ← decay·W − dZ·A_prevᵀ in one BLAS call (no buffer, one pass over W), whatever the
-    order W and its operands are stored in; False, touching nothing, where it cannot."""
-    fns = fns or blas_gemm()
-    if not fns or W.dtype not in fns or not W.dtype == dZ.dtype == A_prev.dtype:
-        return False
-    if W.flags.c_contiguous:  # C = a·b in row-major terms
-        C, a, b = W, dZ, A_prev.T
-    elif W.flags.f_contiguous:  # W kept as W1ᵀ: Wᵀ ← decay·Wᵀ − A_prev·dZᵀ
-        C, a, b = W.T, A_prev, dZ.T
-    else:
-        return False
-    if min(a.shape) < 1 or not all(x.flags.c_contiguous or x.flags.f_contiguous for x in (a, b)):
-        return False
-    # each operand as stored: row-major as it is, or column-major as its transpose
-    (ta, lda), (tb, ldb) = (
-        (_N, x.shape[1]) if x.flags.c_contiguous else (_T, x.shape[0]) for x in (a, b)
-    )
-    M, N = C.shape
-    fns[W.dtype](
-        _ROW_MAJOR, ta, tb, M, N, a.shape[1], -1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-        decay, C.ctypes.data, N
-    )  # fmt: skip
-    return True
-
-
 class NumpyOps(Ops):
-    """NumPy: the products with X in the planned layout, element-wise steps in place, and
-    the first layer's update as one BLAS call into W (``gemm_descend``) where it can."""
+    """NumPy: the product with the data in its faster layout, element-wise steps in place,
+    the large updates through one buffer."""
 
     name = "numpy"
-    plans_layout = True
-    GEMM_FROM = 65536  # weights of at least this many entries are updated by gemm_descend
+    GEMM_FROM = 65536  # weights of at least this many entries are updated through a buffer
 
     def __init__(self, backend):
         super().__init__(backend)
-        self._X_shape: tuple | None = None  # the data's shape the plan is for
-        self._plan: Layout | None = None
         self._buffers: dict = {}
 
-    def arrange_first_layer(self, W1, X, layout=None):
-        """Choose the layout of the products with X (``layout``: a resumed run's; else
-        GPUCAT_NUMPY_LAYOUT; else this machine's plan for these shapes (Plans); else a plan
-        made by timing them) and return W1 stored in it."""
-        name = layout or os.environ.get("GPUCAT_NUMPY_LAYOUT")
-        if name and name not in LAYOUTS:
-            raise GpucatError(f"unknown layout {name!r}: choose one of {', '.join(LAYOUTS)}.")
-        if not name:
-            key = PLANS.key(W1, X)
-            name = PLANS.get(key)
-            if name is None:
-                name = plan_layout(W1, X)[0].name
-                PLANS.put(key, name)
-        self._plan, self._X_shape, self.layout = LAYOUTS[name], X.shape, name
-        return np.asfortranarray(W1) if self._plan.fortran else np.ascontiguousarray(W1)
-
     def matmul(self, A, B):
-        if self._plan is not None and self._plan.transposed and B.shape == self._X_shape:
-            return np.matmul(B.T, A.T).T  # (Xᵀ·W1ᵀ)ᵀ
+        """A · B; where B is a transposed view of rows (the data: examples one per row, seen
+        as columns), as (Bᵀ · Aᵀ)ᵀ, which reads B where it lies: on the machine measured
+        (docs/performance.md) 1.05-1.20x faster in whole fits than the other layouts of W1
+        and Z1, whose choice by timing at setup was not worth its cost."""
+        if B.flags.f_contiguous and not B.flags.c_contiguous:
+            return np.matmul(B.T, A.T).T
         return np.matmul(A, B)
 
     def matmul_nt(self, A, B):
         return np.matmul(A, B.T)
 
     def _buffer(self, like):
-        key = (like.shape, like.dtype.str, like.flags.f_contiguous and not like.flags.c_contiguous)
+        key = (like.shape, like.dtype.str)
         if key not in self._buffers:
-            self._buffers[key] = np.empty_like(like, order="F" if key[2] else "C")
+            self._buffers[key] = np.empty(like.shape, like.dtype)
         return self._buffers[key]
 
     def descend(self, W, dZ, A_prev, decay=1.0):
@@ -369,13 +185,8 @@ class NumpyOps(Ops):
                 W *= decay
             W -= np.matmul(dZ, A_prev.T)
             return
-        if gemm_descend(W, dZ, A_prev, decay):
-            return
         buf = self._buffer(W)
-        if buf.flags.c_contiguous:
-            np.matmul(dZ, A_prev.T, out=buf)
-        else:  # W kept as W1ᵀ: compute (A_prev · dZᵀ) straight into its memory
-            np.matmul(A_prev, dZ.T, out=buf.T)
+        np.matmul(dZ, A_prev.T, out=buf)
         if decay != 1.0:
             W *= decay
         W -= buf
@@ -418,45 +229,6 @@ class NumpyOps(Ops):
         s -= Y
         s *= scale
         return s, loss
-
-
-def plan_layout(W1: np.ndarray, X: np.ndarray, budget_s: float = 0.5) -> tuple[Layout, dict]:
-    """The fastest Layout for these shapes, by timing each one's forward product and update
-    (into W1 as it is stored, as NumpyOps.descend does it) on data of X's shape. The layouts
-    take turns, round after round, within about ``budget_s`` (at least 3 rounds after a
-    warm-up), and each is judged by its median: this machine's noise is a few tens of
-    percent, the layouts' differences often a few. The best layout differs between CPUs,
-    BLAS builds, dtypes and sizes (docs/benchmarks.md). Returns the choice and each
-    layout's median time in ms."""
-    rng = np.random.default_rng(0)
-    dZ = rng.standard_normal((W1.shape[0], X.shape[1])).astype(X.dtype)
-    runs = {}
-    for c in LAYOUTS.values():
-        W = np.asfortranarray(W1) if c.fortran else np.ascontiguousarray(W1).copy()
-        buf = np.empty_like(W, order="F" if c.fortran else "C")
-
-        def run(c=c, W=W, buf=buf):
-            np.matmul(X.T, W.T) if c.transposed else np.matmul(W, X)
-            if W.size >= NumpyOps.GEMM_FROM and gemm_descend(W, dZ, X, 1.0):
-                return
-            if c.fortran:
-                np.matmul(X, dZ.T, out=buf.T)
-            else:
-                np.matmul(dZ, X.T, out=buf)
-            np.subtract(W, buf, out=W)
-
-        runs[c.name] = run
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < 4 or (rounds < 15 and time.perf_counter() - start < budget_s):
-        for name, run in runs.items():
-            t = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t)
-        rounds += 1
-    medians = {name: 1000 * float(np.median(ts[1:])) for name, ts in times.items()}
-    return LAYOUTS[min(medians, key=medians.get)], medians
 
 
 # --- CuPy ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ device's Ops:
   each weight by its own running size, which leaves that algebra, so Gram refuses it.
   Derivation: docs/gram-solver.md.
 
-Both take the same constructor, ``(ops, params, shard, reducer, config, M, layout)``, and
+Both take the same constructor, ``(ops, params, shard, reducer, config, M)``, and
 offer what ``Solver`` declares: the one protocol the training loop (train.py) uses, and all
 it reads of a solver. ``memory(config, M, n_x, streamed)`` says what a solver holds,
 checked before anything is made.
@@ -40,7 +40,6 @@ class Solver(Protocol):
     """What the training loop asks of a solver, and all it reads of one."""
 
     name: str  # "direct" or "gram"
-    layout: str | None  # NumPy's product layout (recorded by checkpoints), else None
     ops: Ops  # the device's primitives, for the loop's own sums (losses, validation)
     full_batch: bool  # every iteration trains on all M examples
 
@@ -80,7 +79,6 @@ class DirectSolver:
         reducer,
         config: TrainConfig,
         M: int,
-        layout=None,
     ):
         self.ops, self.params, self.shard, self.reducer = ops, params, shard, reducer
         self.config, self.M = config, M
@@ -90,21 +88,6 @@ class DirectSolver:
         self.opt = make_optimizer(config.optimizer, ops, params, **hyper)
         # one process with gradient descent: apply each layer's step as backward produces it
         self.apply_now = reducer.size == 1 and config.optimizer == "gd"
-        self._arrange(layout)
-
-    def _arrange(self, layout) -> None:
-        """Store W1 the way this device multiplies it by X fastest (NumPy's planner)."""
-        self.layout = None
-        if not self.ops.plans_layout:
-            return
-        b, W1 = self.batches, self.params[0].W
-        if b.full:
-            X = self.shard.columns()[0]
-        else:  # plan on data of a batch's shape: random pixels, never zeros
-            rows = np.random.default_rng(0).integers(0, 256, (b.size, W1.shape[1]), np.uint8)
-            X = to_columns(self.ops.backend, rows, self.config.dtype, 255.0)
-        self.params[0].W = self.ops.arrange_first_layer(W1, X, layout)
-        self.layout = self.ops.layout
 
     def masks(self, i: int, batch) -> list[Array] | None:
         """This process's columns of iteration i's dropout masks, drawn on the host for the
@@ -220,9 +203,9 @@ class GramSolver(DirectSolver):
     name = "gram"
     BLOCK = 1024  # input features upcast to float64 at a time
 
-    def __init__(self, ops, params, shard, reducer, config, M, layout=None):
+    def __init__(self, ops, params, shard, reducer, config, M):
         config.require_gram()
-        super().__init__(ops, params, shard, reducer, config, M, layout)
+        super().__init__(ops, params, shard, reducer, config, M)
         self._rows, self._W1_formed = None, False  # W1 formed since the last step?
         xp, n1 = ops.xp, params[0].W.shape[0]
         self.W1_0 = xp.astype(params[0].W, xp.float64)
@@ -238,9 +221,6 @@ class GramSolver(DirectSolver):
         self._W1_0_squared = None
         self.C = ops.zeros((n1, M))
         self.V = ops.zeros((n1, M)) if config.optimizer == "momentum" else None
-
-    def _arrange(self, layout) -> None:
-        self.layout = None  # W1 never meets X inside the loop
 
     def _C_times(self, G: Array) -> Array:
         """C · G (G: columns of self.G) in G's dtype, the training dtype."""
@@ -420,7 +400,6 @@ def check_memory(name: str, config: TrainConfig, M: int, n_x: int, streamed, fre
     )
 
 
-def make_solver(name, ops, params, shard, reducer, config, M, layout=None):
-    """The solver object for a resolved name (``layout``: the NumPy product layout a resumed
-    run must keep)."""
-    return SOLVER_CLASSES[name](ops, params, shard, reducer, config, M, layout)
+def make_solver(name, ops, params, shard, reducer, config, M):
+    """The solver object for a resolved name."""
+    return SOLVER_CLASSES[name](ops, params, shard, reducer, config, M)

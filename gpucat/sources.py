@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from gpucat.backend import Backend
-from gpucat.data import IMAGE_SHAPE, N_FEATURES
+from gpucat.data import IMAGE_SHAPE, N_FEATURES, Dataset
 from gpucat.errors import GpucatError
 
 SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks, validation
@@ -44,6 +44,15 @@ class Source(Protocol):
     def labels(self) -> np.ndarray: ...
 
     def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def as_source(X, Y=None):
+    """A data source from a source (returned as it is) or from host arrays X (n_x, m) of
+    inputs already scaled and Y (1, m): examples as rows, divisor 1."""
+    if Y is None:
+        return X
+    X = np.asarray(X)
+    return Dataset(X.T, np.asarray(Y, dtype=np.float64).reshape(1, -1), "arrays", divisor=1.0)
 
 
 def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:

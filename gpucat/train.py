@@ -9,7 +9,7 @@ crosses processes travels as a sum with its count; means are taken after the red
 
 Observing a run never changes it: how often costs are read (``log_every``), progress bars,
 JSON, checkpoints and resuming leave the parameters, the iteration a run stops at and the
-reason alone. Each iteration's training loss stays on the device (``_LossTrace``) and is
+reason alone. Each iteration's training loss stays on the device (``CostLog``) and is
 read back in blocks, for the log and for the divergence check alike.
 """
 
@@ -29,13 +29,13 @@ from gpucat import network, sources
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
-from gpucat.data import Dataset
 from gpucat.errors import GpucatError, TrainingDiverged
-from gpucat.network import Layer
+from gpucat.inference import dead_layers, score
+from gpucat.network import Layer, params_to_device, params_to_host
 from gpucat.ops import Ops, make_ops
 from gpucat.reducers import LOCAL
 from gpucat.solvers import check_memory, choose_solver, make_solver
-from gpucat.sources import DeviceShard, TrainingSet, make_shard, split_training
+from gpucat.sources import DeviceShard, TrainingSet, as_source, make_shard, split_training
 
 __all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
 
@@ -54,7 +54,6 @@ class TrainResult:
     iterations_done: int = 0
     first_iteration: int = 0  # where this run started: > 0 after --resume
     reduce_how: str = "one process"
-    layout: str | None = None  # NumPy's product layout, chosen at setup
     cost_kind: str = ""  # what a logged cost is (cost_kind)
     train: TrainingSet | None = None  # the examples trained on (held-out ones excluded)
     validation: TrainingSet | None = None  # the held-out examples
@@ -110,21 +109,26 @@ def diverged(mean: float, first: float) -> bool:
     return not math.isfinite(mean) or mean > BLOW_UP * first + MARGIN
 
 
-class _LossTrace:
-    """Every iteration's summed training loss, written on the device and read back in blocks
-    (at log points, before checkpoints, every ``SIZE`` iterations and at the end): no host
-    sync per iteration, yet every loss is seen, whatever the log interval. Divergence is
-    decided on each of them: a mean loss that is not finite, or that blows up past a hundred
-    times the first iteration's plus ten (an example's probability of its own label below
-    e^-80); it is reported with the first iteration it happened at."""
+class CostLog:
+    """What a run logs of its training loss, and all of it: every iteration's summed loss,
+    written on the device and read back in blocks (at log points, before checkpoints, every
+    ``SIZE`` iterations and at the end: no host sync per iteration, yet every loss is seen,
+    whatever the log interval), judged by ``diverged`` against the first iteration's and
+    reported with the first iteration it happened at; the losses since the last log point,
+    whose mean a mini-batch log point reports (summed once, there, so that when they were
+    read cannot change the rounding); and the logged (iteration, cost) pairs. ``state()``
+    is what a checkpoint keeps of it, and a resumed run starts from that."""
 
     SIZE = 256
 
-    def __init__(self, ops: Ops, reducer, dtype: str, first: int, progress: Progress, lr):
-        self.ops, self.reducer, self.progress, self.lr = ops, reducer, progress, lr
+    def __init__(self, ops: Ops, reducer, dtype: str, first: int, lr: float, saved: Progress):
+        self.ops, self.reducer, self.lr = ops, reducer, lr
         self.buffer = ops.zeros((self.SIZE,), dtype)
         self.first, self.sizes = first, []  # the iteration in buffer[0]; batch sizes since
         self.last: dict[int, float] = {}  # the summed losses of the block read last
+        self.costs = [list(c) for c in saved.costs]
+        self.since_log, self.examples_since_log = list(saved.since_log[0]), saved.since_log[1]
+        self.first_loss = saved.first_loss
 
     def record(self, i: int, loss, size: int) -> None:
         self.buffer[i - self.first] = loss
@@ -141,41 +145,45 @@ class _LossTrace:
         self.last = {self.first + k: v for k, v in enumerate(sums)}
         sizes, self.sizes = self.sizes, []
         self.first += len(sizes)
-        p = self.progress
         for (i, total), size in zip(self.last.items(), sizes):
             mean = total / size
-            if p.first_loss is None:
-                p.first_loss = mean
-            if diverged(mean, p.first_loss):
+            if self.first_loss is None:
+                self.first_loss = mean
+            if diverged(mean, self.first_loss):
                 raise TrainingDiverged(
                     f"training diverged: the training loss reached {mean:.6g} at iteration {i} "
-                    f"(it started at {p.first_loss:.6g}) with learning rate {self.lr:g}; try a "
-                    "smaller --learning-rate (e.g. 10x smaller). No model was saved."
+                    f"(it started at {self.first_loss:.6g}) with learning rate {self.lr:g}; try "
+                    "a smaller --learning-rate (e.g. 10x smaller). No model was saved."
                 )
-        p.since_log[0].extend(sums)
-        p.since_log[1] += sum(sizes)
+        self.since_log.extend(sums)
+        self.examples_since_log += sum(sizes)
 
+    def log(
+        self, i: int, M: int, full_batch: bool, exact: float | None, penalty: float, grid: bool
+    ):
+        """Log iteration i's cost: ``exact`` (--full-cost) or the training pass's mean loss
+        (iteration i's for a full batch, else the batches' since the last log point), plus
+        the L2 ``penalty``; on the log grid the next mean starts afresh. Returns the cost."""
+        self.read()
+        if exact is not None:
+            cost = exact
+        elif full_batch:
+            cost = self.last[i] / M
+        else:
+            cost = math.fsum(self.since_log) / self.examples_since_log
+        cost += penalty
+        if grid:
+            self.since_log, self.examples_since_log = [], 0
+        self.costs.append([i, cost])
+        return cost
 
-def as_source(X, Y=None):
-    """A data source from a source (returned as it is) or from host arrays X (n_x, m) of
-    inputs already scaled and Y (1, m): examples as rows, divisor 1."""
-    if Y is None:
-        return X
-    X = np.asarray(X)
-    return Dataset(X.T, np.asarray(Y, dtype=np.float64).reshape(1, -1), "arrays", divisor=1.0)
-
-
-def params_to_device(
-    backend: Backend, host_params: list[tuple[np.ndarray, np.ndarray]], dtype: str
-) -> list[Layer]:
-    """Move host (W, b) pairs to the device, cast to the training dtype."""
-    return [Layer(backend.asarray(W, dtype), backend.asarray(b, dtype)) for W, b in host_params]
-
-
-def params_to_host(backend: Backend, params: list[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Bring parameters back to the host (to save or compare them), C-ordered."""
-    host = backend.to_host
-    return [(np.ascontiguousarray(host(p.W)), np.ascontiguousarray(host(p.b))) for p in params]
+    def state(self) -> dict:
+        """What a checkpoint keeps (Progress's fields of the same names)."""
+        return {
+            "costs": [list(c) for c in self.costs],
+            "since_log": [list(self.since_log), self.examples_since_log],
+            "first_loss": self.first_loss,
+        }
 
 
 def cost_kind(config: TrainConfig, full_batch: bool) -> str:
@@ -226,7 +234,7 @@ def solver_for(
     progress: Progress | None = None,
 ):
     """(solver, training set, validation rows): the solver ``fit`` runs for this recipe on
-    this source (a resumed run's ``progress`` keeps its solver and layout), its memory
+    this source (a resumed run's ``progress`` keeps its solver), its memory
     checked, its data and parameters on the device, ready to ``step`` (``close`` it after);
     benchmarks use it to time iterations alone."""
     config.check()
@@ -245,9 +253,7 @@ def solver_for(
     host_init = init or network.init_params(list(config.layers), config.seed)
     params = params_to_device(backend, host_init, config.dtype)
     try:
-        layout = progress.layout if progress else None
-        ops = make_ops(backend)
-        solver = make_solver(name, ops, params, shard, reducer, config, M, layout)
+        solver = make_solver(name, make_ops(backend), params, shard, reducer, config, M)
     except BaseException:
         shard.close()
         raise
@@ -298,19 +304,19 @@ def fit(
         if resume:
             _load_optimizer_state(solver, backend, config, opt_state, resume)
             best = params_to_device(backend, best_host, config.dtype) if best_host else None
-        progress.layout, progress.solver = solver.layout, solver.name
+        progress.solver = solver.name
         result = TrainResult([], solver=solver.name, reduce_how=reducer.how)
-        result.layout, result.cost_kind = solver.layout, cost_kind(config, full_batch)
+        result.cost_kind = cost_kind(config, full_batch)
         result.train = TrainingSet(source, train.rows)
         result.validation = TrainingSet(source, val_rows) if val_rows.size else None
         result.first_iteration = progress.next_iteration
         lr = config.learning_rate
-        trace = _LossTrace(ops, reducer, config.dtype, progress.next_iteration, progress, lr)
+        log = CostLog(ops, reducer, config.dtype, progress.next_iteration, lr, progress)
 
         def save():
-            trace.read()  # a diverged run writes no checkpoint
+            log.read()  # a diverged run writes no checkpoint
             if reducer.is_root:
-                _write_checkpoint(checkpoint, backend, config, solver, best, progress)
+                _write_checkpoint(checkpoint, backend, config, solver, best, progress, log)
 
         backend.synchronize()
         start_time = time.perf_counter()
@@ -326,17 +332,11 @@ def fit(
             exact = _exact_cost(solver, reducer, config, M) if log_point else None
             squares = solver.squared_weights() if log_point and config.l2 else 0.0
             size = solver.batch_size(i)
-            trace.record(i, solver.step(i), size)
+            log.record(i, solver.step(i), size)
             if log_point:
-                trace.read()
-                cost = (
-                    exact if exact is not None else _batch_cost(progress, trace, i, M, full_batch)
-                )
-                if config.l2:  # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
-                    cost += config.l2 / (2 * M) * squares
-                if i % config.log_every == 0:  # on the grid: the next mean starts here
-                    progress.since_log[:] = [[], 0]
-                progress.costs.append([i, cost])
+                # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
+                penalty = config.l2 / (2 * M) * squares if config.l2 else 0.0
+                cost = log.log(i, M, full_batch, exact, penalty, i % config.log_every == 0)
                 if on_log:
                     on_log(i, cost, None)
             progress.next_iteration = i + 1
@@ -347,7 +347,7 @@ def fit(
             if checkpoint_every and (i + 1) % checkpoint_every == 0:
                 save()
             i += 1
-        trace.read()
+        log.read()
         _check_finite(ops, solver.parameters(), progress.next_iteration, lr)
         if checkpoint:
             save()
@@ -364,7 +364,7 @@ def fit(
             progress.best_iteration,
         )
         result.iterations_done = progress.next_iteration
-        result.costs = [tuple(c) for c in progress.costs]
+        result.costs = [tuple(c) for c in log.costs]
         result.val_costs = [tuple(c) for c in progress.val_costs]
         backend.synchronize()
         result.seconds = time.perf_counter() - start_time
@@ -397,15 +397,6 @@ def _exact_cost(solver, reducer, config, M) -> float | None:
     return reducer.sum_scalars(local)[0] / M
 
 
-def _batch_cost(progress: Progress, trace: _LossTrace, i: int, M: int, full_batch) -> float:
-    """The mean loss of the training pass: iteration i's (full batch), or the batches' since
-    the previous log point."""
-    if full_batch:
-        return trace.last[i] / M
-    losses, count = progress.since_log
-    return math.fsum(losses) / count
-
-
 def _check_finite(ops: Ops, params: list[Layer], iterations: int, lr: float) -> None:
     """Non-finite parameters after the last update are divergence too: Σ 0·p is NaN when
     any p is (one host read)."""
@@ -435,9 +426,12 @@ def _load_optimizer_state(solver, backend, config, state: dict, path: str) -> No
         ) from None
 
 
-def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress) -> None:
+def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress, log) -> None:
+    """The checkpoint: the loop's Progress with the cost log's state, written as a copy (the
+    end's own log point left out: a longer run would not log there)."""
     host = lambda a: backend.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
-    costs = progress.costs
+    kept = log.state()
+    costs = kept.pop("costs")
     last = config.iterations - 1
     if costs and costs[-1][0] == last and last % config.log_every:
         costs = costs[:-1]  # the end's own log point: a longer run would not log there
@@ -447,7 +441,7 @@ def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress
         params_to_host(backend, solver.parameters()),
         {k: host(v) for k, v in solver.optimizer_state().items()},
         params_to_host(backend, best) if best else None,
-        Progress(**{**progress.__dict__, "costs": costs}),
+        Progress(**{**progress.__dict__, **kept, "costs": costs}),
     )
 
 
@@ -486,7 +480,6 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
         "seconds": result.seconds,
         "ms_per_iteration": result.ms_per_iteration,
         "reduce": result.reduce_how,
-        "layout": result.layout,
     }
 
 
@@ -525,53 +518,3 @@ def run_recipe(
             {f"{name}_accuracy": correct / n, f"{name}_correct": correct, f"{name}_examples": n}
         )
     return result, summary
-
-
-def _my_columns(backend: Backend, source, dtype: str, reducer):
-    """This process's contiguous part of a source, as device columns, chunk by chunk."""
-    a, b = reducer.block(source.n, allow_empty=True)
-    for lo in range(a, b, sources.CHUNK):
-        rows, y = source.read(np.arange(lo, min(lo + sources.CHUNK, b)))
-        yield sources.to_columns(backend, rows, dtype, source.divisor), y
-
-
-def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
-    """(correct, examples, non-finite predictions) over the whole source: each process
-    scores its part, the counts are summed over processes."""
-    ops, correct, bad = make_ops(backend), 0, 0
-    for X, y in _my_columns(backend, source, dtype, reducer):
-        p = backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
-        correct += accuracy(p, y)[1]
-        bad += int(np.sum(~np.isfinite(p)))
-    correct, bad = reducer.sum_scalars(correct, bad)
-    return int(correct), source.n, int(bad)
-
-
-def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
-    """1-based numbers of the hidden layers that are inactive for every example of the
-    source, on every process (see network.dead_layers)."""
-    ops, alive = make_ops(backend), np.zeros(len(params) - 1)
-    for X, _ in _my_columns(backend, source, dtype, reducer):
-        flags = network.dead_layers(ops, params, X)
-        if flags is not None:
-            alive += 1 - backend.to_host(flags).astype(np.float64)
-    alive = reducer.sum_scalars(*alive)
-    return [l + 1 for l, a in enumerate(alive) if a == 0]
-
-
-def predict_proba(backend: Backend, params: list[Layer], X, dtype: str) -> np.ndarray:
-    """Cat probabilities for every example of a source (or of host columns X), on the host,
-    shape (m,); computed chunk by chunk so that a large set never sits on the device whole."""
-    source = as_source(X, np.zeros(np.shape(X)[1])) if isinstance(X, np.ndarray) else X
-    ops = make_ops(backend)
-    out = [
-        backend.to_host(network.predict_proba(ops, params, Xc)).reshape(-1)
-        for Xc, _ in _my_columns(backend, source, dtype, LOCAL)
-    ]
-    return np.concatenate(out) if out else np.zeros(0)
-
-
-def accuracy(probabilities: np.ndarray, Y_host: np.ndarray) -> tuple[float, int]:
-    """Fraction and count of examples whose thresholded probability (> 0.5) equals the label."""
-    correct = int(np.sum((probabilities > 0.5) == (np.asarray(Y_host).reshape(-1) > 0.5)))
-    return correct / max(probabilities.size, 1), correct

@@ -14,8 +14,12 @@
 
     python scripts/benchmark.py floor [--rounds 7] [--out F.json]
         The direct algorithm on the reference recipe against its floor (its two products
-        with X alone, in the layout it runs; and again with the update written into W1, as
+        with X alone, as NumpyOps runs them; and again with the update written into W1, as
         the step must) and PyTorch eager, in alternating rounds.
+
+    python scripts/benchmark.py ab --old DIR [--rounds 7] [--out F.json]
+        The reference recipe's ms/iteration (direct and Gram, both dtypes) with the code of
+        an older tree against this one, whole processes alternating, ratios pair by pair.
 
     python scripts/benchmark.py recipe [--devices gpu] [--runs 3] [--out F.json]
         The reference recipe on the real data in one process: every solver in both dtypes on
@@ -36,6 +40,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -325,7 +330,8 @@ def recipe(args) -> dict:
     from gpucat import data
     from gpucat.backend import get_backend
     from gpucat.compare import worst
-    from gpucat.train import TrainConfig, accuracy, fit, predict_proba
+    from gpucat.inference import accuracy, probabilities
+    from gpucat.train import TrainConfig, fit
 
     train, test = data.load_course_data(args.data_dir)
     iters = args.iterations
@@ -361,7 +367,7 @@ def recipe(args) -> dict:
                 runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
                 r = runs[-1]
                 correct = [
-                    accuracy(predict_proba(backend, r.params, ds.X, dtype), ds.Y)[1]
+                    accuracy(probabilities(backend, r.params, ds.X, dtype), ds.Y)[1]
                     for ds in (train, test)
                 ]
                 add(
@@ -416,16 +422,65 @@ def recipe(args) -> dict:
     return doc
 
 
+AB_CHILD = """
+import json, sys
+from gpucat import data, __file__ as where
+from gpucat.backend import get_backend
+from gpucat.train import TrainConfig, fit
+solver, dtype, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
+train, _ = data.load_course_data()
+cpu = get_backend("cpu")
+fit(cpu, TrainConfig(iterations=30, dtype=dtype, solver=solver), train)  # warm-up
+r = fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
+print(json.dumps({"ms": r.ms_per_iteration, "solver": r.solver, "gpucat": where}))
+"""
+
+
+def ab(args) -> dict:
+    """The reference recipe's ms/iteration (training time alone, after a warm-up) with the
+    code in --old against this tree: whole processes, old and new alternating, each pair's
+    ratio new / old; medians."""
+    trees = {"old": str(Path(args.old).resolve()), "new": str(ROOT)}
+    rows = []
+    for solver in args.solvers:
+        for dtype in args.dtypes:
+            ms: dict[str, list[float]] = {"old": [], "new": []}
+            for _ in range(args.rounds):
+                for side, tree in trees.items():
+                    env = {**_unpinned_env(), "PYTHONPATH": tree, "GPUCAT_LAYOUT_CACHE": ""}
+                    cmd = [sys.executable, "-c", AB_CHILD, solver, dtype, str(args.iterations)]
+                    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+                    doc = json.loads(out.stdout.strip().splitlines()[-1])
+                    assert doc["gpucat"].startswith(tree) and doc["solver"] == solver, doc
+                    ms[side].append(doc["ms"])
+            ratios = [n / o for n, o in zip(ms["new"], ms["old"])]
+            row = {
+                "solver": solver,
+                "dtype": dtype,
+                "old_ms": statistics.median(ms["old"]),
+                "new_ms": statistics.median(ms["new"]),
+                "new_over_old": statistics.median(ratios),
+                "ratios": ratios,
+                "rounds": ms,
+            }
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
+    doc = {"machine": machine_info(), "iterations": args.iterations, "old": args.old, "rows": rows}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    return doc
+
+
 def floor(args) -> dict:
     """The direct algorithm on the reference recipe (the real data, m = 209) against its
-    floor, its two products with X alone in the layout it runs, and against PyTorch eager:
+    floor, its two products with X alone as NumpyOps runs them, and against PyTorch eager:
     each round times all three (a fit's ms per iteration; the two products back to back;
     PyTorch's step), rounds alternate, and each figure is a median over rounds."""
     import numpy as np
 
     from gpucat import data
     from gpucat.backend import get_backend
-    from gpucat.ops import LAYOUTS, NumpyOps
+    from gpucat.ops import NumpyOps
     from gpucat.train import TrainConfig, fit, solver_for
 
     train, _ = data.load_course_data(args.data_dir)
@@ -435,27 +490,20 @@ def floor(args) -> dict:
         config = TrainConfig(dtype=dtype, solver="direct", iterations=args.iterations)
         config.log_every = args.iterations
         solver = solver_for(cpu, config, train)[0]
-        layout = LAYOUTS[solver.layout]
-        X, W = solver.shard.X, solver.params[0].W  # W1 as the solver stores it
+        X, W = solver.shard.X, solver.params[0].W  # X: the rows seen as columns
         dZ = np.random.default_rng(0).standard_normal((W.shape[0], X.shape[1])).astype(dtype)
-        buf = np.empty_like(W, order="F" if layout.fortran else "C")
+        buf = np.empty_like(W)
 
-        def products(layout=layout, X=X, W=W, dZ=dZ, buf=buf):
-            if layout.transposed:
-                np.matmul(X.T, W.T)
-            else:
-                np.matmul(W, X)
-            if layout.fortran:
-                np.matmul(X, dZ.T, out=buf.T)
-            else:
-                np.matmul(dZ, X.T, out=buf)
+        def products(X=X, W=W, dZ=dZ, buf=buf):  # as NumpyOps runs them: (Xᵀ·W1ᵀ)ᵀ, dZ·Xᵀ
+            np.matmul(X.T, W.T)
+            np.matmul(dZ, X.T, out=buf)
 
         # the same two products as the step must run them: the update lands in W1 (a copy),
-        # through the step's own primitive (one BLAS call with beta = 1 where it can)
-        W_own, dZ_small, ops = W.copy(order="K"), dZ * 1e-3, NumpyOps(cpu)
+        # through the step's own primitive
+        W_own, dZ_small, ops = W.copy(), dZ * 1e-3, NumpyOps(cpu)
 
-        def products_into_W(layout=layout, X=X, W=W_own, dZ=dZ_small, ops=ops):
-            np.matmul(X.T, W.T) if layout.transposed else np.matmul(W, X)
+        def products_into_W(X=X, W=W_own, dZ=dZ_small, ops=ops):
+            ops.matmul(W, X)
             ops.descend(W, dZ, X)
 
         def per_iteration(fn, n):
@@ -482,7 +530,6 @@ def floor(args) -> dict:
         ratio = [g / f for g, f in zip(rounds["gpucat"], rounds["floor"])]
         row = {
             "dtype": dtype,
-            "layout": solver.layout,
             "ms": med,
             "rounds": rounds,
             "gpucat_over_floor": statistics.median(ratio),
@@ -550,6 +597,17 @@ def main() -> None:
     r.add_argument("--no-torch", action="store_true")
     r.add_argument("--data-dir", default=None)
     r.add_argument("--out", default=None, help="write the JSON here")
+    a = sub.add_parser(
+        "ab",
+        help="the reference recipe's ms/iteration with an older tree's code (--old) against "
+        "this one's, whole processes alternating",
+    )
+    a.add_argument("--old", required=True, metavar="DIR", help="the root of the older tree")
+    a.add_argument("--solvers", nargs="+", default=["direct", "gram"])
+    a.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    a.add_argument("--iterations", type=int, default=400)
+    a.add_argument("--rounds", type=int, default=7)
+    a.add_argument("--out", default=None)
     fl = sub.add_parser("floor", help="the direct step against its two products with X")
     fl.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     fl.add_argument("--iterations", type=int, default=200)
@@ -566,7 +624,7 @@ def main() -> None:
     if args.cmd == "compare-sweeps":
         compare_sweeps(args.before, args.after)
         return
-    {"sweep": sweep, "recipe": recipe, "floor": floor}[args.cmd](args)
+    {"sweep": sweep, "recipe": recipe, "floor": floor, "ab": ab}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def main(argv=None) -> int:
     from gpucat import data
     from gpucat.backend import get_backend
     from gpucat.models import load_model
-    from gpucat.train import TrainConfig, fit, params_to_host
+    from gpucat.network import params_to_host
+    from gpucat.train import TrainConfig, fit
 
     flags = ["--device", a.device, "--dtype", "float64", "--iterations", str(a.iterations)]
     flags += ["--log-every", "10", "--solver", "direct"]

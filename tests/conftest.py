@@ -25,13 +25,6 @@ BACKENDS = ["numpy", "strict", "cupy"]
 REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def layout_plans(tmp_path_factory):
-    """NumPy's product-layout plans live in one file for the whole session (this process
-    and the gpucat processes it starts): runs repeat bit for bit across processes."""
-    os.environ["GPUCAT_LAYOUT_CACHE"] = str(tmp_path_factory.mktemp("plans") / "layouts.json")
-
-
 def _unavailable(why: str):
     if REQUIRE_GPU:
         pytest.fail(f"GPUCAT_REQUIRE_GPU is set but {why}")
@@ -131,7 +124,8 @@ def trained_model(tmp_path_factory, course_data) -> Path:
     """The reference recipe (float64, gram) saved as safetensors."""
     from gpucat import models
     from gpucat.backend import get_backend
-    from gpucat.train import TrainConfig, fit, params_to_host
+    from gpucat.network import params_to_host
+    from gpucat.train import TrainConfig, fit
 
     cpu = get_backend("cpu")
     train, _ = course_data

@@ -19,8 +19,9 @@ from gpucat.backend import get_backend
 from gpucat.data import Dataset, H5Source, load_h5
 from gpucat.errors import GpucatError
 from gpucat.inputs import load_folder, load_input
+from gpucat.network import params_to_host
 from gpucat.prepare import prepare
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.train import TrainConfig, fit
 
 # h5 layouts: how the images lie in the file, and how H5Source reads them (data.storage)
 LAYOUTS = {

@@ -19,7 +19,8 @@ from gpucat import backend as backend_mod
 from gpucat.distributed import shard_bounds
 from gpucat.errors import GpucatError
 from gpucat.models import load_model
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.network import params_to_host
+from gpucat.train import TrainConfig, fit
 
 
 def mpiexec() -> str:
@@ -279,7 +280,7 @@ def test_distributed_errors_are_the_single_process_errors(tmp_path, args, messag
 
 
 def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
-    """train.dead_layers and train.score on 3 ranks give the single-process answers: a layer
+    """inference.dead_layers and inference.score on 3 ranks give the single-process answers: a layer
     counts as dead only when it is dead on every rank's examples."""
     script = tmp_path / "checks.py"
     script.write_text(
@@ -288,7 +289,8 @@ def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
         "from gpucat.network import init_params\n"
         "from gpucat.reducers import LOCAL\n"
         "from gpucat.data import load_course_data\n"
-        "from gpucat.train import dead_layers, params_to_device, score\n"
+        "from gpucat.inference import dead_layers, score\n"
+        "from gpucat.network import params_to_device\n"
         "reducer, cpu, _ = setup('cpu')\n"
         "train, _ = load_course_data()\n"
         "host = init_params([12288, 5, 4, 1], 1)\n"
@@ -419,7 +421,8 @@ from gpucat.data import load_course_data
 from gpucat.distributed import setup
 from gpucat.ops import NumpyOps
 from gpucat.reducers import LOCAL
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.train import TrainConfig, fit
+from gpucat.network import params_to_host
 
 
 class Insisting(NumpyOps):

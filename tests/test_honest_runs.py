@@ -13,14 +13,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import data_dir, run_gpucat
+from conftest import data_dir, data_file, run_gpucat
 
 from gpucat import backend as backend_mod
 from gpucat.checkpoint import load_checkpoint
 from gpucat.cli import main
 from gpucat.errors import TrainingDiverged
 from gpucat.models import load_model
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.network import params_to_host
+from gpucat.train import TrainConfig, fit
 
 OBSERVED = dict(
     layers=(12288, 8, 1),
@@ -254,26 +255,22 @@ def test_out_of_memory_anywhere_is_one_message(monkeypatch, capsys):
         assert "--batch-size" in err and "--solver direct" in err and "--dtype float32" in err
 
 
-def test_no_layout_holds_the_data_twice(course_data, monkeypatch):
-    """Full-batch training holds X once, in whichever layout NumPy's planner picks: the
-    products read the shard's rows where they lie."""
-    from gpucat.ops import LAYOUTS
+def test_full_batch_training_holds_the_data_once(course_data):
+    """Full-batch training holds X once: the products read the shard's rows where they lie."""
     from gpucat.train import solver_for
 
     train, _ = course_data
     cpu = backend_mod.get_backend("cpu")
     x_bytes = train.rows.size * 8  # the float64 copy of the pixels
-    for name in LAYOUTS:
-        monkeypatch.setenv("GPUCAT_NUMPY_LAYOUT", name)
-        tracemalloc.start()
-        try:
-            solver = solver_for(cpu, TrainConfig(solver="direct"), train)[0]
-            solver.step(0)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        # X, plus the pixels as read, W1 and its update buffer: a second X would be 2x
-        assert solver.layout == name and peak < 1.5 * x_bytes, (name, peak / x_bytes)
+    tracemalloc.start()
+    try:
+        solver = solver_for(cpu, TrainConfig(solver="direct"), train)[0]
+        solver.step(0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # X, plus the pixels as read, W1 and its update buffer: a second X would be 2x
+    assert peak < 1.5 * x_bytes, peak / x_bytes
 
 
 def test_memory_is_checked_before_anything_is_made(monkeypatch, capsys):
@@ -346,3 +343,41 @@ def test_an_interrupted_cli_run_saves_no_model_and_says_so(tmp_path, monkeypatch
     assert main(args) == 130
     assert "interrupted at iteration 3; nothing was saved" in capsys.readouterr().err
     assert out.read_bytes() == b"an earlier model"
+
+
+def test_a_run_depends_on_its_arguments_alone_and_writes_nothing_under_home(
+    tmp_path, trained_model
+):
+    """Two `gpucat train` runs, each with its own empty HOME (and no cache named), save
+    bit-identical parameters; after training, CatClassifier.fit and `gpucat predict`, each
+    HOME is still empty: no plan, cache or state is kept between runs."""
+    from safetensors.numpy import load_file
+
+    clean = {k: v for k, v in os.environ.items() if k != "XDG_CACHE_HOME" and "GPUCAT" not in k}
+    saved = []
+    for k in range(2):
+        home = tmp_path / f"home{k}"
+        home.mkdir()
+        env = {**clean, "HOME": str(home), "GPUCAT_DATA_DIR": str(data_dir())}
+        model = tmp_path / f"m{k}.safetensors"
+        out = subprocess.run(
+            [sys.executable, "-m", "gpucat", "train", "--device", "cpu", "--iterations", "40",
+             "--solver", "direct", "--out", str(model)],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        fit_code = (
+            "import numpy as np; from gpucat import CatClassifier\n"
+            "from gpucat.data import load_course_data\n"
+            "train, _ = load_course_data()\n"
+            "CatClassifier(iterations=5, device='cpu').fit(train.rows, train.Y.ravel())\n"
+        )
+        assert subprocess.run([sys.executable, "-c", fit_code], env=env).returncode == 0
+        photo = str(data_file("photos/chelsea.png"))
+        predict = [sys.executable, "-m", "gpucat", "predict", "--model", str(model), photo]
+        assert subprocess.run(predict, capture_output=True, env=env).returncode == 0
+        assert list(home.iterdir()) == [], list(home.rglob("*"))
+        saved.append(load_file(str(model)))
+    assert saved[0].keys() == saved[1].keys()
+    for key in saved[0]:
+        np.testing.assert_array_equal(saved[0][key], saved[1][key])

@@ -13,7 +13,7 @@ from conftest import RTOL, data_file, rel_err, run_gpucat
 from PIL import Image
 
 from gpucat.cli import main
-from gpucat.inference import probabilities
+from gpucat.inference import model_probabilities
 from gpucat.inputs import load_image, load_input
 from gpucat.models import load_model
 
@@ -276,11 +276,11 @@ def test_predict_real_photos_on_every_backend(backend, trained_model):
     model = load_model(trained_model)
     ds = load_input(data_file("photos"))
     assert ds.X.shape == (12288, 4) and 0.0 <= ds.X.min() and ds.X.max() <= 1.0
-    got = probabilities(backend, model, ds, "float64", "m")
+    got = model_probabilities(backend, model, ds, "float64", "m")
     p = {f"{k}{l}": a for l, (W, b) in enumerate(model.params, 1) for k, a in (("W", W), ("b", b))}
     assert ((got > 0) & (got < 1)).all()
     assert rel_err(got, ref.forward(ds.X, p)[0].ravel()) <= RTOL["float64"]
-    again = probabilities(backend, model, load_input(data_file("photos")), "float64", "m")
+    again = model_probabilities(backend, model, load_input(data_file("photos")), "float64", "m")
     np.testing.assert_array_equal(got, again)  # deterministic
 
 

@@ -14,10 +14,10 @@ from conftest import RTOL, data_file, rel_err
 from gpucat import backend as backend_mod
 from gpucat import models
 from gpucat.errors import GpucatError
-from gpucat.inference import probabilities
+from gpucat.inference import model_probabilities
 from gpucat.inputs import load_csv
-from gpucat.network import init_params
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.network import init_params, params_to_host
+from gpucat.train import TrainConfig, fit
 
 
 def small_model(sizes=(12288, 4, 3, 1), seed=4):
@@ -129,7 +129,7 @@ def test_model_moves_between_devices(tmp_path, backend, course_data):
     )[0].ravel()
     for device in (backend_mod.get_backend("cpu"), backend):
         assert (
-            rel_err(probabilities(device, model, test, "float64", "dev"), expected)
+            rel_err(model_probabilities(device, model, test, "float64", "dev"), expected)
             <= RTOL["float64"]
         )
 

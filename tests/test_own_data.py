@@ -16,7 +16,7 @@ from gpucat.backend import get_backend
 from gpucat.cli import main
 from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
-from gpucat.inference import probabilities
+from gpucat.inference import model_probabilities
 from gpucat.inputs import load_image, load_input
 
 
@@ -159,7 +159,7 @@ def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
     Image.fromarray((g * 257).astype(np.uint16)).save(tmp_path / "b16.png")
     Image.fromarray((g / 255).astype(np.float32)).save(tmp_path / "cf.tif")
     model = models.load_model(trained_model)
-    p = probabilities(get_backend("cpu"), model, load_input(tmp_path), "float64", "m")
+    p = model_probabilities(get_backend("cpu"), model, load_input(tmp_path), "float64", "m")
     assert np.abs(p - p[0]).max() <= 0.05
 
 
@@ -335,7 +335,8 @@ def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
 
 
 def test_config_coerces_numpy_scalars_so_float32_stays_float32(course_data):
-    from gpucat.train import fit, params_to_host
+    from gpucat.network import params_to_host
+    from gpucat.train import fit
 
     train, _ = course_data
     cfg = TrainConfig(
@@ -403,14 +404,14 @@ def test_original_programs_model_scores_what_it_printed(dtype, course_data):
     cpu = get_backend("cpu")
     csv = load_input(data_file("seed-csv/test_set.csv"))
     for ds, correct in ((train, 208), (test, 36), (csv, 36)):
-        p = probabilities(cpu, model, ds, dtype, "seed")
+        p = model_probabilities(cpu, model, ds, dtype, "seed")
         assert int(np.sum((p > 0.5) == (ds.Y.ravel() > 0.5))) == correct
 
 
 def test_original_model_on_every_backend(backend, course_data):
     _, test = course_data
     model = models.load_model(data_file("seed-model/model.json"))
-    p = probabilities(backend, model, test, "float64", "seed")
+    p = model_probabilities(backend, model, test, "float64", "seed")
     assert int(np.sum((p > 0.5) == (test.Y.ravel() > 0.5))) == 36
 
 

@@ -13,8 +13,9 @@ from conftest import RTOL, rel_err
 from gpucat import backend as backend_mod
 from gpucat import train as train_mod
 from gpucat.errors import GpucatError
+from gpucat.network import params_to_host
 from gpucat.solvers import GramSolver, Solver, check_memory, choose_solver
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.train import TrainConfig, fit
 
 SMALL = (12288, 6, 4, 1)
 ITERATIONS = 24
@@ -162,7 +163,8 @@ def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
     )
     r = fit(cpu, config, train.X, train.Y)
     assert r.params[0].W.dtype == np.dtype(dtype)
-    from gpucat.train import as_source, solver_for
+    from gpucat.sources import as_source
+    from gpucat.train import solver_for
 
     s = solver_for(cpu, config, as_source(train.X, train.Y))[0]
     assert s.Z0.dtype == s.C.dtype == s.V.dtype == np.float64

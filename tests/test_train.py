@@ -14,7 +14,8 @@ from conftest import RTOL, data_dir, rel_err
 
 from gpucat import network
 from gpucat.errors import TrainingDiverged
-from gpucat.train import TrainConfig, accuracy, fit, predict_proba
+from gpucat.inference import accuracy, probabilities
+from gpucat.train import TrainConfig, fit
 
 PUBLISHED_COST_0 = 0.771749  # the published recipe's printed cost at iteration 0 (6 decimals)
 
@@ -79,8 +80,8 @@ def test_full_reference_run_same_accuracies_on_every_backend(backend, course_dat
     c_ref = [c for _, c in independent_run["costs"]]
     # 2500 iterations compound rounding differences; 1e-9 is still far below what prints
     assert rel_err(c, c_ref) <= 1e-9
-    acc_train, _ = accuracy(predict_proba(backend, result.params, train.X, "float64"), train.Y)
-    acc_test, _ = accuracy(predict_proba(backend, result.params, test.X, "float64"), test.Y)
+    acc_train, _ = accuracy(probabilities(backend, result.params, train.X, "float64"), train.Y)
+    acc_test, _ = accuracy(probabilities(backend, result.params, test.X, "float64"), test.Y)
     assert (acc_train, acc_test) == (
         independent_run["train_accuracy"],
         independent_run["test_accuracy"],

@@ -10,11 +10,11 @@ from test_solvers import OPTIONS
 
 from gpucat import backend as backend_mod
 from gpucat.errors import GpucatError
-from gpucat.network import Layer
+from gpucat.network import Layer, params_to_host
 from gpucat.ops import Ops
 from gpucat.optim import Adam, Momentum
 from gpucat.sources import mirrored_rows, stratified_split
-from gpucat.train import TrainConfig, fit, params_to_host
+from gpucat.train import TrainConfig, fit
 
 SMALL = (12288, 6, 4, 1)
 EVERYTHING = OPTIONS["everything"]  # every option at once (Adam, so the direct solver)

@@ -44,13 +44,13 @@ def _model_and_backend(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from gpucat.inference import probabilities, scores
+    from gpucat.inference import model_probabilities, scores
     from gpucat.inputs import load_input
 
     check_writable(args.mislabeled)
     model, backend = _model_and_backend(args)
     ds = load_input(args.data, require_labels=True, stream=True)
-    p = probabilities(backend, model, ds, args.dtype, args.model)
+    p = model_probabilities(backend, model, ds, args.dtype, args.model)
     s = scores(p, ds.Y)
     print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
     print(f"Data: {ds.source} ({ds.m} examples), device: {backend.label}")
@@ -82,14 +82,14 @@ def _shown(given: str, ds, k: int) -> str:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from gpucat.inference import probabilities
+    from gpucat.inference import model_probabilities
     from gpucat.inputs import load_input
 
     model, backend = _model_and_backend(args)
     rows = []
     for path in args.inputs:
         ds = load_input(path)
-        p = probabilities(backend, model, ds, args.dtype, args.model)
+        p = model_probabilities(backend, model, ds, args.dtype, args.model)
         for k, pk in enumerate(p):
             label = "cat" if pk > 0.5 else "non-cat"
             name = _shown(path, ds, k)

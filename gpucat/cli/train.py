@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _report(args, config, backend, result, summary) -> None:
     from gpucat import models
-    from gpucat.train import params_to_host
+    from gpucat.network import params_to_host
 
     if result.stopped_early:
         print(
