@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucat.errors import GpucatError
+from gpucat.errors import GpucatError, first_line
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -121,9 +121,8 @@ def _import_cupy():
     try:
         import cupy
     except Exception as e:  # ImportError, or a CUDA library that fails to load
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise GpucatError(
-            f"no usable GPU: CuPy is not installed or does not import ({first}). "
+            f"no usable GPU: CuPy is not installed or does not import ({first_line(e)}). "
             f"Install it with {CTK_HINT}, or use --device cpu."
         ) from None
     version = str(getattr(cupy, "__version__", "0"))
@@ -167,10 +166,9 @@ def probe(cupy, device) -> None:
             try:
                 got = np.asarray(run(x).get(), dtype=np.float64)
             except Exception as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise GpucatError(
                     f"no usable GPU: {what} failed on CUDA device {device.id} "
-                    f"({type(e).__name__}: {first}). The CUDA libraries CuPy needs are missing "
+                    f"({first_line(e, with_type=True)}). The CUDA libraries CuPy needs are missing "
                     f"or do not match the driver: {CTK_HINT}; or use --device cpu."
                 ) from None
             if got.shape != expected.shape or not np.array_equal(got, expected):

@@ -11,9 +11,15 @@ REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
 SOLVERS = ("auto", "direct", "gram")  # solvers.py
 OPTIMIZERS = ("gd", "momentum", "adam")  # optim.py
 DTYPES = ("float32", "float64")
-FLOATS = ("learning_rate", "beta1", "beta2", "epsilon", "lr_decay", "l2", "keep_prob", "validation")
 # settings that only observe a run: a resumed run may change them
 OBSERVERS = ("iterations", "log_every", "full_cost")
+
+
+def kind(f) -> str:
+    """A knob's type, read from its annotation alone: "int", "float", "bool", "str" or
+    "layers" (a tuple of whole numbers); ``int | None`` is "int"."""
+    t = f.type.removesuffix(" | None")
+    return "layers" if t.startswith("tuple") else t
 
 
 def knob(default, help: str, choices: tuple | None = None):
@@ -131,23 +137,20 @@ class TrainConfig:
                 raise GpucatError(f"--{name.replace('_', '-')} must be a whole number, got {v!r}.")
             return int(v)
 
+        make = {
+            "int": lambda name, v: whole(name, v),
+            "float": lambda name, v: float(v),
+            "bool": lambda name, v: bool(v),
+            "str": lambda name, v: str(v),
+            "layers": lambda name, v: tuple(whole(name, n) for n in v),
+        }
         try:
-            for name in ("iterations", "seed", "log_every", "validate_every"):
-                setattr(self, name, whole(name, getattr(self, name)))
-            for name in ("batch_size", "patience"):
-                if getattr(self, name) is not None:
-                    setattr(self, name, whole(name, getattr(self, name)))
-            self.layers = tuple(whole("layers", n) for n in self.layers)
-            for name in FLOATS:
-                setattr(self, name, float(getattr(self, name)))
+            for f in fields(self):
+                value = getattr(self, f.name)
+                if value is not None:  # None: the knobs that may be unset (batch_size, ...)
+                    setattr(self, f.name, make[kind(f)](f.name, value))
         except (TypeError, ValueError) as e:
             raise GpucatError(f"a training setting is not a number ({e}).") from None
-        self.flip, self.full_cost = bool(self.flip), bool(self.full_cost)
-        self.dtype, self.solver, self.optimizer = (
-            str(self.dtype),
-            str(self.solver),
-            str(self.optimizer),
-        )
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gpucat import __version__
-from gpucat.errors import GpucatError
+from gpucat.errors import GpucatError, first_line
 
 PACKAGES = (
     "h5py", "safetensors", "pillow", "pooch", "tqdm", "threadpoolctl", "zlib-ng",
@@ -30,11 +30,6 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def blas() -> list[dict]:
@@ -88,11 +83,11 @@ def gpu() -> dict:
         try:
             out[key] = read()
         except Exception as e:
-            out[key] = f"unreadable ({_first_line(e)})"
+            out[key] = f"unreadable ({first_line(e, with_type=True)})"
     try:
         count = runtime.getDeviceCount()
     except Exception as e:
-        out["gpu_reason"] = f"the CUDA driver did not answer ({_first_line(e)})"
+        out["gpu_reason"] = f"the CUDA driver did not answer ({first_line(e, with_type=True)})"
         return out
     for i in range(count):
         row: dict[str, Any] = {"index": i}
@@ -105,7 +100,7 @@ def gpu() -> dict:
                 free, total = runtime.memGetInfo()
             row["memory_free_bytes"], row["memory_total_bytes"] = int(free), int(total)
         except Exception as e:
-            row["error"] = _first_line(e)
+            row["error"] = first_line(e, with_type=True)
         why = backend.why_no_gpu(i)
         row["usable"], row["reason"] = why is None, why
         out["gpus"].append(row)
@@ -139,7 +134,7 @@ def mpi() -> dict:
         out["mpi_library"] = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
         out["mpi_cuda_aware"] = mpi_cuda_aware()
     except Exception as e:
-        out["mpi_library"] = f"unusable ({_first_line(e)})"
+        out["mpi_library"] = f"unusable ({first_line(e, with_type=True)})"
     return out
 
 

@@ -20,9 +20,9 @@ from gpucat.data import (
     Dataset,
     check_labels,
     load_h5,
-    open_h5,
 )
 from gpucat.errors import GpucatError
+from gpucat.streaming import open_h5
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CAT_DIRS = ("cat", "cats")
@@ -215,7 +215,7 @@ def load_folder(folder: str | os.PathLike) -> Dataset:
 
 def load_input(path: str | os.PathLike, require_labels: bool = False, stream: bool = False):
     """One file or folder in any supported format. ``stream``: an h5 of uint8 images stays
-    on disk and is read as it is used (data.H5Source); everything else is read whole."""
+    on disk and is read as it is used (streaming.H5Source); everything else is read whole."""
     path = Path(path)
     if path.is_dir():
         ds = load_folder(path)

@@ -6,7 +6,7 @@ large folder is decoded once, in parallel (one process per core); an existing h5
 images are chunked or compressed is rewritten (`gpucat prepare old.h5 --out fast.h5`).
 Either way the result is a course-layout h5 with the images contiguous and uncompressed:
 ``train_set_x`` (m, 64, 64, 3) uint8, ``train_set_y`` (m,), ``list_classes`` and the file
-names (``names``), which training reads at the images' byte offsets (data.H5Source). The
+names (``names``), which training reads at the images' byte offsets (streaming.H5Source). The
 file is written atomically (files.replacing); a progress bar shows on a terminal.
 """
 
@@ -61,7 +61,7 @@ def prepare(source, out, jobs: int | None = None, progress: bool | None = None) 
     if not out.resolve().parent.is_dir():
         raise GpucatError(f"{out}: the folder {out.parent} does not exist; create it first.")
     if source.is_file():
-        from gpucat.data import open_h5
+        from gpucat.streaming import open_h5
 
         data = open_h5(source)  # checked: images, labels
         labels, names, blocks = data.labels(), data.names, _h5_blocks(data)

@@ -1,17 +1,17 @@
 """The data-source seam: how training examples arrive.
 
-A *source* is anything with ``n`` examples of ``n_features`` values, a ``divisor``,
-``labels()`` and ``read(idx) -> (rows, labels)``, and optionally ``chunk_rows`` (examples
-its file compresses together: the shuffle's layout) and ``will_need(idx)`` (decode ahead):
-a ``Dataset`` in memory, or an ``H5Source`` that stays on disk and reads the rows asked for
-(data.py). Either way the rows stay as stored (uint8 pixels) until they reach the device.
+A *source* (data.Source: ``n`` examples of ``n_features`` values, a ``divisor``,
+``labels()``, ``read(idx) -> (rows, labels)``, and defaults for what only a streamed
+source needs) is a ``Dataset`` in memory, or a streaming.H5Source that stays on disk and
+reads the rows asked for. Either way the rows stay as stored (uint8 pixels) until they
+reach the device.
 
 The trainer numbers the examples it trains on by *position*: the source rows left after
 the validation split, in order, then (``--flip``) their mirrored copies. A data-parallel
 process owns one contiguous block of positions (distributed.shard_bounds); a single
 process owns them all. ``DeviceShard`` puts a block on the device and hands out
-(mini-)batches as float columns; ``StreamedShard`` reads each batch from a source on disk
-instead, the next one in a background thread. ``Batches`` says which positions each
+(mini-)batches as float columns; streaming.StreamedShard reads each batch from a source on
+disk instead, the next one in a background thread. ``Batches`` says which positions each
 iteration trains on. The conversion to the training dtype, ``rows / divisor`` in that
 dtype, is for 8-bit pixels bit for bit the reference preprocessing (float64 x / 255 rounded
 to the dtype: checked for all 256 values); it happens on the device, or on NumPy in the
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -34,16 +34,6 @@ SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks,
 WINDOW = 2048  # examples a shuffle window holds when the data is read in compressed chunks
 CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
 DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
-
-
-class Source(Protocol):
-    n: int
-    n_features: int
-    divisor: float
-
-    def labels(self) -> np.ndarray: ...
-
-    def read(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def as_source(X, Y=None):
@@ -101,7 +91,7 @@ class TrainingSet:
                 "features per example."
             )
         self.n_features, self.divisor = self.source.n_features, self.source.divisor
-        self.chunk_rows = getattr(self.source, "chunk_rows", 1)
+        self.chunk_rows = self.source.chunk_rows
 
     @property
     def size(self) -> int:
@@ -125,9 +115,8 @@ class TrainingSet:
         return rows, y
 
     def will_need(self, positions: np.ndarray) -> None:
-        """Tell a source read in chunks which examples come next (it decodes them ahead)."""
-        if hasattr(self.source, "will_need"):
-            self.source.will_need(self.rows[positions % self.rows.size])
+        """Tell the source which examples come next (one read in chunks decodes them ahead)."""
+        self.source.will_need(self.rows[positions % self.rows.size])
 
 
 @dataclass
@@ -262,33 +251,32 @@ def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
     return backend.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
 
 
-def is_streamed(backend: Backend, train: TrainingSet, m: int, full_batch: bool) -> bool:
-    """Whether a block of m training positions is read from disk batch by batch: when the
-    source stays on disk and training is in mini-batches, always on the CPU (where device
-    memory is host memory), on a GPU when the uint8 block exceeds a quarter of free memory."""
-    if full_batch or not getattr(train.source, "streams", False):
-        return False
-    return not backend.is_gpu or m * train.source.n_features > DEVICE_SHARE * backend.free_memory()
+class Shard:
+    """One process's block [start, stop) of training positions, with its labels resident on
+    the device; ``DeviceShard`` keeps the examples there too, streaming.StreamedShard reads
+    them from disk as training asks for them."""
+
+    streams = False  # read batch by batch from disk, the next one ahead
+
+    def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
+        self.backend, self.dtype, self.train = backend, dtype, train
+        self.divisor = train.source.divisor
+        self.start, self.stop = start, stop
+        self.X = self.U = None
+        self.Y = labels_row(backend, train.labels()[start:stop], dtype)
+
+    @property
+    def m(self) -> int:
+        return self.stop - self.start
+
+    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
+        """Start reading the examples ``local`` (the next batch) ahead; resident ones need not."""
+
+    def close(self) -> None:
+        """Let go of what reads the examples (a streamed shard's thread)."""
 
 
-def make_shard(
-    backend: Backend,
-    train: TrainingSet,
-    start: int,
-    stop: int,
-    dtype: str,
-    full_batch: bool,
-    examples: bool = True,
-):
-    """This process's block of training positions on the device: resident (a float copy for
-    full-batch training, else uint8; only the labels when ``examples`` is False: the Gram
-    solver reads X itself), or streamed from the source batch by batch (``is_streamed``)."""
-    if examples and is_streamed(backend, train, stop - start, full_batch):
-        return StreamedShard(backend, train, start, stop, dtype)
-    return DeviceShard(backend, train, start, stop, dtype, full_batch, examples)
-
-
-class DeviceShard:
+class DeviceShard(Shard):
     """One process's block [start, stop) of training positions, resident on the device.
 
     Full-batch training keeps one float copy (``columns()``). Mini-batch training keeps the
@@ -305,24 +293,13 @@ class DeviceShard:
         full_batch: bool,
         examples: bool = True,
     ):
-        self.backend, self.dtype, self.train = backend, dtype, train
-        self.divisor = train.source.divisor
-        self.start, self.stop = start, stop
-        self.X = self.U = None
-        positions = np.arange(start, stop)
-        if not examples:
-            y = train.labels()[positions]
-        else:
-            rows, y = train.read(positions)
+        super().__init__(backend, train, start, stop, dtype)
+        if examples:
+            rows, _ = train.read(np.arange(start, stop))
             if full_batch:
                 self.X = to_columns(backend, rows, dtype, self.divisor)
             else:
                 self.U = backend.asarray(np.ascontiguousarray(rows))
-        self.Y = labels_row(backend, y, dtype)
-
-    @property
-    def m(self) -> int:
-        return self.stop - self.start
 
     def columns(self) -> tuple[Any, Any]:
         """(X, Y) of the whole block, floats on the device (full-batch training; a block
@@ -350,97 +327,5 @@ class DeviceShard:
             b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
             yield self._convert(self.U[a:b, :]), self.Y[:, a:b]
 
-    streams = False  # resident: nothing to read ahead
-
-    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
-        """Resident examples need no reading ahead."""
-
-    def close(self) -> None:
-        pass
-
     def _convert(self, U) -> Any:
         return as_float(self.backend, U, self.dtype, self.divisor)
-
-
-class StreamedShard(DeviceShard):
-    """A block of training positions read from its source as training asks for it: each
-    mini-batch's rows (uint8) are read from disk, the next batch's in a background thread
-    while this one trains (on NumPy also converted to floats there: NumPy lets go of the GIL
-    in its copies and conversions), so memory holds a few batches whatever the data set's
-    size. Only the labels stay resident."""
-
-    streams = True
-
-    def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.backend, self.dtype, self.train = backend, dtype, train
-        self.divisor = train.source.divisor
-        self.start, self.stop = start, stop
-        positions = np.arange(start, stop)
-        y = train.source.labels()[train.rows[positions % train.rows.size]]
-        self.Y = labels_row(backend, y, dtype)
-        self.X = self.U = None
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
-        self._ahead: tuple[np.ndarray, Any] | None = None
-        self._blas = _leave_a_core()
-        if train.chunk_rows > 1 and hasattr(train.source, "capacity"):  # 2 windows ahead, 1 now
-            train.source.capacity = max(train.source.capacity, 4 * -(-WINDOW // train.chunk_rows))
-
-    def _rows(self, local: np.ndarray) -> np.ndarray:
-        return self.train.read(np.asarray(local) + self.start)[0]
-
-    def _columns(self, local: np.ndarray, after: np.ndarray | None = None) -> Any:
-        """Rows as read (on a GPU: converted there, in the training thread), or float columns;
-        ``after``: the examples that follow, whose chunks the source may start on."""
-        if after is not None and after.size:
-            self.train.will_need(after + self.start)
-        rows = self._rows(local)
-        if self.backend.name != "numpy":
-            return rows
-        return to_columns(self.backend, rows, self.dtype, self.divisor)
-
-    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
-        """Start reading these examples (the next batch) in the background, and tell the
-        source which come after them (``after``), all in the reading thread."""
-        if local.size or (after is not None and after.size):
-            self._ahead = (np.array(local), self._reader.submit(self._columns, local, after))
-
-    def batch(self, local: np.ndarray) -> tuple[Any, Any]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and np.array_equal(ahead[0], local):
-            X = ahead[1].result()
-        else:
-            X = self._columns(local)
-        if self.backend.name != "numpy":
-            X = to_columns(self.backend, X, self.dtype, self.divisor)
-        return X, self.backend.xp.take(self.Y, self.backend.asarray(np.asarray(local)), axis=1)
-
-    def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
-        size = size or CHUNK
-        for a in range(0, self.m, size):
-            b = min(a + size, self.m)
-            yield (
-                to_columns(self.backend, self._rows(np.arange(a, b)), self.dtype, self.divisor),
-                self.Y[:, a:b],
-            )
-
-    def close(self) -> None:
-        self._reader.shutdown(wait=True)
-        if self._blas is not None:
-            self._blas.restore_original_limits()
-
-
-def _leave_a_core():
-    """While batches are read (and decompressed) in the background, BLAS gets one thread
-    fewer than the machine has cores, at least one: a mini-batch step gains little from the
-    last BLAS thread, and a BLAS thread fighting the readers for a core stalls its partners
-    (2 cores, batch 256: 8.7 ms a step from a contiguous file with one BLAS thread, 12.8
-    with two; docs/benchmarks.md). Returns the limits to restore, or None."""
-    import os
-
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    now = max((d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"), default=1)
-    fewer = max(1, min(now, (os.cpu_count() or 1) - 1))
-    return threadpool_limits(fewer, user_api="blas") if fewer < now else None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucat import network, sources
+from gpucat import network, streaming
 from gpucat.backend import Backend
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
@@ -35,7 +35,8 @@ from gpucat.network import Layer, params_to_device, params_to_host
 from gpucat.ops import Ops, make_ops
 from gpucat.reducers import LOCAL
 from gpucat.solvers import check_memory, choose_solver, make_solver
-from gpucat.sources import DeviceShard, TrainingSet, as_source, make_shard, split_training
+from gpucat.sources import DeviceShard, TrainingSet, as_source, split_training
+from gpucat.streaming import make_shard
 
 __all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
 
@@ -244,7 +245,7 @@ def solver_for(
     M, n_x = train.size, source.n_features
     start, stop = reducer.block(M)
     full_batch = config.batch_size is None or config.batch_size >= M
-    streamed = sources.is_streamed(backend, train, stop - start, full_batch)
+    streamed = streaming.is_streamed(backend, train, stop - start, full_batch)
     free = backend.free_memory()
     name = (progress and progress.solver) or choose_solver(config, free, M, n_x, streamed)
     check_memory(name, config, stop - start, n_x, streamed, free)

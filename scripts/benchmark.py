@@ -35,57 +35,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _common import ROOT, machine_info, restart_unpinned, unpinned_env
+
 from gpucat.config import SOLVERS as SOLVER_CHOICES
 
-ROOT = Path(__file__).resolve().parent.parent
 SOLVERS = tuple(s for s in SOLVER_CHOICES if s != "auto")  # the algorithms, not the choice
-
-
-BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-def _unpinned_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in BLAS_PINS}
-
-
-def machine_info() -> dict:
-    import numpy as np
-
-    from gpucat.backend import available_backends
-
-    info = {
-        "date": datetime.date.today().isoformat(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "devices": [b.label for b in available_backends()],
-    }
-    try:
-        from threadpoolctl import threadpool_info
-
-        info["blas"] = [
-            f"{d['internal_api']} {d['version']} {d.get('architecture')} x{d['num_threads']}"
-            for d in threadpool_info()
-            if d["user_api"] == "blas"
-        ]
-    except ImportError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
-        info["torch"] = None
-    return info
 
 
 def synthetic(m: int, seed: int = 0):
@@ -150,8 +111,6 @@ def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=Fal
     graph), or eager mini-batches of ``batch`` rows indexed out of the float tensor in a
     shuffled order."""
     import torch
-
-    sys.path.insert(0, str(ROOT / "scripts"))
     from torch_baseline import build, make_step
 
     model, Xt, Yt, loss_fn, opt = built = build(X, Y, sizes, 0.0075, dtype, device)
@@ -389,7 +348,6 @@ def recipe(args) -> dict:
     for backend in backends:
         gpucat_rows(backend)
     if not args.no_torch:
-        sys.path.insert(0, str(ROOT / "scripts"))
         from torch_baseline import train_torch
 
         for dev, graph in torch_devices(args.devices):
@@ -447,7 +405,7 @@ def ab(args) -> dict:
             ms: dict[str, list[float]] = {"old": [], "new": []}
             for _ in range(args.rounds):
                 for side, tree in trees.items():
-                    env = {**_unpinned_env(), "PYTHONPATH": tree, "GPUCAT_LAYOUT_CACHE": ""}
+                    env = {**unpinned_env(), "PYTHONPATH": tree, "GPUCAT_LAYOUT_CACHE": ""}
                     cmd = [sys.executable, "-c", AB_CHILD, solver, dtype, str(args.iterations)]
                     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                     doc = json.loads(out.stdout.strip().splitlines()[-1])
@@ -514,7 +472,6 @@ def floor(args) -> dict:
 
         torch_step = None
         if not args.no_torch:
-            sys.path.insert(0, str(ROOT / "scripts"))
             from torch_baseline import build, make_step
 
             torch_step = make_step(*build(train.X, train.Y, config.layers, 0.0075, dtype), False)
@@ -616,8 +573,7 @@ def main() -> None:
     fl.add_argument("--data-dir", default=None)
     fl.add_argument("--out", default=None)
     args = p.parse_args()
-    if any(k in os.environ for k in BLAS_PINS):  # restart without the pinned BLAS kernels
-        os.execve(sys.executable, [sys.executable, *sys.argv], _unpinned_env())
+    restart_unpinned()
     if args.cmd == "plot-sweep":
         write_tables(Path(args.json_path))
         return

@@ -43,16 +43,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT, machine_info, restart_unpinned
 
-ROOT = Path(__file__).resolve().parent.parent
-BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-def machine() -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from benchmark import machine_info
-
-    return machine_info()
+HERE = str(Path(__file__).resolve())
 
 
 LAYOUTS = {
@@ -118,7 +111,8 @@ def step_ms(source, steps: int, warmup: int = 20) -> float:
 
 
 def steps(args) -> dict:
-    from gpucat.data import H5Source, load_h5
+    from gpucat.data import load_h5
+    from gpucat.streaming import H5Source
 
     memory = load_h5(args.memory)
     files = {f: H5Source(f) for f in args.files}
@@ -192,7 +186,7 @@ def epoch_child(path: str) -> dict:
     (in the shard's batch(): the prefetched batch not ready yet)."""
     from gpucat.backend import get_backend
     from gpucat.config import TrainConfig
-    from gpucat.data import H5Source
+    from gpucat.streaming import H5Source
     from gpucat.train import solver_for
 
     solver = solver_for(get_backend("cpu"), TrainConfig(**RECIPE), H5Source(path))[0]
@@ -225,7 +219,8 @@ def drop_from_page_cache(path: str) -> None:
 
 
 def epoch(args) -> dict:
-    from gpucat.data import Dataset, H5Source
+    from gpucat.data import Dataset
+    from gpucat.streaming import H5Source
 
     source = H5Source(args.file)
     rates = {}
@@ -244,8 +239,7 @@ def epoch(args) -> dict:
     compute = 256e3 / step_ms(Dataset(rows, y.reshape(1, -1), "in memory"), 200)
     del rows
     drop_from_page_cache(args.file)
-    code = f"import sys, json; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import big_data; print(json.dumps(big_data.epoch_child({args.file!r})))"
-    doc, peak = in_child([sys.executable, "-c", code])
+    doc, peak = in_child([sys.executable, HERE, "child-epoch", args.file])
     bound = min(disk, compute)
     return {
         "file": args.file,
@@ -264,7 +258,7 @@ def gpucat_throughput(path: str, steps: int, batch: int) -> float:
     """Images per second of gpucat's mini-batch Adam step, streamed from the file."""
     from gpucat.backend import get_backend
     from gpucat.config import TrainConfig
-    from gpucat.data import H5Source
+    from gpucat.streaming import H5Source
     from gpucat.train import solver_for
 
     config = TrainConfig(batch_size=batch, optimizer="adam", learning_rate=0.0005, dtype="float32")
@@ -340,12 +334,10 @@ def torch_throughput(path: str, steps: int, batch: int) -> float:
 
 def throughput(args) -> dict:
     def one(which: str) -> float:
-        code = (
-            f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r}); import big_data; "
-            f"print(big_data.{which}_throughput({args.file!r}, {args.steps}, {args.batch}))"
-        )
+        cmd = [sys.executable, HERE, "child-throughput", which, args.file]
+        cmd += [str(args.steps), str(args.batch)]
         return float(
-            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            subprocess.run(cmd, capture_output=True, text=True, check=True)
             .stdout.strip()
             .splitlines()[-1]
         )
@@ -430,17 +422,27 @@ def main() -> None:
     s = sub.add_parser("prepare-speed")
     s.add_argument("--images", type=int, default=600)
     s.add_argument("--runs", type=int, default=3)
+    # what the commands above run in a child process of their own (not for direct use)
+    ce = sub.add_parser("child-epoch", help=argparse.SUPPRESS)
+    ce.add_argument("file")
+    ct = sub.add_parser("child-throughput", help=argparse.SUPPRESS)
+    ct.add_argument("which", choices=("gpucat", "torch"))
+    ct.add_argument("file")
+    ct.add_argument("steps", type=int)
+    ct.add_argument("batch", type=int)
     args = p.parse_args()
-    if any(k in os.environ for k in BLAS_PINS):
-        os.execve(
-            sys.executable,
-            [sys.executable, *sys.argv],
-            {k: v for k, v in os.environ.items() if k not in BLAS_PINS},
-        )
+    restart_unpinned()
+    if args.cmd == "child-epoch":
+        print(json.dumps(epoch_child(args.file)))
+        return
+    if args.cmd == "child-throughput":
+        run = gpucat_throughput if args.which == "gpucat" else torch_throughput
+        print(run(args.file, args.steps, args.batch))
+        return
     commands = {"make": make, "steps": steps, "memory": memory, "epoch": epoch}
     commands.update({"throughput": throughput, "prepare-speed": prepare_speed})
     doc = commands[args.cmd](args)
-    print(json.dumps({**doc, "machine": machine()}))
+    print(json.dumps({**doc, "machine": machine_info()}))
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ import pytest
 from conftest import data_dir, rel_err, run_gpucat
 from PIL import Image
 
-from gpucat import data, sources
+from gpucat import data, sources, streaming
 from gpucat.backend import get_backend
-from gpucat.data import Dataset, H5Source, load_h5
+from gpucat.data import Dataset, load_h5
 from gpucat.errors import GpucatError
 from gpucat.inputs import load_folder, load_input
 from gpucat.network import params_to_host
 from gpucat.prepare import prepare
+from gpucat.streaming import H5Source
 from gpucat.train import TrainConfig, fit
 
 # h5 layouts: how the images lie in the file, and how H5Source reads them (data.storage)
@@ -182,12 +183,12 @@ def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data,
     monkeypatch.setattr(source, "read", lambda idx: reads.append(len(idx)) or real(idx))
     train = sources.TrainingSet(source, np.arange(209))
     assert isinstance(
-        sources.make_shard(get_backend("cpu"), train, 0, 209, "float32", False),
-        sources.StreamedShard,
+        streaming.make_shard(get_backend("cpu"), train, 0, 209, "float32", False),
+        streaming.StreamedShard,
     )
     assert not isinstance(
-        sources.make_shard(get_backend("cpu"), train, 0, 209, "float32", True),
-        sources.StreamedShard,
+        streaming.make_shard(get_backend("cpu"), train, 0, 209, "float32", True),
+        streaming.StreamedShard,
     )
     reads.clear()
     cfg = TrainConfig(
@@ -422,6 +423,7 @@ def test_a_large_plain_file_is_read_and_shuffled_in_blocks(tmp_path, course_data
     call each, in order on the disk) and shuffled a block at a time; read whole, the file
     keeps that layout, so streamed and in-memory runs still agree."""
     monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+    monkeypatch.setattr(streaming, "memory_available", lambda: 2**20)  # the file is larger
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout="contiguous")
     import fcntl  # POSIX, as os.preadv is
 
@@ -469,6 +471,7 @@ def test_short_reads_go_on_from_where_they_stopped(
 
     if blocked:
         monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+        monkeypatch.setattr(streaming, "memory_available", lambda: 2**20)  # O_DIRECT blocks
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout=layout)
     real_read, calls = os.preadv, []
 
@@ -484,3 +487,51 @@ def test_short_reads_go_on_from_where_they_stopped(
     idx = np.random.default_rng(2).integers(0, 418, 250)
     np.testing.assert_array_equal(lazy.read(idx)[0], whole.rows[idx])
     assert len(calls) > 250 * (12288 // 1000 if not any(calls) else 1)  # reads were cut short
+
+
+@pytest.mark.parametrize("available, direct", [(2**20, True), (2**40, False)])
+def test_o_direct_is_chosen_by_the_files_size_against_the_memory(
+    tmp_path, course_data, monkeypatch, available, direct
+):
+    """A file larger than half the memory available is read past the page cache (O_DIRECT,
+    where the file system takes it); one that fits is read through the cache, where a second
+    epoch finds it. A stand-in figure plays the memory."""
+    import fcntl
+
+    monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+    monkeypatch.setattr(streaming, "memory_available", lambda: available)
+    path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout="contiguous")
+    real_read, flags = os.preadv, []
+
+    def read(fd, buffers, at):
+        flags.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & getattr(os, "O_DIRECT", 0)))
+        return real_read(fd, buffers, at)
+
+    monkeypatch.setattr(os, "preadv", read)
+    lazy, whole = H5Source(path), load_h5(path)
+    assert lazy.direct is direct and lazy.chunk_rows == 64
+    idx = np.arange(0, 418, 3)
+    np.testing.assert_array_equal(lazy.read(idx)[0], whole.rows[idx])
+    if not direct:
+        assert flags and not any(flags)
+    elif lazy._direct is not False:  # the file system took O_DIRECT: every block through it
+        assert any(flags)
+
+
+def test_the_source_protocols_defaults(course_data):
+    """A source in memory gets the streamed source's extras as defaults: read whole (one
+    example a chunk), not streamed, nothing to read ahead or keep, names SOURCE[k]; a source
+    must say how it reads."""
+    train, _ = course_data
+    assert isinstance(train, data.Source) and issubclass(H5Source, data.Source)
+    assert (train.chunk_rows, train.streams, train.divisor) == (1, False, 255.0)
+    assert train.will_need(np.arange(3)) is None and train.keep_chunks(10) is None
+    assert train.name(4) == "train_catvnoncat.h5[4]"
+
+    class Bare(data.Source):
+        n, n_features, source = 3, 2, "bare"
+
+    with pytest.raises(NotImplementedError):
+        Bare().read(np.arange(2))
+    with pytest.raises(NotImplementedError):
+        Bare().labels()

@@ -7,15 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import gpu_summary  # scripts/ is on the tests' path (pyproject.toml)
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-import gpu_summary  # noqa: E402
 
 ITERS = 2500
 

@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_benchmark_timing_is_the_median_of_synchronized_repeats(monkeypatch):
     """time_steps: the warm-up steps first, then each repeat's steps followed by a device
     sync before the clock is read, and the median of the per-step times."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     import benchmark
 
     calls = []
@@ -32,7 +31,6 @@ def test_benchmark_timing_is_the_median_of_synchronized_repeats(monkeypatch):
 
 
 def test_benchmark_data_is_real_shaped_and_never_zeros():
-    sys.path.insert(0, str(ROOT / "scripts"))
     import benchmark
 
     X, Y = benchmark.synthetic(30)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gpucat.errors import GpucatError
+from gpucat.errors import GpucatError, first_line
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
@@ -99,9 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if not _out_of_memory(e):
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(
-            f"gpucat: error: out of memory ({first}). Train in smaller pieces: a smaller "
+            f"gpucat: error: out of memory ({first_line(e)}). Train in smaller pieces: a smaller "
             "--batch-size (or one, for full-batch runs), --solver direct instead of gram, or "
             "--dtype float32.",
             file=sys.stderr,

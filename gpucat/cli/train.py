@@ -22,7 +22,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def add(sub) -> None:
-    from gpucat.config import TrainConfig
+    from gpucat.config import TrainConfig, kind
 
     t = sub.add_parser("train", help="train the cat classifier (defaults: the reference recipe)")
     t.set_defaults(run=run)
@@ -39,7 +39,7 @@ def add(sub) -> None:
         elif meta["choices"]:
             kw["choices"] = meta["choices"]
         else:
-            kw["type"] = _layers if f.name == "layers" else (float if f.type == "float" else int)
+            kw["type"] = {"layers": _layers, "float": float, "int": int}[kind(f)]
         recipe.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, **kw)
     t.add_argument(
         "--distributed",
