@@ -407,7 +407,10 @@ def ab(args) -> dict:
                 for side, tree in trees.items():
                     env = {**unpinned_env(), "PYTHONPATH": tree, "GPUCAT_LAYOUT_CACHE": ""}
                     cmd = [sys.executable, "-c", AB_CHILD, solver, dtype, str(args.iterations)]
-                    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+                    # cwd: the tree itself (python -c puts the folder it starts in first)
+                    out = subprocess.run(
+                        cmd, capture_output=True, text=True, env=env, check=True, cwd=tree
+                    )
                     doc = json.loads(out.stdout.strip().splitlines()[-1])
                     assert doc["gpucat"].startswith(tree) and doc["solver"] == solver, doc
                     ms[side].append(doc["ms"])
