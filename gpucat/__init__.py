@@ -19,21 +19,22 @@ The public API, for scripts (everything else is internal)::
   a model (the course data, a path, or arrays); ``TrainConfig`` lists the recipe's knobs.
 - ``CatClassifier``: the same trainer as a scikit-learn estimator.
 - ``devices()``, ``device(name)``: the usable devices; one by name ("auto", "cpu", "gpu").
-- ``compare(...)``: one recipe on every usable device and dtype (`gpucat compare`).
+- ``compare_devices(...)``: one recipe on every usable device and dtype (`gpucat compare`).
 - ``load_model(path)``, ``save_model(path, model)``, ``Model``: model files.
 - ``GpucatError``: every error meant for a user.
 """
 
 __version__ = "0.1.0"
 
-# name -> module: imported on first use, so that `import gpucat` stays light (no h5py,
-# scikit-learn or CuPy until they are needed)
+# name -> module (or module and name there): imported on first use, so that `import gpucat`
+# stays light (no h5py, scikit-learn or CuPy until they are needed). No public name is a
+# module's: gpucat.train and gpucat.compare are the modules of the loop and of compare.
 _PUBLIC = {
     "train_model": "gpucat.api",
     "devices": "gpucat.api",
     "device": "gpucat.api",
     "CatClassifier": "gpucat.estimator",
-    "compare": "gpucat.compare",
+    "compare_devices": ("gpucat.compare", "compare"),
     "TrainConfig": "gpucat.config",
     "Model": "gpucat.models",
     "load_model": "gpucat.models",
@@ -41,14 +42,14 @@ _PUBLIC = {
     "GpucatError": "gpucat.errors",
 }
 __all__ = ["__version__", *_PUBLIC]
-# (the training function is train_model: gpucat.train is the module of the training loop)
 
 
 def __getattr__(name: str):
     if name in _PUBLIC:
         import importlib
 
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
+        module, attr = _PUBLIC[name] if isinstance(_PUBLIC[name], tuple) else (_PUBLIC[name], name)
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'gpucat' has no attribute {name!r}")
 
 

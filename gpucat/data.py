@@ -303,7 +303,7 @@ def read_unit(kind: str, how, n: int) -> int:
     """Images the sampler takes together (sources.Batches): a compressed chunk's; in a plain
     file of more than BLOCKED_FROM images, a block of BLOCK adjacent ones, read in one call,
     so that an epoch reads the disk nearly in order (from a cold disk, 64-image blocks read
-    7x faster than single images here: docs/benchmarks.md); else 1, shuffled whole."""
+    7x faster than single images here: docs/performance.md); else 1, shuffled whole."""
     if kind in ("gzip", "chunks"):
         return how
     return BLOCK if kind == "plain" and n > BLOCKED_FROM else 1

@@ -418,7 +418,7 @@ def _leave_a_core():
     fewer than the machine has cores, at least one: a mini-batch step gains little from the
     last BLAS thread, and a BLAS thread fighting the readers for a core stalls its partners
     (2 cores, batch 256: 8.7 ms a step from a contiguous file with one BLAS thread, 12.8
-    with two; docs/benchmarks.md). Returns the limits to restore, or None."""
+    with two; docs/performance.md). Returns the limits to restore, or None."""
     import os
 
     from threadpoolctl import threadpool_info, threadpool_limits

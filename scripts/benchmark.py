@@ -388,7 +388,8 @@ from gpucat.train import TrainConfig, fit
 solver, dtype, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 train, _ = data.load_course_data()
 cpu = get_backend("cpu")
-fit(cpu, TrainConfig(iterations=30, dtype=dtype, solver=solver), train)  # warm-up
+# warm-up, as long as the timed run: threads, caches and clocks settle before the clock starts
+fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
 r = fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
 print(json.dumps({"ms": r.ms_per_iteration, "solver": r.solver, "gpucat": where}))
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Data bigger than memory: the figures of docs/benchmarks.md, "Streaming".
+"""Data bigger than memory: the figures of docs/performance.md, "Streaming".
 
     python scripts/big_data.py make OUT.h5 [--images 100000] [--layout contiguous]
         A course-layout h5 of uint8 images made from the 209 course training images

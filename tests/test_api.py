@@ -8,10 +8,11 @@ import doctest
 
 import numpy as np
 import pytest
-from conftest import data_file
 
 import gpucat
 from gpucat.errors import GpucatError
+
+from conftest import data_file
 
 
 def test_the_docstring_example_runs():
@@ -21,7 +22,7 @@ def test_the_docstring_example_runs():
 
 def test_the_public_names_are_the_documented_ones():
     assert set(gpucat.__all__) == {
-        "__version__", "train_model", "devices", "device", "CatClassifier", "compare",
+        "__version__", "train_model", "devices", "device", "CatClassifier", "compare_devices",
         "TrainConfig", "Model", "load_model", "save_model", "GpucatError",
     }  # fmt: skip
     for name in gpucat.__all__:
@@ -66,3 +67,16 @@ def test_devices_and_device():
     assert gpucat.device("cpu").name == "numpy"
     with pytest.raises(GpucatError, match="unknown device"):
         gpucat.device("tpu")
+
+
+def test_no_public_name_is_shadowed_by_a_submodule():
+    """Importing gpucat.train or gpucat.compare (the modules) leaves the public functions
+    callable: no public name is also a submodule's."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(gpucat.__path__):
+        if info.name != "__main__":  # that one runs the command
+            importlib.import_module(f"gpucat.{info.name}")
+        assert info.name not in gpucat.__all__, info.name
+    assert callable(gpucat.train_model) and callable(gpucat.compare_devices)

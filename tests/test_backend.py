@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
 from gpucat.cli import main
+
+from fake_cupy import fake_cupy
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import tracemalloc
 import h5py
 import numpy as np
 import pytest
-from conftest import data_dir, rel_err, run_gpucat
 from PIL import Image
 
 from gpucat import data, sources, streaming
@@ -23,6 +22,8 @@ from gpucat.network import params_to_host
 from gpucat.prepare import prepare
 from gpucat.streaming import H5Source
 from gpucat.train import TrainConfig, fit
+
+from conftest import data_dir, rel_err, run_gpucat
 
 # h5 layouts: how the images lie in the file, and how H5Source reads them (data.storage)
 LAYOUTS = {

@@ -7,11 +7,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import data_file, run_gpucat
-from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
 from gpucat.cli import main
+
+from conftest import data_file, run_gpucat
+from fake_cupy import fake_cupy
 
 
 def test_train_json_contract_and_flags(tmp_path):

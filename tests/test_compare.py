@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import math
 
-import reference_impl as ref
-from conftest import RTOL, data_dir, rel_err, run_gpucat
-
 from gpucat import compare as compare_mod
 from gpucat.backend import available_backends, get_backend
+
+import reference_impl as ref
+from conftest import RTOL, data_dir, rel_err, run_gpucat
 
 
 def test_compare_json_and_plot_on_every_usable_backend(tmp_path, course_data):

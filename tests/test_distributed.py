@@ -13,7 +13,6 @@ import h5py
 import mpi4py  # noqa: F401  (a test dependency: a missing MPI is a failure, not a skip)
 import numpy as np
 import pytest
-from conftest import RTOL, data_dir, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat.distributed import shard_bounds
@@ -21,6 +20,8 @@ from gpucat.errors import GpucatError
 from gpucat.models import load_model
 from gpucat.network import params_to_host
 from gpucat.train import TrainConfig, fit
+
+from conftest import RTOL, data_dir, rel_err
 
 
 def mpiexec() -> str:

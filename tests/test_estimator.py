@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import rel_err
 
 from gpucat import CatClassifier
+
+import reference_impl as ref
+from conftest import rel_err
 
 CHECK = """
 import json, sys

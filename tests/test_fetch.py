@@ -12,11 +12,12 @@ import sys
 import threading
 
 import pytest
-from conftest import data_file, run_gpucat
 
 from gpucat import fetch
 from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
 from gpucat.errors import GpucatError
+
+from conftest import data_file, run_gpucat
 
 
 @pytest.fixture

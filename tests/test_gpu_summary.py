@@ -10,8 +10,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import gpu_summary  # scripts/ is on the tests' path (pyproject.toml)
 import pytest
+
+import gpu_summary  # scripts/ is on the tests' path (pyproject.toml)
 
 ROOT = Path(__file__).resolve().parent.parent
 

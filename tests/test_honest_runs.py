@@ -13,7 +13,6 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import data_dir, data_file, run_gpucat
 
 from gpucat import backend as backend_mod
 from gpucat.checkpoint import load_checkpoint
@@ -22,6 +21,8 @@ from gpucat.errors import TrainingDiverged
 from gpucat.models import load_model
 from gpucat.network import params_to_host
 from gpucat.train import TrainConfig, fit
+
+from conftest import data_dir, data_file, run_gpucat
 
 OBSERVED = dict(
     layers=(12288, 8, 1),

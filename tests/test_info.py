@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_gpucat
-from fake_cupy import fake_cupy
 
 from gpucat import backend as backend_mod
 from gpucat.cli import main
+
+from conftest import run_gpucat
+from fake_cupy import fake_cupy
 
 
 def info_json(capsys) -> dict:

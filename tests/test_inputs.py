@@ -8,14 +8,15 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import RTOL, data_file, rel_err, run_gpucat
 from PIL import Image
 
 from gpucat.cli import main
 from gpucat.inference import model_probabilities
 from gpucat.inputs import load_image, load_input
 from gpucat.models import load_model
+
+import reference_impl as ref
+from conftest import RTOL, data_file, rel_err, run_gpucat
 
 PHOTOS = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"]
 

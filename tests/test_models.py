@@ -8,8 +8,6 @@ import random
 
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import RTOL, data_file, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat import models
@@ -18,6 +16,9 @@ from gpucat.inference import model_probabilities
 from gpucat.inputs import load_csv
 from gpucat.network import init_params, params_to_host
 from gpucat.train import TrainConfig, fit
+
+import reference_impl as ref
+from conftest import RTOL, data_file, rel_err
 
 
 def small_model(sizes=(12288, 4, 3, 1), seed=4):

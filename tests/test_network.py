@@ -8,12 +8,13 @@ import math
 
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import RTOL, assert_matches_central_differences, rel_err
 
 from gpucat import network
 from gpucat.network import Layer, params_to_device, params_to_host
 from gpucat.ops import NumpyOps, Ops, make_ops
+
+import reference_impl as ref
+from conftest import RTOL, assert_matches_central_differences, rel_err
 
 SIZES = [30, 8, 5, 3, 1]  # small, but with every kind of layer of the reference network
 

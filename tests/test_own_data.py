@@ -8,7 +8,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import data_file, rel_err, run_gpucat
 from PIL import Image
 
 from gpucat import models
@@ -18,6 +17,8 @@ from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.inference import model_probabilities
 from gpucat.inputs import load_image, load_input
+
+from conftest import data_file, rel_err, run_gpucat
 
 
 def fails_with(capsys, argv, *needles) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import data_dir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,6 @@ import re
 
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import RTOL, rel_err
 
 from gpucat import backend as backend_mod
 from gpucat import train as train_mod
@@ -16,6 +14,9 @@ from gpucat.errors import GpucatError
 from gpucat.network import params_to_host
 from gpucat.solvers import GramSolver, Solver, check_memory, choose_solver
 from gpucat.train import TrainConfig, fit
+
+import reference_impl as ref
+from conftest import RTOL, rel_err
 
 SMALL = (12288, 6, 4, 1)
 ITERATIONS = 24

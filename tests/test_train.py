@@ -9,13 +9,14 @@ import sys
 
 import numpy as np
 import pytest
-import reference_impl as ref
-from conftest import RTOL, data_dir, rel_err
 
 from gpucat import network
 from gpucat.errors import TrainingDiverged
 from gpucat.inference import accuracy, probabilities
 from gpucat.train import TrainConfig, fit
+
+import reference_impl as ref
+from conftest import RTOL, data_dir, rel_err
 
 PUBLISHED_COST_0 = 0.771749  # the published recipe's printed cost at iteration 0 (6 decimals)
 

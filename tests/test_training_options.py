@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference_impl as ref
 from test_solvers import OPTIONS
 
 from gpucat import backend as backend_mod
@@ -15,6 +14,8 @@ from gpucat.ops import Ops
 from gpucat.optim import Adam, Momentum
 from gpucat.sources import mirrored_rows, stratified_split
 from gpucat.train import TrainConfig, fit
+
+import reference_impl as ref
 
 SMALL = (12288, 6, 4, 1)
 EVERYTHING = OPTIONS["everything"]  # every option at once (Adam, so the direct solver)

@@ -22,7 +22,9 @@ def add(sub) -> None:
         help="an .h5 file, the original CSV, or a folder with cat/ and non-cat/",
     )
     add_device(e)
-    e.add_argument("--dtype", choices=DTYPES, default="float64")
+    e.add_argument(
+        "--dtype", choices=DTYPES, default="float64", help="the arithmetic (default: float64)"
+    )
     e.add_argument(
         "--mislabeled", default=None, metavar="PNG", help="draw the misclassified images"
     )
@@ -30,10 +32,14 @@ def add(sub) -> None:
 
     pr = sub.add_parser("predict", help="the probability of 'cat' for images or data files")
     pr.set_defaults(run=predict)
-    pr.add_argument("--model", required=True)
+    pr.add_argument(
+        "--model", required=True, help="a .safetensors model or the original program's JSON model"
+    )
     pr.add_argument("inputs", nargs="+", metavar="PATH", help="images, folders, .h5 or .csv files")
     add_device(pr)
-    pr.add_argument("--dtype", choices=DTYPES, default="float64")
+    pr.add_argument(
+        "--dtype", choices=DTYPES, default="float64", help="the arithmetic (default: float64)"
+    )
     pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 

@@ -19,7 +19,9 @@ def add(sub) -> None:
         default="images",
         help="images: raw uint8 (N, 64, 64, 3); features: normalized float (N, 12288)",
     )
-    x.add_argument("--dtype", choices=DTYPES, default="float32")
+    x.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="the graph's type (default: float32)"
+    )
 
 
 def run(args: argparse.Namespace) -> None:
