@@ -334,13 +334,7 @@ def is_streamed(backend: Backend, train: TrainingSet, m: int, full_batch: bool) 
 
 
 def make_shard(
-    backend: Backend,
-    train: TrainingSet,
-    start: int,
-    stop: int,
-    dtype: str,
-    full_batch: bool,
-    examples: bool = True,
+    backend, train: TrainingSet, start: int, stop: int, dtype, full_batch, examples=True
 ):
     """This process's block of training positions on the device: resident (a float copy for
     full-batch training, else uint8; only the labels when ``examples`` is False: the Gram

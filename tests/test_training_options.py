@@ -157,3 +157,38 @@ def test_mirrored_rows_flip_left_right():
 def test_bad_options_are_clear_errors(bad, message):
     with pytest.raises(GpucatError, match=message):
         TrainConfig(**bad).check()
+
+
+def test_a_checkpoint_written_before_the_fixed_layout_still_resumes(tmp_path, course_data):
+    """Checkpoints from before 0.1.0's packaging record NumPy's product layout and the
+    running loss as one number: they load, and the resumed run ends where one from a new
+    checkpoint does."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from gpucat.backend import get_backend
+
+    train, _ = course_data
+    cpu = get_backend("cpu")
+    cfg = TrainConfig(layers=(12288, 4, 1), iterations=12, batch_size=50, log_every=5)
+    new = tmp_path / "new.safetensors"
+    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 6}), train, checkpoint=str(new))
+    with safe_open(str(new), framework="np") as f:
+        meta, tensors = (
+            json.loads(f.metadata()["gpucat_checkpoint"]),
+            {k: f.get_tensor(k) for k in f.keys()},
+        )
+    losses, count = meta["progress"]["since_log"]
+    meta["progress"]["since_log"] = [sum(losses), count]  # one running sum, as before
+    meta["progress"]["layout"] = "W1 Z1T"
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"gpucat_checkpoint": json.dumps(meta)})
+    a = fit(cpu, cfg, train, resume=str(new), checkpoint=str(tmp_path / "a.safetensors"))
+    b = fit(cpu, cfg, train, resume=str(old), checkpoint=str(tmp_path / "b.safetensors"))
+    assert [i for i, _ in a.costs] == [i for i, _ in b.costs]
+    np.testing.assert_allclose([c for _, c in a.costs], [c for _, c in b.costs], rtol=1e-12)
+    for (W, c), (W0, c0) in zip(params_to_host(cpu, a.params), params_to_host(cpu, b.params)):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(c, c0)

@@ -8,15 +8,16 @@ import sys
 
 from gpucat.cli import check_writable
 
+ABOUT = (
+    "train the same recipe from the same start on every usable device and dtype; compare "
+    "costs, accuracy and time"
+)
+
 
 def add(sub) -> None:
     from gpucat.config import DTYPES, SOLVERS
 
-    c = sub.add_parser(
-        "compare",
-        help="train the same recipe from the same start on every usable device and dtype; "
-        "compare costs, accuracy and time",
-    )
+    c = sub.add_parser("compare", help=ABOUT, description=ABOUT[0].upper() + ABOUT[1:] + ".")
     c.set_defaults(run=run)
     c.add_argument("--iterations", type=int, default=2500, help="(default: 2500)")
     c.add_argument(
