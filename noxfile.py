@@ -62,7 +62,7 @@ def installed(session: nox.Session) -> None:
     session.chdir(where)
     session.run(
         "python", "-c", "import gpucat, sys; sys.exit('site-packages' not in gpucat.__file__)"
-    )
+    )  # and under pytest: tests/conftest.py refuses a gpucat that is not the installed one
     env = {"GPUCAT_WHEEL": str(wheel), "GPUCAT_DATA_DIR": os.environ.get("GPUCAT_DATA_DIR", "")}
     session.run(
         "pytest",
@@ -73,6 +73,10 @@ def installed(session: nox.Session) -> None:
         str(ROOT),
         "-c",
         str(ROOT / "pyproject.toml"),
+        # not the root conftest.py (the docs' collector): pytest would put the repository
+        # on sys.path, and `import gpucat` would find the tree instead of the wheel
+        "--confcutdir",
+        str(ROOT / "tests"),
         *[str(ROOT / t) for t in INSTALLED],
         *session.posargs,
         env=env,

@@ -20,6 +20,12 @@ RTOL = {"float64": 1e-12, "float32": 1e-5}
 
 BACKENDS = ["numpy", "strict", "cupy"]
 
+# The nox sessions test the installed wheel (GPUCAT_WHEEL names it): importing the source
+# tree instead would test what the wheel may lack, so it stops the run.
+_TREE = Path(__file__).resolve().parent.parent / "gpucat"
+if os.environ.get("GPUCAT_WHEEL") and Path(backend_mod.__file__).resolve().parent == _TREE:
+    pytest.exit(f"GPUCAT_WHEEL is set but the tests import gpucat from {_TREE}", returncode=2)
+
 # On a GPU machine a CuPy parameter that skips is a broken install, not a pass:
 # GPUCAT_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) turns every such skip into a failure.
 REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
