@@ -9,7 +9,7 @@ import numpy as np
 
 from gpucat.backend import Backend, available_backends, get_backend
 from gpucat.config import TrainConfig
-from gpucat.data import Dataset, load_course_data
+from gpucat.data import Dataset, divisor_for, load_course_data
 from gpucat.errors import GpucatError
 from gpucat.models import Model
 
@@ -29,7 +29,7 @@ def device(name: str | None = None) -> Backend:
 def _dataset(data, labels, what: str) -> Dataset:
     """A labelled data set from a path (any format `gpucat train --train` reads) or from
     arrays: images (m, 64, 64, 3) or rows (m, n_features), with labels (m,) of 0 and 1.
-    Integer pixels are divided by 255; float inputs are taken as already scaled."""
+    Integer pixels are scaled to [0, 1] (data.divisor_for); floats are taken as scaled."""
     if isinstance(data, (str, os.PathLike)):
         from gpucat.inputs import load_input
 
@@ -44,8 +44,7 @@ def _dataset(data, labels, what: str) -> Dataset:
     if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
         raise GpucatError(f"{what}: inputs must be finite numbers, got dtype {rows.dtype}.")
     Y = check_labels(np.asarray(labels).reshape(-1), m, what)
-    divisor = 255.0 if np.issubdtype(rows.dtype, np.integer) else 1.0
-    return Dataset(rows, Y, what, divisor=divisor)
+    return Dataset(rows, Y, what, divisor=divisor_for(rows.dtype))
 
 
 def train_model(

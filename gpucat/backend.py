@@ -80,15 +80,33 @@ class Backend:
             with self.device:
                 pooled = self.xp.get_default_memory_pool().free_bytes()
                 return int(self.xp.cuda.runtime.memGetInfo()[0]) + int(pooled)
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return 2**31  # unknown: assume a modest 2 GiB
+        return free_pages()
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that a clock read afterwards is honest."""
         if self.name == "cupy":
             self.device.synchronize()
+
+
+def free_pages() -> int:
+    """Bytes of host memory free now (the OS's free pages), else a modest 2 GiB."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**31
+
+
+def memory_available() -> int:
+    """Bytes of host memory the system could give this process now (Linux: MemAvailable,
+    which counts the page cache it can reclaim), else the free pages."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return free_pages()
 
 
 def _cpu_label() -> str:

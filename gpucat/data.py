@@ -121,6 +121,14 @@ class Dataset(Source):
         return self.rows[idx], self.labels()[idx]
 
 
+def divisor_for(dtype) -> float:
+    """What arrays of this dtype are divided by: integer pixels to [0, 1] (uint16 by 65535,
+    other integers by 255), floats taken as already scaled."""
+    if np.issubdtype(dtype, np.integer):
+        return 65535.0 if dtype == np.uint16 else 255.0
+    return 1.0
+
+
 def as_rows(images: np.ndarray, path) -> tuple[np.ndarray, float]:
     """Checked (m, 64, 64, 3) images -> (m, 12288) rows and their divisor: 8-bit values as
     uint8 / 255; floats already in [0, 1] as they are / 1 (never divided twice); other

@@ -25,7 +25,7 @@ from dataclasses import fields
 import numpy as np
 
 from gpucat.config import REFERENCE_LAYERS, TrainConfig
-from gpucat.data import IMAGE_SHAPE, Dataset
+from gpucat.data import IMAGE_SHAPE, Dataset, divisor_for
 from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning, GpucatError
 
 try:  # scikit-learn stays optional: without it the class stands alone with the same API
@@ -63,13 +63,6 @@ def _flatten_images(X):
             )
         return X.reshape(X.shape[0], -1)
     return X
-
-
-def _divisor(dtype: np.dtype) -> float:
-    """What an input dtype's values are divided by: integer pixels to [0, 1], floats as is."""
-    if np.issubdtype(dtype, np.integer):
-        return 65535.0 if dtype == np.uint16 else 255.0
-    return 1.0
 
 
 def positive_label(classes: np.ndarray, pos_label=None):
@@ -238,7 +231,7 @@ class CatClassifier(*_BASES):
             config = self._config()
             config.check()
             backend = self._backend()
-            data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=_divisor(X.dtype))
+            data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=divisor_for(X.dtype))
             result = fit(backend, config, data)
             dead = dead_layers(backend, result.params, result.train, config.dtype)
         except GpucatError as e:
@@ -271,7 +264,7 @@ class CatClassifier(*_BASES):
             raise GpucatError("this CatClassifier is not fitted yet; call fit(X, y) first.")
         X = self._validate(X, reset=False)
         backend = self._backend()
-        data = Dataset(X, None, "CatClassifier.predict", divisor=_divisor(X.dtype))
+        data = Dataset(X, None, "CatClassifier.predict", divisor=divisor_for(X.dtype))
         p = probabilities(
             backend, params_to_device(backend, self.params_, "float64"), data, "float64"
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucat.backend import Backend
+from gpucat.backend import Backend, memory_available
 from gpucat.data import (
     IMAGE_SHAPE,
     N_FEATURES,
@@ -263,22 +263,6 @@ class H5Source(Source):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._setup()
-
-
-def memory_available() -> int:
-    """Bytes of memory the system could give this process now (Linux: MemAvailable, which
-    counts the page cache it can reclaim), else the free pages."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2**31
 
 
 def _aligned(n: int) -> np.ndarray:
