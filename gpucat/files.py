@@ -21,13 +21,19 @@ def umask() -> int:
     return mask
 
 
+def check_writable(*paths: str | os.PathLike | None) -> None:
+    """Fail before long work when an output file's folder does not exist."""
+    for p in paths:
+        if p and not Path(p).resolve().parent.is_dir():
+            raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
+
+
 @contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path in ``path``'s folder to write; on leaving the block without an error
     it becomes ``path`` (mode 0o666 & ~umask), on an error it is removed."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise GpucatError(f"{path}: the folder {path.parent} does not exist; create it first.")
+    check_writable(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -50,19 +50,13 @@ def model_probabilities(
     return probabilities(backend, params_to_device(backend, model.params, dtype), source, dtype)
 
 
-def accuracy(probabilities: np.ndarray, Y_host: np.ndarray) -> tuple[float, int]:
-    """Fraction and count of examples whose thresholded probability (> 0.5) equals the label."""
-    correct = int(np.sum((probabilities > 0.5) == (np.asarray(Y_host).reshape(-1) > 0.5)))
-    return correct / max(probabilities.size, 1), correct
-
-
 def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
     """(correct, examples, non-finite predictions) over the whole source: each process
     scores its part, the counts are summed over processes."""
     ops, correct, bad = make_ops(backend), 0, 0
     for X, y in columns(backend, source, dtype, reducer):
         p = backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
-        correct += accuracy(p, y)[1]
+        correct += scores(p, y)["correct"]
         bad += int(np.sum(~np.isfinite(p)))
     correct, bad = reducer.sum_scalars(correct, bad)
     return int(correct), source.n, int(bad)
@@ -82,8 +76,7 @@ def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reduc
 
 def scores(p: np.ndarray, Y: np.ndarray) -> dict:
     """Accuracy and the confusion counts (cat is the positive class)."""
-    pred = p > 0.5
-    true = Y.reshape(-1) > 0.5
+    pred, true = p > 0.5, np.asarray(Y).reshape(-1) > 0.5
     tp = int(np.sum(pred & true))
     tn = int(np.sum(~pred & ~true))
     fp = int(np.sum(pred & ~true))

@@ -35,6 +35,16 @@ class GradientDescent:
         pass
 
 
+def _named(name: str, pairs: list[tuple]) -> dict[str, Any]:
+    """Per-layer state as checkpoints name it: {name}.W1, {name}.b1, ..."""
+    return {f"{name}.{k}{l}": a for l, pair in enumerate(pairs, 1) for k, a in zip("Wb", pair)}
+
+
+def _pairs(state: dict[str, Any], name: str, n: int) -> list[tuple]:
+    """The inverse of ``_named`` for n layers."""
+    return [(state[f"{name}.W{l}"], state[f"{name}.b{l}"]) for l in range(1, n + 1)]
+
+
 class Momentum(GradientDescent):
     """v ← β·v + (1 − β)·g;  p ← p − lr·v  (an exponentially weighted average of gradients)."""
 
@@ -53,10 +63,10 @@ class Momentum(GradientDescent):
             self.ops.momentum(layer.b, db, vb, self.beta, lr)
 
     def state(self):
-        return {f"v.{k}{l}": a for l, pair in enumerate(self.v, 1) for k, a in zip("Wb", pair)}
+        return _named("v", self.v)
 
     def load_state(self, state):
-        self.v = [(state[f"v.W{l}"], state[f"v.b{l}"]) for l in range(1, len(self.v) + 1)]
+        self.v = _pairs(state, "v", len(self.v))
 
 
 class Adam(GradientDescent):
@@ -81,18 +91,11 @@ class Adam(GradientDescent):
             self.ops.adam(layer.b, db, mb, vb, *hyper)
 
     def state(self):
-        out: dict[str, Any] = {"t": self.t}
-        for name, pairs in (("m", self.m), ("v", self.v)):
-            out.update(
-                {f"{name}.{k}{l}": a for l, p in enumerate(pairs, 1) for k, a in zip("Wb", p)}
-            )
-        return out
+        return {"t": self.t, **_named("m", self.m), **_named("v", self.v)}
 
     def load_state(self, state):
-        n = len(self.m)
         self.t = int(state["t"])
-        self.m = [(state[f"m.W{l}"], state[f"m.b{l}"]) for l in range(1, n + 1)]
-        self.v = [(state[f"v.W{l}"], state[f"v.b{l}"]) for l in range(1, n + 1)]
+        self.m, self.v = _pairs(state, "m", len(self.m)), _pairs(state, "v", len(self.v))
 
 
 def make_optimizer(name: str, ops: Ops, params: list[Layer], **hyper) -> GradientDescent:

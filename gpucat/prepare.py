@@ -20,7 +20,7 @@ import numpy as np
 
 from gpucat.data import IMAGE_SHAPE
 from gpucat.errors import GpucatError
-from gpucat.files import replacing
+from gpucat.files import check_writable, replacing
 
 
 def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
@@ -58,8 +58,7 @@ def prepare(source, out, jobs: int | None = None, progress: bool | None = None) 
     from tqdm import tqdm
 
     source, out = Path(source), Path(out)
-    if not out.resolve().parent.is_dir():
-        raise GpucatError(f"{out}: the folder {out.parent} does not exist; create it first.")
+    check_writable(out)
     if source.is_file():
         from gpucat.streaming import open_h5
 

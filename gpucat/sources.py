@@ -269,6 +269,17 @@ class Shard:
     def m(self) -> int:
         return self.stop - self.start
 
+    def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """(X, Y) for consecutive pieces of the block: a whole-set cost in bounded memory."""
+        size = size or CHUNK
+        for a in range(0, self.m, size):
+            b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
+            yield self._piece(a, b), self.Y[:, a:b]
+
+    def _piece(self, a: int, b: int) -> Any:
+        """Float columns of the block's examples a..b-1."""
+        raise NotImplementedError
+
     def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
         """Start reading the examples ``local`` (the next batch) ahead; resident ones need not."""
 
@@ -318,14 +329,10 @@ class DeviceShard(Shard):
         return (None if self.U is None else self._convert(xp.take(self.U, idx, axis=0))), Y
 
     def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
-        """(X, Y) for consecutive pieces of the block: a whole-set cost in bounded memory."""
-        size = size or CHUNK
-        if self.X is not None:
-            yield self.X, self.Y
-            return
-        for a in range(0, self.m, size):
-            b = min(a + size, self.m)  # the array API leaves out-of-range slice ends unspecified
-            yield self._convert(self.U[a:b, :]), self.Y[:, a:b]
+        return iter([(self.X, self.Y)]) if self.X is not None else super().chunks(size)
+
+    def _piece(self, a: int, b: int) -> Any:
+        return self._convert(self.U[a:b, :])
 
     def _convert(self, U) -> Any:
         return as_float(self.backend, U, self.dtype, self.divisor)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from gpucat.data import (
 )
 from gpucat.errors import GpucatError
 from gpucat.sources import (
-    CHUNK,
     DEVICE_SHARE,
     WINDOW,
     DeviceShard,
@@ -376,14 +374,8 @@ class StreamedShard(Shard):
             X = to_columns(self.backend, X, self.dtype, self.divisor)
         return X, self.backend.xp.take(self.Y, self.backend.asarray(np.asarray(local)), axis=1)
 
-    def chunks(self, size: int | None = None) -> Iterator[tuple[Any, Any]]:
-        size = size or CHUNK
-        for a in range(0, self.m, size):
-            b = min(a + size, self.m)
-            yield (
-                to_columns(self.backend, self._rows(np.arange(a, b)), self.dtype, self.divisor),
-                self.Y[:, a:b],
-            )
+    def _piece(self, a: int, b: int) -> Any:
+        return to_columns(self.backend, self._rows(np.arange(a, b)), self.dtype, self.divisor)
 
     def close(self) -> None:
         self._reader.shutdown(wait=True)

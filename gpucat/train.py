@@ -306,12 +306,7 @@ def fit(
             _load_optimizer_state(solver, backend, config, opt_state, resume)
             best = params_to_device(backend, best_host, config.dtype) if best_host else None
         progress.solver = solver.name
-        result = TrainResult([], solver=solver.name, reduce_how=reducer.how)
-        result.cost_kind = cost_kind(config, full_batch)
-        result.train = TrainingSet(source, train.rows)
-        result.validation = TrainingSet(source, val_rows) if val_rows.size else None
-        result.first_iteration = progress.next_iteration
-        lr = config.learning_rate
+        first_iteration, lr = progress.next_iteration, config.learning_rate
         log = CostLog(ops, reducer, config.dtype, progress.next_iteration, lr, progress)
 
         def save():
@@ -352,24 +347,28 @@ def fit(
         _check_finite(ops, solver.parameters(), progress.next_iteration, lr)
         if checkpoint:
             save()
-        result.params = solver.parameters()
+        params = solver.parameters()
         if val is not None and not progress.stopped_early:
             # the final parameters compete too (iteration number: one past the last update);
             # not recorded in the checkpoint: an extended run validates on its own grid
-            if val.cost(ops, result.params) < (progress.best_cost or math.inf):
+            if val.cost(ops, params) < (progress.best_cost or math.inf):
                 progress.best_iteration, best = progress.next_iteration, None
-        if best is not None:
-            result.params = best  # restore the parameters with the best validation cost
-        result.stopped_early, result.best_iteration = (
-            progress.stopped_early,
-            progress.best_iteration,
-        )
-        result.iterations_done = progress.next_iteration
-        result.costs = [tuple(c) for c in log.costs]
-        result.val_costs = [tuple(c) for c in progress.val_costs]
         backend.synchronize()
-        result.seconds = time.perf_counter() - start_time
-        return result
+        return TrainResult(
+            params=best or params,  # the parameters with the best validation cost, if any
+            costs=[tuple(c) for c in log.costs],
+            seconds=time.perf_counter() - start_time,
+            solver=solver.name,
+            val_costs=[tuple(c) for c in progress.val_costs],
+            best_iteration=progress.best_iteration,
+            stopped_early=progress.stopped_early,
+            iterations_done=progress.next_iteration,
+            first_iteration=first_iteration,
+            reduce_how=reducer.how,
+            cost_kind=cost_kind(config, full_batch),
+            train=TrainingSet(source, train.rows),
+            validation=TrainingSet(source, val_rows) if val_rows.size else None,
+        )
 
 
 def _validate(val, ops, solver, progress: Progress, i: int, best, on_log):
@@ -461,24 +460,17 @@ def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
 
 def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dict:
     """The JSON-ready record of a run: recipe, device, logged costs, timing."""
+    recipe = ("dtype", "learning_rate", "iterations", "seed")
+    kept = ("solver", "cost_kind", "best_iteration", "stopped_early", "iterations_done")
     return {
         "device": backend.label,
         "backend": backend.name,
-        "dtype": config.dtype,
-        "solver": result.solver,
         "layers": list(config.layers),
-        "learning_rate": config.learning_rate,
-        "iterations": config.iterations,
-        "seed": config.seed,
+        **{k: getattr(config, k) for k in recipe},
+        **{k: getattr(result, k) for k in (*kept, "first_iteration", "seconds")},
         "costs": [[i, c] for i, c in result.costs],
-        "cost_kind": result.cost_kind,
         "validation_costs": [[i, c] for i, c in result.val_costs],
-        "best_iteration": result.best_iteration,
-        "stopped_early": result.stopped_early,
-        "iterations_done": result.iterations_done,
-        "first_iteration": result.first_iteration,
         "final_cost": result.costs[-1][1] if result.costs else None,
-        "seconds": result.seconds,
         "ms_per_iteration": result.ms_per_iteration,
         "reduce": result.reduce_how,
     }

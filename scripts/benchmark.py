@@ -289,7 +289,7 @@ def recipe(args) -> dict:
     from gpucat import data
     from gpucat.backend import get_backend
     from gpucat.compare import worst
-    from gpucat.inference import accuracy, probabilities
+    from gpucat.inference import probabilities, scores
     from gpucat.train import TrainConfig, fit
 
     train, test = data.load_course_data(args.data_dir)
@@ -326,7 +326,7 @@ def recipe(args) -> dict:
                 runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
                 r = runs[-1]
                 correct = [
-                    accuracy(probabilities(backend, r.params, ds.X, dtype), ds.Y)[1]
+                    scores(probabilities(backend, r.params, ds.X, dtype), ds.Y)["correct"]
                     for ds in (train, test)
                 ]
                 add(

@@ -12,7 +12,7 @@ import pytest
 
 from gpucat import network
 from gpucat.errors import TrainingDiverged
-from gpucat.inference import accuracy, probabilities
+from gpucat.inference import probabilities, scores
 from gpucat.train import TrainConfig, fit
 
 import reference_impl as ref
@@ -81,8 +81,10 @@ def test_full_reference_run_same_accuracies_on_every_backend(backend, course_dat
     c_ref = [c for _, c in independent_run["costs"]]
     # 2500 iterations compound rounding differences; 1e-9 is still far below what prints
     assert rel_err(c, c_ref) <= 1e-9
-    acc_train, _ = accuracy(probabilities(backend, result.params, train.X, "float64"), train.Y)
-    acc_test, _ = accuracy(probabilities(backend, result.params, test.X, "float64"), test.Y)
+    acc_train, acc_test = (
+        scores(probabilities(backend, result.params, ds.X, "float64"), ds.Y)["accuracy"]
+        for ds in (train, test)
+    )
     assert (acc_train, acc_test) == (
         independent_run["train_accuracy"],
         independent_run["test_accuracy"],

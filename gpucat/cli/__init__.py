@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from gpucat.errors import GpucatError, first_line
 
@@ -33,13 +32,6 @@ def add_device(p: argparse.ArgumentParser) -> None:
         default=None,
         help="where to compute (default: GPUCAT_DEVICE, else auto)",
     )
-
-
-def check_writable(*paths: str | None) -> None:
-    """Fail before long work when an output file's folder does not exist."""
-    for p in paths:
-        if p and not Path(p).resolve().parent.is_dir():
-            raise GpucatError(f"{p}: the folder {Path(p).parent} does not exist; create it first.")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from gpucat.cli import check_writable
+from gpucat.files import check_writable
 
 ABOUT = (
     "train the same recipe from the same start on every usable device and dtype; compare "

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from gpucat.cli import add_device, check_writable, get_backend
+from gpucat.cli import add_device, get_backend
 from gpucat.config import DTYPES
+from gpucat.files import check_writable
 
 
 def add(sub) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gpucat.cli import check_writable
 from gpucat.config import DTYPES
+from gpucat.files import check_writable
 
 
 def add(sub) -> None:

@@ -8,8 +8,9 @@ import json
 import sys
 from dataclasses import fields
 
-from gpucat.cli import add_device, check_writable, get_backend, note
+from gpucat.cli import add_device, get_backend, note
 from gpucat.errors import GpucatError
+from gpucat.files import check_writable
 
 
 def _layers(text: str) -> tuple[int, ...]:
