@@ -355,7 +355,7 @@ def fit(
                 progress.best_iteration, best = progress.next_iteration, None
         backend.synchronize()
         return TrainResult(
-            params=best or params,  # the parameters with the best validation cost, if any
+            params=params if best is None else best,  # the best validation cost's, if any
             costs=[tuple(c) for c in log.costs],
             seconds=time.perf_counter() - start_time,
             solver=solver.name,
@@ -462,12 +462,13 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
     """The JSON-ready record of a run: recipe, device, logged costs, timing."""
     recipe = ("dtype", "learning_rate", "iterations", "seed")
     kept = ("solver", "cost_kind", "best_iteration", "stopped_early", "iterations_done")
+    kept += ("first_iteration", "seconds")
     return {
         "device": backend.label,
         "backend": backend.name,
         "layers": list(config.layers),
         **{k: getattr(config, k) for k in recipe},
-        **{k: getattr(result, k) for k in (*kept, "first_iteration", "seconds")},
+        **{k: getattr(result, k) for k in kept},
         "costs": [[i, c] for i, c in result.costs],
         "validation_costs": [[i, c] for i, c in result.val_costs],
         "final_cost": result.costs[-1][1] if result.costs else None,
