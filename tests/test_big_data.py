@@ -228,7 +228,11 @@ def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch)
     assert peaks[1] < 0.5 * sizes[1], (
         f"peak {peaks[1] / 1e6:.1f} MB for {sizes[1] / 1e6:.1f} MB of images"
     )
-    assert peaks[1] - peaks[0] < 0.05 * (sizes[1] - sizes[0]), peaks
+    # whether the reading thread's next batch (its uint8 rows and the float32 columns made
+    # of them there) is already in memory at the moment of the peak is a matter of thread
+    # timing: one batch either way (the small file alone peaks at 5.3-9.4 MB here)
+    one_batch = cfg.batch_size * 12288 * (1 + 4)
+    assert peaks[1] - peaks[0] < one_batch + 0.05 * (sizes[1] - sizes[0]), peaks
 
 
 def test_csv_read_in_blocks_equals_the_h5(tmp_path, course_data, monkeypatch):
