@@ -231,7 +231,7 @@ def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch)
     # whether the reading thread's next batch (its uint8 rows and the float32 columns made
     # of them there) is already in memory at the moment of the peak is a matter of thread
     # timing: one batch either way (the small file alone peaks at 5.3-9.4 MB here)
-    one_batch = cfg.batch_size * 12288 * (1 + 4)
+    one_batch = cfg.batch_size * source.n_features * (1 + np.dtype(cfg.dtype).itemsize)
     assert peaks[1] - peaks[0] < one_batch + 0.05 * (sizes[1] - sizes[0]), peaks
 
 
