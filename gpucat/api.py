@@ -7,23 +7,23 @@ import os
 
 import numpy as np
 
-from gpucat.backend import Backend, available_backends, get_backend
+from gpucat.backends import Device, available_devices, get_device
 from gpucat.config import TrainConfig
 from gpucat.data import Dataset, divisor_for, load_course_data
 from gpucat.errors import GpucatError
 from gpucat.models import Model
 
 
-def devices() -> list[Backend]:
+def devices() -> list[Device]:
     """Every device usable here, NumPy's CPU first, then CuPy's GPU where one answers; each
     has ``name`` ("numpy", "cupy") and ``label`` ("CPU (...)", "GPU 0 (...)")."""
-    return available_backends()
+    return available_devices()
 
 
-def device(name: str | None = None) -> Backend:
+def device(name: str | None = None) -> Device:
     """The device for "auto", "cpu" or "gpu" (None: GPUCAT_DEVICE, else "auto": a usable GPU,
     else the CPU); "gpu" where none is usable is a GpucatError saying why."""
-    return get_backend(name)
+    return get_device(name)
 
 
 def _dataset(data, labels, what: str) -> Dataset:
@@ -48,7 +48,7 @@ def _dataset(data, labels, what: str) -> Dataset:
 
 
 def train_model(
-    data=None, labels=None, *, test=None, device: str | Backend | None = None, **recipe
+    data=None, labels=None, *, test=None, device: str | Device | None = None, **recipe
 ) -> Model:
     """Train and score a model; returns it on the host, ready for ``save_model``.
 
@@ -70,7 +70,7 @@ def train_model(
         test_set = _dataset(
             *((test, None) if isinstance(test, (str, os.PathLike)) else test), "test data"
         )
-    backend = device if isinstance(device, Backend) else get_backend(device)
-    result, summary = run_recipe(backend, config, train_set, test_set)
-    meta = {"recipe": config.to_dict(), "device": backend.label, "result": summary}
-    return Model(params_to_host(backend, result.params), meta)
+    chosen = device if isinstance(device, Device) else get_device(device)
+    result, summary = run_recipe(chosen, config, train_set, test_set)
+    meta = {"recipe": config.to_dict(), "device": chosen.label, "result": summary}
+    return Model(params_to_host(chosen, result.params), meta)

@@ -30,15 +30,15 @@ def compare(
     solver: str = "auto",
     log_every: int = 100,
     data_dir: str | os.PathLike | None = None,
-    backends: Sequence | None = None,
+    devices: Sequence | None = None,
     on_row: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train the reference recipe (``iterations``, ``solver``; costs logged every
-    ``log_every``) on the course data, once per backend (default: every usable one) and dtype.
+    ``log_every``) on the course data, once per device (default: every usable one) and dtype.
     Returns ``{"rows": [...], "max_cost_deviation": ..., "reference": ...}``, one row per run;
     ``on_row(result)`` is called after each run with the result so far."""
     from gpucat import data
-    from gpucat.backend import available_backends
+    from gpucat.backends import available_devices
     from gpucat.train import TrainConfig, run_recipe
 
     train_set, test_set = data.load_course_data(data_dir)
@@ -51,8 +51,8 @@ def compare(
     rows: list[dict] = []
     result = with_deviations(rows)
     for config in configs:  # NumPy first in each dtype: the reference of the rows after it
-        for backend in backends or available_backends():
-            _, summary = run_recipe(backend, config, train_set, test_set)
+        for device in devices or available_devices():
+            _, summary = run_recipe(device, config, train_set, test_set)
             rows.append({k: summary[k] for k in KEPT if k in summary})
             result = with_deviations(rows)
             if on_row:
@@ -72,9 +72,10 @@ def worst(values) -> float:
 
 
 def with_deviations(rows: list[dict]) -> dict:
-    """Each row's largest relative cost deviation from NumPy's run in the same dtype."""
+    """Each row's largest relative cost deviation from the first run in the same dtype: the
+    first device's (NumPy's, which ``available_devices`` lists first)."""
     for r in rows:
-        ref = next(q for q in rows if q["backend"] == "numpy" and q["dtype"] == r["dtype"])
+        ref = next(q for q in rows if q["dtype"] == r["dtype"])
         r["max_cost_deviation"] = worst(
             abs(c - c0) / abs(c0) for (_, c), (_, c0) in zip(r["costs"], ref["costs"])
         )

@@ -47,6 +47,7 @@ class Source:
     source: str  # where it came from, for messages and reports
     names: list[str] | None = None  # one per example, for reports
     divisor = 255.0
+    stored = np.dtype(np.uint8)  # the dtype its rows are read in
     chunk_rows = 1
     streams = False
 
@@ -95,6 +96,10 @@ class Dataset(Source):
     @property
     def n_features(self) -> int:
         return self.rows.shape[1]
+
+    @property
+    def stored(self) -> np.dtype:
+        return self.rows.dtype
 
     @property
     def X(self) -> np.ndarray:

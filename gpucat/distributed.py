@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucat.backend import Backend
+from gpucat.backends import Device
 from gpucat.errors import GpucatError
 from gpucat.reducers import LocalReducer
 
@@ -80,26 +80,17 @@ def mpi_cuda_aware() -> bool:
 
 class MPIReducer(LocalReducer):
     """Sums over all ranks of a communicator. Device arrays travel in one flat buffer per
-    call: straight from device memory when MPI is CUDA-aware, else staged through pinned
-    host memory (CuPy), or in place (NumPy)."""
+    dtype and call, reduced where the device lets MPI reach them (device.exchange): in place
+    in host memory (NumPy), straight from device memory when MPI is CUDA-aware, else staged
+    through (pinned) host memory."""
 
-    def __init__(self, comm, backend: Backend):
+    def __init__(self, comm, device: Device):
         from mpi4py import MPI
 
-        self.MPI, self.comm, self.backend = MPI, comm, backend
+        self.MPI, self.comm, self.device = MPI, comm, device
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
-        self.how = "host memory (NumPy)"
-        self._cuda_aware = False
-        self._staging: dict = {}  # (dtype, size) -> pinned host buffer
-        if backend.is_gpu:
-            self._cuda_aware = mpi_cuda_aware()
-            self.how = (
-                "CUDA-aware MPI, device buffers"
-                if self._cuda_aware
-                else "staged through pinned host memory"
-            )
-        elif backend.name != "numpy":
-            self.how = "staged through host memory"
+        self._device_ok = mpi_cuda_aware()  # may MPI be handed device memory?
+        self.how = device.exchange_route(self._device_ok)
 
     def block(self, n: int, allow_empty: bool = False) -> tuple[int, int]:
         return shard_bounds(n, self.size, self.rank, allow_empty)
@@ -108,7 +99,7 @@ class MPIReducer(LocalReducer):
         """One flat buffer, one Allreduce per dtype among the arrays: each sum comes back in
         its own array's dtype (a concatenation of mixed dtypes would promote them all, and
         hand CuPy's kernels float64 gradients for float32 parameters)."""
-        xp = self.backend.xp
+        xp = self.device.xp
         concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
         out: list[Any] = [None] * len(arrays)
         for dtype in dict.fromkeys(a.dtype for a in arrays):  # in order of first appearance
@@ -127,43 +118,16 @@ class MPIReducer(LocalReducer):
         return out.tolist()
 
     def _allreduce(self, buf: Any) -> Any:
-        MPI, b = self.MPI, self.backend
-        if b.name == "numpy" or self._cuda_aware:
-            b.synchronize()  # the buffer must be complete before MPI reads device memory
-            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-            return buf
-        if b.is_gpu:
-            host = self._pinned(buf)
-            buf.get(out=host)
-        else:
-            host = b.to_host(buf)
-        self.comm.Allreduce(MPI.IN_PLACE, host, op=MPI.SUM)
-        return b.asarray(host)
-
-    def _pinned(self, buf) -> np.ndarray:
-        """A page-locked host buffer of buf's size and dtype, allocated once for each."""
-        key = (np.dtype(buf.dtype).str, buf.size)
-        if key not in self._staging:
-            import cupy
-
-            mem = cupy.cuda.alloc_pinned_memory(buf.nbytes)
-            self._staging[key] = np.frombuffer(mem, buf.dtype, buf.size)
-        return self._staging[key]
+        MPI = self.MPI
+        work = lambda b: self.comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)  # noqa: E731
+        return self.device.exchange(buf, work, self._device_ok)
 
 
-def limit_blas_threads(comm) -> str:
-    """Share the node's cores among its ranks: N ranks each running a BLAS with all cores
-    oversubscribe the machine (measured here: 53 ms instead of 4.8 ms per iteration)."""
+def ranks_on_node(comm) -> int:
+    """How many of the run's processes share this one's node."""
     from mpi4py import MPI
 
-    local_size = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
-    threads = max(1, (os.cpu_count() or 1) // local_size)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return "BLAS threads unchanged (install threadpoolctl, or set OPENBLAS_NUM_THREADS)"
-    threadpool_limits(limits=threads, user_api="blas")
-    return f"{threads} BLAS thread(s) per rank, {local_size} rank(s) on this node"
+    return comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
 
 
 def local_gpu_index(comm) -> int:
@@ -175,11 +139,12 @@ def local_gpu_index(comm) -> int:
 
 
 def setup(device: str | None, on_fallback=None):
-    """(MPIReducer, backend, BLAS note) for this rank: its own GPU with --device gpu/auto
-    (one per rank, round-robin), else NumPy with the node's cores shared among its ranks."""
-    from gpucat.backend import get_backend
+    """(MPIReducer, device, how the node is shared) for this rank: its own GPU with --device
+    gpu/auto (one per rank, round-robin), else NumPy with the node's cores shared among its
+    ranks (device.share_node)."""
+    from gpucat.backends import get_device
 
     comm = init_mpi()
-    backend = get_backend(device, local_gpu_index(comm), on_fallback if comm.rank == 0 else None)
-    threads = limit_blas_threads(comm) if backend.name == "numpy" else "one GPU per rank"
-    return MPIReducer(comm, backend), backend, threads
+    chosen = get_device(device, local_gpu_index(comm), on_fallback if comm.rank == 0 else None)
+    shared = chosen.share_node(ranks_on_node(comm))
+    return MPIReducer(comm, chosen), chosen, shared

@@ -212,10 +212,10 @@ class CatClassifier(*_BASES):
         layers = (self.n_features_in_, *tuple(self.hidden_layers), 1)
         return TrainConfig(layers=layers, seed=self._seed(), **recipe)
 
-    def _backend(self):
-        from gpucat.backend import get_backend
+    def _device(self):
+        from gpucat.backends import get_device
 
-        return get_backend(self.device)
+        return get_device(self.device)
 
     # --- the estimator API ---------------------------------------------------------------
 
@@ -230,10 +230,10 @@ class CatClassifier(*_BASES):
         try:
             config = self._config()
             config.check()
-            backend = self._backend()
+            chosen = self._device()
             data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=divisor_for(X.dtype))
-            result = fit(backend, config, data)
-            dead = dead_layers(backend, result.params, result.train, config.dtype)
+            result = fit(chosen, config, data)
+            dead = dead_layers(chosen, result.params, result.train, config.dtype)
         except GpucatError as e:
             raise ValueError(str(e)) from None
         self.dead_layers_ = dead  # hidden layers inactive for every training example
@@ -245,8 +245,8 @@ class CatClassifier(*_BASES):
                 stacklevel=2,
             )
         self.seed_ = config.seed  # random_state=seed_ repeats this fit
-        self.params_ = params_to_host(backend, result.params)
-        self.device_ = backend.label  # where it trained: device="auto" picks a usable GPU
+        self.params_ = params_to_host(chosen, result.params)
+        self.device_ = chosen.label  # where it trained: device="auto" picks a usable GPU
         self.costs_ = result.costs
         self.validation_costs_ = result.val_costs
         return self
@@ -263,10 +263,10 @@ class CatClassifier(*_BASES):
         elif not hasattr(self, "params_"):
             raise GpucatError("this CatClassifier is not fitted yet; call fit(X, y) first.")
         X = self._validate(X, reset=False)
-        backend = self._backend()
+        chosen = self._device()
         data = Dataset(X, None, "CatClassifier.predict", divisor=divisor_for(X.dtype))
         p = probabilities(
-            backend, params_to_device(backend, self.params_, "float64"), data, "float64"
+            chosen, params_to_device(chosen, self.params_, "float64"), data, "float64"
         )
         pos = int(np.flatnonzero(self.classes_ == self.pos_label_)[0])
         return np.column_stack([1.0 - p, p] if pos == 1 else [p, 1.0 - p])

@@ -7,37 +7,35 @@ from __future__ import annotations
 import numpy as np
 
 from gpucat import network
-from gpucat.backend import Backend
+from gpucat.backends import Device
 from gpucat.errors import GpucatError
 from gpucat.models import Model
 from gpucat.network import Layer, params_to_device
-from gpucat.ops import make_ops
 from gpucat.reducers import LOCAL
-from gpucat.sources import CHUNK, as_source, to_columns
+from gpucat.sources import CHUNK, as_source
 
 
-def columns(backend: Backend, source, dtype: str, reducer=LOCAL):
+def columns(device: Device, source, dtype: str, reducer=LOCAL):
     """This process's contiguous part of a source, as device columns, chunk by chunk."""
     a, b = reducer.block(source.n, allow_empty=True)
     for lo in range(a, b, CHUNK):
         rows, y = source.read(np.arange(lo, min(lo + CHUNK, b)))
-        yield to_columns(backend, rows, dtype, source.divisor), y
+        yield device.to_columns(rows, dtype, source.divisor), y
 
 
-def probabilities(backend: Backend, params: list[Layer], source, dtype: str) -> np.ndarray:
+def probabilities(device: Device, params: list[Layer], source, dtype: str) -> np.ndarray:
     """P(cat) for every example of a source (or of host columns X), on the host, shape (m,)."""
     if isinstance(source, np.ndarray):
         source = as_source(source, np.zeros(source.shape[1]))
-    ops = make_ops(backend)
     out = [
-        backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
-        for X, _ in columns(backend, source, dtype)
+        device.to_host(network.predict_proba(device, params, X)).reshape(-1)
+        for X, _ in columns(device, source, dtype)
     ]
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def model_probabilities(
-    backend: Backend, model: Model, source, dtype: str, model_name: str
+    device: Device, model: Model, source, dtype: str, model_name: str
 ) -> np.ndarray:
     """P(cat) for every example of a source from a model file's parameters, whose input
     size must be the data's."""
@@ -47,29 +45,29 @@ def model_probabilities(
             f"{model_name}: the model takes {n_in} inputs per example but {source.source} has "
             f"{source.n_features} (64x64 RGB images); use a model trained on this kind of data."
         )
-    return probabilities(backend, params_to_device(backend, model.params, dtype), source, dtype)
+    return probabilities(device, params_to_device(device, model.params, dtype), source, dtype)
 
 
-def score(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+def score(device: Device, params: list[Layer], source, dtype: str, reducer=LOCAL):
     """(correct, examples, non-finite predictions) over the whole source: each process
     scores its part, the counts are summed over processes."""
-    ops, correct, bad = make_ops(backend), 0, 0
-    for X, y in columns(backend, source, dtype, reducer):
-        p = backend.to_host(network.predict_proba(ops, params, X)).reshape(-1)
+    correct, bad = 0, 0
+    for X, y in columns(device, source, dtype, reducer):
+        p = device.to_host(network.predict_proba(device, params, X)).reshape(-1)
         correct += scores(p, y)["correct"]
         bad += int(np.sum(~np.isfinite(p)))
     correct, bad = reducer.sum_scalars(correct, bad)
     return int(correct), source.n, int(bad)
 
 
-def dead_layers(backend: Backend, params: list[Layer], source, dtype: str, reducer=LOCAL):
+def dead_layers(device: Device, params: list[Layer], source, dtype: str, reducer=LOCAL):
     """1-based numbers of the hidden layers that are inactive for every example of the
     source, on every process (see network.dead_layers)."""
-    ops, alive = make_ops(backend), np.zeros(len(params) - 1)
-    for X, _ in columns(backend, source, dtype, reducer):
-        flags = network.dead_layers(ops, params, X)
+    alive = np.zeros(len(params) - 1)
+    for X, _ in columns(device, source, dtype, reducer):
+        flags = network.dead_layers(device, params, X)
         if flags is not None:
-            alive += 1 - backend.to_host(flags).astype(np.float64)
+            alive += 1 - device.to_host(flags).astype(np.float64)
     alive = reducer.sum_scalars(*alive)
     return [l + 1 for l, a in enumerate(alive) if a == 0]
 

@@ -60,13 +60,13 @@ def _cuda_version(v: int) -> str:
 def gpu() -> dict:
     """CuPy, CUDA and every GPU the driver reports; ``usable`` and ``reason`` per device
     from the same probe that ``--device gpu`` runs."""
-    from gpucat import backend
+    from gpucat import backends
 
     out: dict[str, Any] = {"cupy": None, "cuda_runtime": None, "cuda_runtime_built": None}
     out["cuda_driver"] = None
     out.update({"nvrtc": None, "gpus": [], "gpu_usable": False, "gpu_reason": None})
     try:
-        cupy = backend._import_cupy()
+        cupy = backends.import_cupy()
     except GpucatError as e:
         out["cupy"] = getattr(sys.modules.get("cupy"), "__version__", None) or _version_any_cupy()
         out["gpu_reason"] = str(e)
@@ -101,7 +101,7 @@ def gpu() -> dict:
             row["memory_free_bytes"], row["memory_total_bytes"] = int(free), int(total)
         except Exception as e:
             row["error"] = first_line(e, with_type=True)
-        why = backend.why_no_gpu(i)
+        why = backends.why_no_gpu(i)
         row["usable"], row["reason"] = why is None, why
         out["gpus"].append(row)
     if not count:
@@ -140,14 +140,14 @@ def mpi() -> dict:
 
 def collect() -> dict:
     """Everything `gpucat info` reports, as plain JSON-ready values."""
-    from gpucat.backend import _cpu_label
+    from gpucat.backends import cpu_label
 
     info: dict[str, Any] = {
         "gpucat": __version__,
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "platform": platform.platform(),
-        "cpu": _cpu_label(),
+        "cpu": cpu_label(),
         "numpy": np.__version__,
         "blas": blas(),
         "packages": {name: _version(name) for name in PACKAGES},

@@ -1,5 +1,5 @@
-"""The L-layer network, written once against an ``Ops`` object (ops.py), in the order of the
-README's equations:
+"""The L-layer network, written once against a device's primitives (gpucat/backends), in the
+order of the README's equations:
 
 Forward:  Z = W · A_prev + b,  A = relu(Z) in hidden layers, ŷ = σ(Z) at the output.
 Cost:     the summed binary cross-entropy from the output logits (finite when σ saturates).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpucat.ops import Array, Ops
+from gpucat.backends import Array, Device
 
 
 @dataclass
@@ -30,15 +30,15 @@ class Layer:
 
 
 def params_to_device(
-    backend, host_params: list[tuple[np.ndarray, np.ndarray]], dtype: str
+    device: Device, host_params: list[tuple[np.ndarray, np.ndarray]], dtype: str
 ) -> list[Layer]:
     """Move host (W, b) pairs to the device, cast to the training dtype."""
-    return [Layer(backend.asarray(W, dtype), backend.asarray(b, dtype)) for W, b in host_params]
+    return [Layer(device.asarray(W, dtype), device.asarray(b, dtype)) for W, b in host_params]
 
 
-def params_to_host(backend, params: list[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
+def params_to_host(device: Device, params: list[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Bring parameters back to the host (to save or compare them), C-ordered."""
-    host = backend.to_host
+    host = device.to_host
     return [(np.ascontiguousarray(host(p.W)), np.ascontiguousarray(host(p.b))) for p in params]
 
 
@@ -66,7 +66,7 @@ class Pass:
 
 
 def forward(
-    ops: Ops,
+    device: Device,
     params: list[Layer],
     X: Array,
     Y: Array,
@@ -84,17 +84,17 @@ def forward(
     inputs, Zs = [], []
     A, last = X, len(params) - 1
     for l, layer in enumerate(params):
-        Z = Z1 if (l == 0 and Z1 is not None) else ops.matmul(layer.W, A)
+        Z = Z1 if (l == 0 and Z1 is not None) else device.matmul(layer.W, A)
         inputs.append(A)
         Zs.append(Z)
         if l < last:
-            A = ops.bias_relu(Z, layer.b, None if masks is None else masks[l])
-    dZ, loss = ops.output(Zs[-1], params[-1].b, Y, scale)
+            A = device.bias_relu(Z, layer.b, None if masks is None else masks[l])
+    dZ, loss = device.output(Zs[-1], params[-1].b, Y, scale)
     return dZ, loss, Pass(inputs, Zs, masks)
 
 
 def backward(
-    ops: Ops,
+    device: Device,
     params: list[Layer],
     fwd: Pass,
     dZ: Array,
@@ -106,50 +106,50 @@ def backward(
     is formed with W before ``emit`` changes it, and never for the input layer, whose dA
     nobody needs."""
     for l in range(len(params) - 1, -1, -1):
-        dA_prev = ops.matmul_tn(params[l].W, dZ) if l > 0 else None
+        dA_prev = device.matmul_tn(params[l].W, dZ) if l > 0 else None
         emit(l, dZ, fwd.inputs[l])
         if l > 0:
             mask = None if fwd.masks is None else fwd.masks[l - 1]
-            dZ = ops.backprop_relu(dA_prev, fwd.Zs[l - 1], mask)
+            dZ = device.backprop_relu(dA_prev, fwd.Zs[l - 1], mask)
 
 
-def gradient(ops: Ops, dZ: Array, A_prev: Array) -> tuple[Array, Array]:
+def gradient(device: Device, dZ: Array, A_prev: Array) -> tuple[Array, Array]:
     """One layer's (dW, db) from its dZ, which carries the 1/m: dW = dZ · A_prevᵀ, db = Σ dZ."""
-    return ops.matmul_nt(dZ, A_prev), ops.sum_rows(dZ)
+    return device.matmul_nt(dZ, A_prev), device.sum_rows(dZ)
 
 
-def descend(ops: Ops, layer: Layer, dZ: Array, A_prev: Array, decay: float = 1.0) -> None:
+def descend(device: Device, layer: Layer, dZ: Array, A_prev: Array, decay: float = 1.0) -> None:
     """One layer's gradient-descent step as the backward pass yields it, dZ carrying lr/m:
     W ← decay·W − dZ · A_prevᵀ (decay = 1 − lr·λ/M with L2), b ← b − Σ dZ."""
-    ops.descend(layer.W, dZ, A_prev, decay)
-    ops.descend_bias(layer.b, dZ)
+    device.descend(layer.W, dZ, A_prev, decay)
+    device.descend_bias(layer.b, dZ)
 
 
-def loss_sum(ops: Ops, params: list[Layer], chunks) -> Array:
+def loss_sum(device: Device, params: list[Layer], chunks) -> Array:
     """The summed loss of the parameters over (X, Y) chunks, without dropout (0-d)."""
     total = 0.0
     for X, Y in chunks:
-        total = total + forward(ops, params, X, Y, None)[1]
+        total = total + forward(device, params, X, Y, None)[1]
     return total
 
 
-def predict_proba(ops: Ops, params: list[Layer], X: Array) -> Array:
+def predict_proba(device: Device, params: list[Layer], X: Array) -> Array:
     """The probability of "cat" for each column of X, shape (1, m)."""
     A, last = X, len(params) - 1
     for l, layer in enumerate(params):
-        Z = ops.matmul(layer.W, A)
+        Z = device.matmul(layer.W, A)
         if l < last:
-            A = ops.bias_relu(Z, layer.b)
+            A = device.bias_relu(Z, layer.b)
     Z += params[-1].b
-    return ops.sigmoid(Z)
+    return device.sigmoid(Z)
 
 
-def dead_layers(ops: Ops, params: list[Layer], X: Array) -> Array | None:
+def dead_layers(device: Device, params: list[Layer], X: Array) -> Array | None:
     """A 0/1 flag per hidden layer: 1 when every unit is inactive (ReLU output 0) for every
     example of X. A layer like that cuts the input off: the network then predicts the same
     probability for every image, whatever it shows."""
-    xp, flags, A = ops.xp, [], X
+    xp, flags, A = device.xp, [], X
     for layer in params[:-1]:
-        A = ops.bias_relu(ops.matmul(layer.W, A), layer.b)
+        A = device.bias_relu(device.matmul(layer.W, A), layer.b)
         flags.append(xp.max(A) <= 0.0)
     return xp.stack(flags) if flags else None

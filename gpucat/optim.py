@@ -1,7 +1,7 @@
-"""Optimizers: gradient descent, momentum and Adam, each step through the device's Ops (one
-fused kernel per parameter on CuPy). Their state is device arrays, named for checkpoints.
+"""Optimizers: gradient descent, momentum and Adam, each step through the device's primitives
+(one fused kernel per parameter on CuPy). Their state is device arrays, named for checkpoints.
 
-``update(ops, params, grads, lr, l2)`` changes the parameters in place; the gradient of
+``update(params, grads, lr, l2)`` changes the parameters in place; the gradient of
 the L2 term, l2·W, is added to each weight's gradient inside the step (biases have none).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpucat.backends import Device
 from gpucat.config import OPTIMIZERS
 from gpucat.network import Layer
-from gpucat.ops import Ops
 
 
 class GradientDescent:
@@ -19,14 +19,14 @@ class GradientDescent:
 
     name = "gd"
 
-    def __init__(self, ops: Ops, params: list[Layer], **hyper):
-        self.ops = ops
+    def __init__(self, device: Device, params: list[Layer], **hyper):
+        self.device = device
 
     def update(self, params: list[Layer], grads: list[tuple], lr: float, l2: float) -> None:
         for layer, (dW, db) in zip(params, grads):
             if dW is not None:  # None: a weight its solver updates itself (Gram's W1)
-                self.ops.sgd(layer.W, dW, lr, l2)
-            self.ops.sgd(layer.b, db, lr)
+                self.device.sgd(layer.W, dW, lr, l2)
+            self.device.sgd(layer.b, db, lr)
 
     def state(self) -> dict[str, Any]:
         return {}
@@ -50,17 +50,17 @@ class Momentum(GradientDescent):
 
     name = "momentum"
 
-    def __init__(self, ops, params, beta1: float = 0.9, **hyper):
-        super().__init__(ops, params)
+    def __init__(self, device, params, beta1: float = 0.9, **hyper):
+        super().__init__(device, params)
         self.beta = beta1
-        zeros = ops.xp.zeros_like
+        zeros = device.xp.zeros_like
         self.v = [(zeros(p.W), zeros(p.b)) for p in params]
 
     def update(self, params, grads, lr, l2):
         for layer, (dW, db), (vW, vb) in zip(params, grads, self.v):
             if dW is not None:
-                self.ops.momentum(layer.W, dW, vW, self.beta, lr, l2)
-            self.ops.momentum(layer.b, db, vb, self.beta, lr)
+                self.device.momentum(layer.W, dW, vW, self.beta, lr, l2)
+            self.device.momentum(layer.b, db, vb, self.beta, lr)
 
     def state(self):
         return _named("v", self.v)
@@ -75,10 +75,10 @@ class Adam(GradientDescent):
 
     name = "adam"
 
-    def __init__(self, ops, params, beta1=0.9, beta2=0.999, epsilon=1e-8, **hyper):
-        super().__init__(ops, params)
+    def __init__(self, device, params, beta1=0.9, beta2=0.999, epsilon=1e-8, **hyper):
+        super().__init__(device, params)
         self.beta1, self.beta2, self.epsilon, self.t = beta1, beta2, epsilon, 0
-        zeros = ops.xp.zeros_like
+        zeros = device.xp.zeros_like
         self.m = [(zeros(p.W), zeros(p.b)) for p in params]
         self.v = [(zeros(p.W), zeros(p.b)) for p in params]
 
@@ -87,8 +87,8 @@ class Adam(GradientDescent):
         hyper = (self.beta1, self.beta2, self.epsilon, lr, self.t)
         for layer, (dW, db), (mW, mb), (vW, vb) in zip(params, grads, self.m, self.v):
             if dW is not None:
-                self.ops.adam(layer.W, dW, mW, vW, *hyper, l2)
-            self.ops.adam(layer.b, db, mb, vb, *hyper)
+                self.device.adam(layer.W, dW, mW, vW, *hyper, l2)
+            self.device.adam(layer.b, db, mb, vb, *hyper)
 
     def state(self):
         return {"t": self.t, **_named("m", self.m), **_named("v", self.v)}
@@ -98,7 +98,7 @@ class Adam(GradientDescent):
         self.m, self.v = _pairs(state, "m", len(self.m)), _pairs(state, "v", len(self.v))
 
 
-def make_optimizer(name: str, ops: Ops, params: list[Layer], **hyper) -> GradientDescent:
+def make_optimizer(name: str, device: Device, params: list[Layer], **hyper) -> GradientDescent:
     """The optimizer called ``name`` (one of OPTIMIZERS); ``hyper``: beta1, beta2, epsilon."""
     classes = dict(zip(OPTIMIZERS, (GradientDescent, Momentum, Adam)))
-    return classes[name](ops, params, **hyper)
+    return classes[name](device, params, **hyper)

@@ -1,6 +1,6 @@
 """Solvers: which algorithm carries out an iteration. Two, on every device and any number of
 processes, each running the one forward and backward pass of network.py through the
-device's Ops:
+device's primitives:
 
 - ``DirectSolver``: the README's algorithm, multiplying by X in every forward and backward
   pass. On one process with gradient descent each layer's step is applied as the backward
@@ -13,10 +13,10 @@ device's Ops:
   each weight by its own running size, which leaves that algebra, so Gram refuses it.
   Derivation: docs/gram-solver.md.
 
-Both take the same constructor, ``(ops, params, shard, reducer, config, M)``, and
+Both take the same constructor, ``(device, params, shard, reducer, config, M)``, and
 offer what ``Solver`` declares: the one protocol the training loop (train.py) uses, and all
-it reads of a solver. ``memory(config, M, n_x, streamed)`` says what a solver holds,
-checked before anything is made.
+it reads of a solver. ``memory(config, M, m, data, device, streamed)`` says what a solver
+holds at its peak, checked before anything is made.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Protocol
 import numpy as np
 
 from gpucat import network
+from gpucat.backends import Array, Device
 from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
 from gpucat.network import Layer
-from gpucat.ops import Array, Ops
 from gpucat.optim import make_optimizer
-from gpucat.sources import DROPOUT, Batches, host_rng, to_columns
+from gpucat.sources import DROPOUT, Batches, host_rng
 
 GRAM_MEMORY_FRACTION = 0.25  # auto uses Gram only when it takes at most this share of memory
 
@@ -40,7 +40,7 @@ class Solver(Protocol):
     """What the training loop asks of a solver, and all it reads of one."""
 
     name: str  # "direct" or "gram"
-    ops: Ops  # the device's primitives, for the loop's own sums (losses, validation)
+    device: Device  # the device's primitives, for the loop's own sums (losses, validation)
     full_batch: bool  # every iteration trains on all M examples
 
     def step(self, i: int) -> Array:
@@ -67,25 +67,25 @@ class Solver(Protocol):
 
 
 class DirectSolver:
-    """The README's algorithm: forward, backward and update, through the device's Ops."""
+    """The README's algorithm: forward, backward and update, through the device's primitives."""
 
     name = "direct"
 
     def __init__(
         self,
-        ops: Ops,
+        device: Device,
         params: list[Layer],
         shard,
         reducer,
         config: TrainConfig,
         M: int,
     ):
-        self.ops, self.params, self.shard, self.reducer = ops, params, shard, reducer
+        self.device, self.params, self.shard, self.reducer = device, params, shard, reducer
         self.config, self.M = config, M
         self.batches = Batches(shard, M, config.batch_size, config.seed)
         self.full_batch = self.batches.full
         hyper = dict(beta1=config.beta1, beta2=config.beta2, epsilon=config.epsilon)
-        self.opt = make_optimizer(config.optimizer, ops, params, **hyper)
+        self.opt = make_optimizer(config.optimizer, device, params, **hyper)
         # one process with gradient descent: apply each layer's step as backward produces it
         self.apply_now = reducer.size == 1 and config.optimizer == "gd"
 
@@ -97,7 +97,7 @@ class DirectSolver:
             return None
         rng = host_rng(c.seed, DROPOUT, i)
         return [
-            self.ops.backend.asarray(
+            self.device.asarray(
                 ((rng.random((n, batch.size)) < c.keep_prob) / c.keep_prob)[:, batch.columns],
                 c.dtype,
             )
@@ -124,26 +124,26 @@ class DirectSolver:
         """What the backward pass does with a layer's dZ: apply its step at once (one process,
         gradient descent: dZ carries lr/m), or keep its gradient in ``grads`` for the reducer
         and the optimizer (dZ carries this process's 1/m)."""
-        ops, p = self.ops, self.params
+        device, p = self.device, self.params
         if self.apply_now:
             decay = 1.0 - lr * l2
-            return lambda l, dZ, A_prev: network.descend(ops, p[l], dZ, A_prev, decay)
+            return lambda l, dZ, A_prev: network.descend(device, p[l], dZ, A_prev, decay)
 
         def keep(l, dZ, A_prev):
-            grads[l] = network.gradient(ops, dZ, A_prev)
+            grads[l] = network.gradient(device, dZ, A_prev)
 
         return keep
 
     def _forward_backward(self, batch, masks, scale, emit, grads, Z1=None) -> Array:
         """The one forward and backward pass over this process's part of the batch (a
         process holding none of it adds zeros to the sums)."""
-        ops, p = self.ops, self.params
+        device, p = self.device, self.params
         if batch.Y is None:
             for l, layer in enumerate(p):
-                grads[l] = (ops.xp.zeros_like(layer.W), ops.xp.zeros_like(layer.b))
-            return ops.zeros((), self.config.dtype)
-        dZ, loss, fwd = network.forward(ops, p, batch.X, batch.Y, scale, masks, Z1)
-        network.backward(ops, p, fwd, dZ, emit)
+                grads[l] = (device.xp.zeros_like(layer.W), device.xp.zeros_like(layer.b))
+            return device.zeros((), self.config.dtype)
+        dZ, loss, fwd = network.forward(device, p, batch.X, batch.Y, scale, masks, Z1)
+        network.backward(device, p, fwd, dZ, emit)
         return loss
 
     def _reduced(self, grads: list) -> list:
@@ -164,13 +164,13 @@ class DirectSolver:
 
     def exact_loss(self) -> Array:
         """This process's summed loss over all its training examples, without dropout."""
-        return network.loss_sum(self.ops, self.params, self.shard.chunks())
+        return network.loss_sum(self.device, self.params, self.shard.chunks())
 
     def squared_weights(self, layers: list[Layer] | None = None) -> float:
         """Σ‖W‖² over the weights (the L2 penalty's sum), read to the host."""
-        xp = self.ops.xp
+        xp = self.device.xp
         total = sum(xp.sum(p.W * p.W) for p in (self.params if layers is None else layers))
-        return self.ops.backend.scalar(total)
+        return self.device.scalar(total)
 
     def optimizer_state(self) -> dict:
         return self.opt.state()
@@ -179,18 +179,28 @@ class DirectSolver:
         self.opt.load_state(state)
 
     @staticmethod
-    def memory(config: TrainConfig, M: int, n_x: int, streamed: bool) -> int:
-        """Bytes this solver holds at its peak: X in the training dtype for full batch, else
-        the uint8 examples (unless streamed) and one batch in floats, each beside the uint8
-        copy it is converted from (sources.as_float); weights and optimizer state."""
-        size = np.dtype(config.dtype).itemsize
-        B = min(config.batch_size or M, M)
-        data = (
-            n_x * M * (1 + size) if B == M else (0 if streamed else n_x * M) + n_x * B * (1 + size)
-        )
-        weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:]))
-        copies = {"gd": 2, "momentum": 3, "adam": 4}[config.optimizer]
-        return data + copies * weights * size
+    def memory(config: TrainConfig, M: int, m: int, data, device: Device, streamed: bool) -> int:
+        """Bytes this solver holds at its peak on ``device``, for this process's ``m`` of the
+        ``M`` training positions of ``data`` (``n_features`` values an example, stored as
+        ``data.stored``, divided by ``data.divisor``): a full batch converted at once, as the
+        device allocates it (device.columns_bytes); in mini-batches the stored examples
+        resident (unless streamed) and a batch taken from them, stored and in floats (a
+        second one read ahead when streamed); weights and optimizer state."""
+        size, stored = np.dtype(config.dtype).itemsize, np.dtype(data.stored).itemsize
+        n_x, B = data.n_features, min(config.batch_size or M, M)
+        if B == M:
+            X = device.columns_bytes(n_x * m, data.stored, config.dtype, data.divisor)
+        else:
+            resident = 0 if streamed else n_x * m * stored
+            X = resident + (2 if streamed else 1) * n_x * min(B, m) * (stored + size)
+        return X + _weights(config)
+
+
+def _weights(config: TrainConfig) -> int:
+    """Bytes of the weights and the optimizer's state, in the training dtype."""
+    weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:]))
+    copies = {"gd": 2, "momentum": 3, "adam": 4}[config.optimizer]
+    return copies * weights * np.dtype(config.dtype).itemsize
 
 
 class GramSolver(DirectSolver):
@@ -203,30 +213,30 @@ class GramSolver(DirectSolver):
     name = "gram"
     BLOCK = 1024  # input features upcast to float64 at a time
 
-    def __init__(self, ops, params, shard, reducer, config, M):
+    def __init__(self, device, params, shard, reducer, config, M):
         config.require_gram()
-        super().__init__(ops, params, shard, reducer, config, M)
+        super().__init__(device, params, shard, reducer, config, M)
         self._rows, self._W1_formed = None, False  # W1 formed since the last step?
-        xp, n1 = ops.xp, params[0].W.shape[0]
+        xp, n1 = device.xp, params[0].W.shape[0]
         self.W1_0 = xp.astype(params[0].W, xp.float64)
         own = slice(shard.start, shard.stop)
-        self.G = ops.zeros((M, shard.stop - shard.start))  # G[:, own] = Xᵀ · X_own
-        self.Z0 = ops.zeros((n1, shard.stop - shard.start))  # W1(0) · X_own
+        self.G = device.zeros((M, shard.stop - shard.start))  # G[:, own] = Xᵀ · X_own
+        self.Z0 = device.zeros((n1, shard.stop - shard.start))  # W1(0) · X_own
         for a, b, Xb in self._float64_blocks():
-            self.G += ops.matmul_tn(Xb, Xb[:, own])
-            self.Z0 += ops.matmul(self.W1_0[:, a:b], Xb[:, own])
+            self.G += device.matmul_tn(Xb, Xb[:, own])
+            self.Z0 += device.matmul(self.W1_0[:, a:b], Xb[:, own])
         if config.dtype != "float64":
             self.G = xp.astype(self.G, getattr(xp, config.dtype))
         self.s, self.v_s = 1.0, 0.0  # W1 = s·W1(0) − C·Xᵀ; momentum v_W1 = v_s·W1(0) − V·Xᵀ
         self._W1_0_squared = None
-        self.C = ops.zeros((n1, M))
-        self.V = ops.zeros((n1, M)) if config.optimizer == "momentum" else None
+        self.C = device.zeros((n1, M))
+        self.V = device.zeros((n1, M)) if config.optimizer == "momentum" else None
 
     def _C_times(self, G: Array) -> Array:
         """C · G (G: columns of self.G) in G's dtype, the training dtype."""
-        xp = self.ops.xp
+        xp = self.device.xp
         C = self.C if G.dtype == self.C.dtype else xp.astype(self.C, G.dtype)
-        return self.ops.matmul(C, G)
+        return self.device.matmul(C, G)
 
     def _float64_blocks(self):
         """X over all M training positions in float64, a block of input features at a time:
@@ -237,11 +247,11 @@ class GramSolver(DirectSolver):
         for a in range(0, n, self.BLOCK):
             b = min(a + self.BLOCK, n)
             block = np.ascontiguousarray(rows[:, a:b])
-            yield a, b, to_columns(self.ops.backend, block, "float64", self.shard.divisor)
+            yield a, b, self.device.to_columns(block, "float64", self.shard.divisor)
 
     def step(self, i: int) -> Array:
-        ops, p, c = self.ops, self.params, self.config
-        xp = ops.xp
+        device, p, c = self.device, self.params, self.config
+        xp = device.xp
         self._W1_formed = False
         batch = self.batches(i)
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M
@@ -256,7 +266,7 @@ class GramSolver(DirectSolver):
 
         Z1, whole = None, self.batches.full  # all of this process's block, in block order
         if batch.Y is not None:
-            idx = None if whole else ops.backend.asarray(batch.positions - self.shard.start)
+            idx = None if whole else device.asarray(batch.positions - self.shard.start)
             G = self.G if whole else xp.take(self.G, idx, axis=1)
             Z0 = self.Z0 if whole else xp.take(self.Z0, idx, axis=1)
             Z1 = self._C_times(G)
@@ -269,18 +279,18 @@ class GramSolver(DirectSolver):
         if dZ1 and whole and self.G.shape[1] == self.M:  # one process, full batch: dZ1 itself
             full = dZ1[0] if c.dtype == "float64" else xp.astype(dZ1[0], xp.float64)
         elif dZ1:
-            full = ops.scatter_columns(dZ1[0], batch.positions, self.M)
+            full = device.scatter_columns(dZ1[0], batch.positions, self.M)
         else:
-            full = ops.zeros((p[0].W.shape[0], self.M))
+            full = device.zeros((p[0].W.shape[0], self.M))
         if self.apply_now:  # dZ1 carries lr/m: C ← (1 − lr·λ/M)·C + dZ1, s likewise
             decay = 1.0 - lr * l2
             if decay != 1.0:
                 self.C *= decay
                 self.s *= decay
             self.C += full
-            ops.descend_bias(p[0].b, dZ1[0])
+            device.descend_bias(p[0].b, dZ1[0])
             return loss
-        db1 = ops.sum_rows(dZ1[0]) if dZ1 else xp.zeros_like(p[0].b)
+        db1 = device.sum_rows(dZ1[0]) if dZ1 else xp.zeros_like(p[0].b)
         grads[0] = (None, db1)
         *grads, (full,) = self._reduced([*grads, (full,)])
         self.opt.update(p, grads, lr, l2)  # b1 and layers 2..L; W1 below, in (s, C) terms
@@ -299,10 +309,10 @@ class GramSolver(DirectSolver):
         return loss
 
     def exact_loss(self) -> Array:
-        xp = self.ops.xp
+        xp = self.device.xp
         Z1 = self._C_times(self.G)
         Z1 = xp.astype(self.s * self.Z0 - Z1, getattr(xp, self.config.dtype))
-        return network.forward(self.ops, self.params, None, self.shard.Y, None, None, Z1)[1]
+        return network.forward(self.device, self.params, None, self.shard.Y, None, None, Z1)[1]
 
     def optimizer_state(self) -> dict:
         """The optimizer's state and the Gram representation of W1 (float64), so that a
@@ -320,24 +330,24 @@ class GramSolver(DirectSolver):
         if self.V is not None:
             self.V = state.pop("solver.V")
         own = slice(self.shard.start, self.shard.stop)
-        self.Z0 = self.ops.zeros(self.Z0.shape)
+        self.Z0 = self.device.zeros(self.Z0.shape)
         for a, b, Xb in self._float64_blocks():  # W1(0)·X_own again, from the saved W1(0)
-            self.Z0 += self.ops.matmul(self.W1_0[:, a:b], Xb[:, own])
+            self.Z0 += self.device.matmul(self.W1_0[:, a:b], Xb[:, own])
         self._W1_0_squared, self._W1_formed = None, False
         super().load_optimizer_state(state)
 
     def squared_weights(self, layers=None) -> float:
         """Σ‖W‖² with ‖W1‖² = s²‖W1(0)‖² − 2s·Σ C⊙Z0 + Σ (C·G)⊙C, summed over the
         processes' columns: W1 itself is never formed."""
-        xp, own = self.ops.xp, slice(self.shard.start, self.shard.stop)
+        xp, own = self.device.xp, slice(self.shard.start, self.shard.stop)
         C = self.C[:, own]
         cross = xp.sum(C * self.Z0)
         inner = xp.sum(self._C_times(self.G) * C)
         cross, inner = self.reducer.sum_scalars(
-            self.ops.backend.scalar(cross), self.ops.backend.scalar(inner)
+            self.device.scalar(cross), self.device.scalar(inner)
         )
         if self._W1_0_squared is None:
-            self._W1_0_squared = self.ops.backend.scalar(xp.sum(self.W1_0 * self.W1_0))
+            self._W1_0_squared = self.device.scalar(xp.sum(self.W1_0 * self.W1_0))
         rest = super().squared_weights(self.params[1:])
         return self.s**2 * self._W1_0_squared - 2 * self.s * cross + inner + rest
 
@@ -345,10 +355,10 @@ class GramSolver(DirectSolver):
         """W1 = s·W1(0) − C·Xᵀ (one pass over X, once between steps), in the training dtype."""
         if self._W1_formed:
             return self.params
-        xp = self.ops.xp
+        xp = self.device.xp
         concat = getattr(xp, "concat", None) or xp.concatenate  # the array API name, or CuPy's
         parts = [
-            self.s * self.W1_0[:, a:b] - self.ops.matmul_nt(self.C, Xb)
+            self.s * self.W1_0[:, a:b] - self.device.matmul_nt(self.C, Xb)
             for a, b, Xb in self._float64_blocks()
         ]
         self.params[0].W = xp.astype(concat(parts, axis=1), getattr(xp, self.config.dtype))
@@ -356,18 +366,29 @@ class GramSolver(DirectSolver):
         return self.params
 
     @staticmethod
-    def memory(config, M, n_x, streamed) -> int:
-        """G (formed in float64, then in float32 training its copy too), Z0 (float64), C and
-        V, the float64 feature block, the examples as stored."""
+    def memory(config, M, m, data, device, streamed) -> int:
+        """Its peak is at set-up: G (M × m, float64) beside each feature block's product
+        (another M × m) and the float64 block with the stored one it is converted from; in
+        float32 training the float32 G made from the float64 one (below that peak). Beside
+        it Z0 and W1(0) in float64, C and V; and where device memory is host memory, the
+        examples as stored, which it reads whole into the host."""
         n1 = config.layers[1] if len(config.layers) > 2 else 1
-        G = 8 * M * M + (0 if config.dtype == "float64" else 4 * M * M)
-        return G + 8 * 3 * n1 * M + 8 * GramSolver.BLOCK * M + n_x * M
+        n_x, stored = data.n_features, np.dtype(data.stored)
+        block = device.columns_bytes(min(GramSolver.BLOCK, n_x) * M, stored, "float64", 1.0)
+        setup = 2 * 8 * M * m + block
+        cast = 8 * M * m + (0 if config.dtype == "float64" else 4 * M * m)
+        V = 8 * n1 * M if config.optimizer == "momentum" else 0
+        state = 8 * n1 * m + 8 * n1 * n_x + 8 * n1 * M + V
+        rows = n_x * M * stored.itemsize if device.host_memory else 0
+        return max(setup, cast) + state + rows + _weights(config)
 
 
 SOLVER_CLASSES = {"direct": DirectSolver, "gram": GramSolver}
 
 
-def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, streamed=False) -> str:
+def choose_solver(
+    config: TrainConfig, free_bytes: int, M: int, m: int, data, device: Device, streamed=False
+) -> str:
     """The one place that decides which solver runs: ``auto`` becomes gram when it applies
     and pays (fewer examples than inputs, G in a quarter of free memory, the data not
     streamed from disk), else direct. Only the recipe and the data decide: checkpoints and
@@ -376,15 +397,18 @@ def choose_solver(config: TrainConfig, free_bytes: int, M: int, n_x: int, stream
     name, why = config.solver, config.gram_refusal()
     if name != "auto":
         return name
-    fits = GramSolver.memory(config, M, n_x, streamed) <= GRAM_MEMORY_FRACTION * free_bytes
+    need = GramSolver.memory(config, M, m, data, device, streamed)
+    fits = need <= GRAM_MEMORY_FRACTION * free_bytes
     # a streamed source stays on disk: Gram would read it whole
-    return "gram" if why is None and M < n_x and fits and not streamed else "direct"
+    return "gram" if why is None and M < data.n_features and fits and not streamed else "direct"
 
 
-def check_memory(name: str, config: TrainConfig, M: int, n_x: int, streamed, free: int) -> None:
+def check_memory(
+    name: str, config: TrainConfig, M: int, m: int, data, device: Device, streamed, free: int
+) -> None:
     """Refuse, before allocating anything, a run whose solver would not fit: one message
     saying what to change."""
-    need = SOLVER_CLASSES[name].memory(config, M, n_x, streamed)
+    need = SOLVER_CLASSES[name].memory(config, M, m, data, device, streamed)
     if need <= free:
         return
     gib = lambda n: f"{n / 2**30:.1f} GiB"  # noqa: E731
@@ -395,11 +419,11 @@ def check_memory(name: str, config: TrainConfig, M: int, n_x: int, streamed, fre
     else:
         advice = "use a smaller --batch-size or --dtype float32"
     raise GpucatError(
-        f"--solver {name} needs {gib(need)} for {M} examples of {n_x} features "
+        f"--solver {name} needs {gib(need)} for {m} examples of {data.n_features} features "
         f"({config.dtype}), and {gib(free)} is free: {advice}."
     )
 
 
-def make_solver(name, ops, params, shard, reducer, config, M):
+def make_solver(name, device, params, shard, reducer, config, M):
     """The solver object for a resolved name."""
-    return SOLVER_CLASSES[name](ops, params, shard, reducer, config, M)
+    return SOLVER_CLASSES[name](device, params, shard, reducer, config, M)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucat.backend import Backend
+from gpucat.backends import Device
 from gpucat.data import IMAGE_SHAPE, N_FEATURES, Dataset
 from gpucat.errors import GpucatError
 
@@ -46,7 +46,7 @@ def as_source(X, Y=None):
 
 
 def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:
-    """The host generator for one (seed, stream, counter): identical on every backend.
+    """The host generator for one (seed, stream, counter): identical on every device.
 
     Random streams are counter-based: the numbers for (seed, stream, counter) never depend on
     what was drawn before, so a resumed run draws exactly what an uninterrupted one would."""
@@ -91,6 +91,7 @@ class TrainingSet:
                 "features per example."
             )
         self.n_features, self.divisor = self.source.n_features, self.source.divisor
+        self.stored = self.source.stored
         self.chunk_rows = self.source.chunk_rows
 
     @property
@@ -136,7 +137,7 @@ class Batch:
 class Batches:
     """Which examples iteration i trains on: all M training positions (full batch), or batch
     k of epoch e in a seeded shuffle of them drawn on the host — the same order on every
-    backend and every process, whichever part of it a process holds (its shard's block).
+    device and every process, whichever part of it a process holds (its shard's block).
 
     The shuffle is a pure function of (seed, epoch, layout). Data its file compresses in
     chunks of several examples (``chunk_rows`` > 1) is shuffled chunk-aware, as tf.data and
@@ -222,33 +223,9 @@ def split_training(source, validation: float, flip: bool, seed: int):
     return TrainingSet(source, train_rows, flip), val_rows
 
 
-def as_float(backend: Backend, U: Any, dtype: str, divisor: float) -> Any:
-    """Examples as stored, rows (k, n_x) on the device, -> the network's float columns
-    (n_x, k): one pass that converts and divides (a transposed view of float rows)."""
-    xp = backend.xp
-    if backend.name == "numpy":
-        R = np.empty(U.shape, dtype=dtype)
-        if divisor != 1:
-            np.divide(U, divisor, out=R, dtype=dtype)  # x / 255 in the dtype: exact rounding
-        else:
-            R[...] = U
-        return R.T
-    R = xp.astype(U, xp.float64 if dtype == "float64" else xp.float32)
-    if divisor != 1:
-        R /= divisor  # in place: the stored bytes and one float copy at most (solvers' memory)
-    return R.T
-
-
-def to_columns(backend: Backend, rows: np.ndarray, dtype: str, divisor: float) -> Any:
-    """Host rows (k, n_x), as stored, -> device columns (n_x, k) of the training dtype,
-    divided by ``divisor`` on the device. Only the stored bytes cross to the device."""
-    U = rows if backend.name == "numpy" else backend.asarray(np.ascontiguousarray(rows))
-    return as_float(backend, U, dtype, divisor)
-
-
-def labels_row(backend: Backend, y: np.ndarray, dtype: str) -> Any:
+def labels_row(device: Device, y: np.ndarray, dtype: str) -> Any:
     """Host labels (k,) -> a device (1, k) row of the training dtype."""
-    return backend.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
+    return device.asarray(np.asarray(y, dtype=np.float64).reshape(1, -1), dtype)
 
 
 class Shard:
@@ -258,12 +235,12 @@ class Shard:
 
     streams = False  # read batch by batch from disk, the next one ahead
 
-    def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
-        self.backend, self.dtype, self.train = backend, dtype, train
+    def __init__(self, device: Device, train: TrainingSet, start: int, stop: int, dtype: str):
+        self.device, self.dtype, self.train = device, dtype, train
         self.divisor = train.source.divisor
         self.start, self.stop = start, stop
         self.X = self.U = None
-        self.Y = labels_row(backend, train.labels()[start:stop], dtype)
+        self.Y = labels_row(device, train.labels()[start:stop], dtype)
 
     @property
     def m(self) -> int:
@@ -296,7 +273,7 @@ class DeviceShard(Shard):
 
     def __init__(
         self,
-        backend: Backend,
+        device: Device,
         train: TrainingSet,
         start: int,
         stop: int,
@@ -304,13 +281,13 @@ class DeviceShard(Shard):
         full_batch: bool,
         examples: bool = True,
     ):
-        super().__init__(backend, train, start, stop, dtype)
+        super().__init__(device, train, start, stop, dtype)
         if examples:
             rows, _ = train.read(np.arange(start, stop))
             if full_batch:
-                self.X = to_columns(backend, rows, dtype, self.divisor)
+                self.X = device.to_columns(rows, dtype, self.divisor)
             else:
-                self.U = backend.asarray(np.ascontiguousarray(rows))
+                self.U = device.asarray(np.ascontiguousarray(rows))
 
     def columns(self) -> tuple[Any, Any]:
         """(X, Y) of the whole block, floats on the device (full-batch training; a block
@@ -321,7 +298,7 @@ class DeviceShard(Shard):
 
     def batch(self, local: np.ndarray) -> tuple[Any, Any]:
         """(X, Y) of the block's examples ``local`` (indices into the block), in that order."""
-        xp, b = self.backend.xp, self.backend
+        xp, b = self.device.xp, self.device
         idx = b.asarray(local)
         Y = xp.take(self.Y, idx, axis=1)
         if self.X is not None:
@@ -335,4 +312,4 @@ class DeviceShard(Shard):
         return self._convert(self.U[a:b, :])
 
     def _convert(self, U) -> Any:
-        return as_float(self.backend, U, self.dtype, self.divisor)
+        return self.device.as_float(U, self.dtype, self.divisor)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from gpucat.backend import Backend, memory_available
+from gpucat.backends import Device, memory_available
 from gpucat.data import (
     IMAGE_SHAPE,
     N_FEATURES,
@@ -37,7 +37,6 @@ from gpucat.sources import (
     DeviceShard,
     Shard,
     TrainingSet,
-    to_columns,
 )
 
 ALIGN = 4096  # O_DIRECT reads: offset, length and buffer on this boundary
@@ -306,24 +305,24 @@ def open_h5(path: str | os.PathLike):
         return load_h5(path)  # other layouts and dtypes: checked and explained there
 
 
-def is_streamed(backend: Backend, train: TrainingSet, m: int, full_batch: bool) -> bool:
+def is_streamed(device: Device, train: TrainingSet, m: int, full_batch: bool) -> bool:
     """Whether a block of m training positions is read from disk batch by batch: when the
-    source stays on disk and training is in mini-batches, always on the CPU (where device
-    memory is host memory), on a GPU when the uint8 block exceeds a quarter of free memory."""
+    source stays on disk and training is in mini-batches, always where device memory is host
+    memory (the CPU), on a GPU when the uint8 block exceeds a quarter of its free memory."""
     if full_batch or not train.source.streams:
         return False
-    return not backend.is_gpu or m * train.source.n_features > DEVICE_SHARE * backend.free_memory()
+    return device.host_memory or m * train.source.n_features > DEVICE_SHARE * device.free_memory()
 
 
 def make_shard(
-    backend, train: TrainingSet, start: int, stop: int, dtype, full_batch, examples=True
+    device: Device, train: TrainingSet, start: int, stop: int, dtype, full_batch, examples=True
 ):
     """This process's block of training positions on the device: resident (a float copy for
     full-batch training, else uint8; only the labels when ``examples`` is False: the Gram
     solver reads X itself), or streamed from the source batch by batch (``is_streamed``)."""
-    if examples and is_streamed(backend, train, stop - start, full_batch):
-        return StreamedShard(backend, train, start, stop, dtype)
-    return DeviceShard(backend, train, start, stop, dtype, full_batch, examples)
+    if examples and is_streamed(device, train, stop - start, full_batch):
+        return StreamedShard(device, train, start, stop, dtype)
+    return DeviceShard(device, train, start, stop, dtype, full_batch, examples)
 
 
 class StreamedShard(Shard):
@@ -335,10 +334,10 @@ class StreamedShard(Shard):
 
     streams = True
 
-    def __init__(self, backend: Backend, train: TrainingSet, start: int, stop: int, dtype: str):
+    def __init__(self, device: Device, train: TrainingSet, start: int, stop: int, dtype: str):
         from concurrent.futures import ThreadPoolExecutor
 
-        super().__init__(backend, train, start, stop, dtype)
+        super().__init__(device, train, start, stop, dtype)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
         self._ahead: tuple[np.ndarray, Any] | None = None
         self._blas = _leave_a_core()
@@ -348,34 +347,32 @@ class StreamedShard(Shard):
     def _rows(self, local: np.ndarray) -> np.ndarray:
         return self.train.read(np.asarray(local) + self.start)[0]
 
-    def _columns(self, local: np.ndarray, after: np.ndarray | None = None) -> Any:
-        """Rows as read (on a GPU: converted there, in the training thread), or float columns;
-        ``after``: the examples that follow, whose chunks the source may start on."""
+    def _staged(self, local: np.ndarray, after: np.ndarray | None = None) -> Any:
+        """The rows of ``local`` read and staged for the device (device.stage_rows: on NumPy
+        already converted), in the reading thread; ``after``: the examples that follow, whose
+        chunks the source may start on."""
         if after is not None and after.size:
             self.train.will_need(after + self.start)
-        rows = self._rows(local)
-        if self.backend.name != "numpy":
-            return rows
-        return to_columns(self.backend, rows, self.dtype, self.divisor)
+        return self.device.stage_rows(self._rows(local), self.dtype, self.divisor)
 
     def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
         """Start reading these examples (the next batch) in the background, and tell the
         source which come after them (``after``), all in the reading thread."""
         if local.size or (after is not None and after.size):
-            self._ahead = (np.array(local), self._reader.submit(self._columns, local, after))
+            self._ahead = (np.array(local), self._reader.submit(self._staged, local, after))
 
     def batch(self, local: np.ndarray) -> tuple[Any, Any]:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and np.array_equal(ahead[0], local):
-            X = ahead[1].result()
+            staged = ahead[1].result()
         else:
-            X = self._columns(local)
-        if self.backend.name != "numpy":
-            X = to_columns(self.backend, X, self.dtype, self.divisor)
-        return X, self.backend.xp.take(self.Y, self.backend.asarray(np.asarray(local)), axis=1)
+            staged = self._staged(local)
+        d = self.device
+        X = d.staged_columns(staged, self.dtype, self.divisor)
+        return X, d.xp.take(self.Y, d.asarray(np.asarray(local)), axis=1)
 
     def _piece(self, a: int, b: int) -> Any:
-        return to_columns(self.backend, self._rows(np.arange(a, b)), self.dtype, self.divisor)
+        return self.device.to_columns(self._rows(np.arange(a, b)), self.dtype, self.divisor)
 
     def close(self) -> None:
         self._reader.shutdown(wait=True)

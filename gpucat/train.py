@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpucat import network, streaming
-from gpucat.backend import Backend
+from gpucat.backends import Device
 from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
 from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.inference import dead_layers, score
 from gpucat.network import Layer, params_to_device, params_to_host
-from gpucat.ops import Ops, make_ops
 from gpucat.reducers import LOCAL
 from gpucat.solvers import check_memory, choose_solver, make_solver
 from gpucat.sources import DeviceShard, TrainingSet, as_source, split_training
@@ -122,9 +121,9 @@ class CostLog:
 
     SIZE = 256
 
-    def __init__(self, ops: Ops, reducer, dtype: str, first: int, lr: float, saved: Progress):
-        self.ops, self.reducer, self.lr = ops, reducer, lr
-        self.buffer = ops.zeros((self.SIZE,), dtype)
+    def __init__(self, device: Device, reducer, dtype: str, first: int, lr: float, saved: Progress):
+        self.device, self.reducer, self.lr = device, reducer, lr
+        self.buffer = device.zeros((self.SIZE,), dtype)
         self.first, self.sizes = first, []  # the iteration in buffer[0]; batch sizes since
         self.last: dict[int, float] = {}  # the summed losses of the block read last
         self.costs = [list(c) for c in saved.costs]
@@ -141,7 +140,7 @@ class CostLog:
         """Bring the pending losses to the host (a sync point), summed over processes."""
         if not self.sizes:
             return
-        host = self.ops.backend.to_host(self.buffer[: len(self.sizes)]).tolist()
+        host = self.device.to_host(self.buffer[: len(self.sizes)]).tolist()
         sums = self.reducer.sum_scalars(*host)
         self.last = {self.first + k: v for k, v in enumerate(sums)}
         sizes, self.sizes = self.sizes, []
@@ -201,18 +200,19 @@ class _Validation:
     """This process's part of the held-out examples; their cost is reduced as a sum over
     every process with the global count, so a process holding none adds nothing."""
 
-    def __init__(self, backend, source, rows: np.ndarray, reducer, dtype: str):
-        self.backend, self.reducer, self.n = backend, reducer, rows.size
+    def __init__(self, device, source, rows: np.ndarray, reducer, dtype: str):
+        self.device, self.reducer, self.n = device, reducer, rows.size
         a, b = reducer.block(rows.size, allow_empty=True)
         self.part = None
         if b > a:  # small parts as one float copy, large ones as uint8 converted per chunk
             small = (b - a) * source.n_features * np.dtype(dtype).itemsize <= 64 * 2**20
-            self.part = DeviceShard(backend, TrainingSet(source, rows[a:b]), 0, b - a, dtype, small)
+            self.part = DeviceShard(device, TrainingSet(source, rows[a:b]), 0, b - a, dtype, small)
 
-    def cost(self, ops: Ops, params: list[Layer]) -> float:
+    def cost(self, params: list[Layer]) -> float:
         local = 0.0
         if self.part is not None:  # a host sync, once per validation
-            local = self.backend.scalar(network.loss_sum(ops, params, self.part.chunks()))
+            d = self.device
+            local = d.scalar(network.loss_sum(d, params, self.part.chunks()))
         (total,) = self.reducer.sum_scalars(local)
         return total / self.n
 
@@ -227,7 +227,7 @@ def check_data(config: TrainConfig, source) -> None:
 
 
 def solver_for(
-    backend: Backend,
+    device: Device,
     config: TrainConfig,
     source,
     reducer=LOCAL,
@@ -242,27 +242,30 @@ def solver_for(
     source = as_source(source)
     check_data(config, source)
     train, val_rows = split_training(source, config.validation, config.flip, config.seed)
-    M, n_x = train.size, source.n_features
+    M = train.size
     start, stop = reducer.block(M)
+    m = stop - start
     full_batch = config.batch_size is None or config.batch_size >= M
-    streamed = streaming.is_streamed(backend, train, stop - start, full_batch)
-    free = backend.free_memory()
-    name = (progress and progress.solver) or choose_solver(config, free, M, n_x, streamed)
-    check_memory(name, config, stop - start, n_x, streamed, free)
+    streamed = streaming.is_streamed(device, train, m, full_batch)
+    free = device.free_memory()
+    chosen = progress and progress.solver
+    name = chosen or choose_solver(config, free, M, m, train, device, streamed)
+    check_memory(name, config, M, m, train, device, streamed, free)
     examples = name != "gram"  # the Gram solver reads X itself
-    shard = make_shard(backend, train, start, stop, config.dtype, full_batch, examples)
+    shard = make_shard(device, train, start, stop, config.dtype, full_batch, examples)
     host_init = init or network.init_params(list(config.layers), config.seed)
-    params = params_to_device(backend, host_init, config.dtype)
+    params = params_to_device(device, host_init, config.dtype)
     try:
-        solver = make_solver(name, make_ops(backend), params, shard, reducer, config, M)
+        solver = make_solver(name, device, params, shard, reducer, config, M)
     except BaseException:
         shard.close()
         raise
+    device.release_staging()  # the uploads are done: host staging memory goes back
     return solver, train, val_rows
 
 
 def fit(
-    backend: Backend,
+    device: Device,
     config: TrainConfig,
     X,
     Y=None,
@@ -295,26 +298,25 @@ def fit(
     if resume:
         saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
         check_resume(config, saved, resume)
-    solver, train, val_rows = solver_for(backend, config, source, reducer, host_init, progress)
+    solver, train, val_rows = solver_for(device, config, source, reducer, host_init, progress)
     M, full_batch = train.size, solver.full_batch
     with closing(solver), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
-        ops = solver.ops
         val = (
-            _Validation(backend, source, val_rows, reducer, config.dtype) if val_rows.size else None
+            _Validation(device, source, val_rows, reducer, config.dtype) if val_rows.size else None
         )
         if resume:
-            _load_optimizer_state(solver, backend, config, opt_state, resume)
-            best = params_to_device(backend, best_host, config.dtype) if best_host else None
+            _load_optimizer_state(solver, device, config, opt_state, resume)
+            best = params_to_device(device, best_host, config.dtype) if best_host else None
         progress.solver = solver.name
         first_iteration, lr = progress.next_iteration, config.learning_rate
-        log = CostLog(ops, reducer, config.dtype, progress.next_iteration, lr, progress)
+        log = CostLog(device, reducer, config.dtype, progress.next_iteration, lr, progress)
 
         def save():
             log.read()  # a diverged run writes no checkpoint
             if reducer.is_root:
-                _write_checkpoint(checkpoint, backend, config, solver, best, progress, log)
+                _write_checkpoint(checkpoint, device, config, solver, best, progress, log)
 
-        backend.synchronize()
+        device.synchronize()
         start_time = time.perf_counter()
         i = progress.next_iteration
         while i < config.iterations and not progress.stopped_early:
@@ -323,7 +325,7 @@ def fit(
                     save()
                 raise Interrupted(i, checkpoint)
             if val is not None and i % config.validate_every == 0:
-                best = _validate(val, ops, solver, progress, i, best, on_log)
+                best = _validate(val, device, solver, progress, i, best, on_log)
             log_point = config.is_log_point(i)
             exact = _exact_cost(solver, reducer, config, M) if log_point else None
             squares = solver.squared_weights() if log_point and config.l2 else 0.0
@@ -344,16 +346,16 @@ def fit(
                 save()
             i += 1
         log.read()
-        _check_finite(ops, solver.parameters(), progress.next_iteration, lr)
+        _check_finite(device, solver.parameters(), progress.next_iteration, lr)
         if checkpoint:
             save()
         params = solver.parameters()
         if val is not None and not progress.stopped_early:
             # the final parameters compete too (iteration number: one past the last update);
             # not recorded in the checkpoint: an extended run validates on its own grid
-            if val.cost(ops, params) < (progress.best_cost or math.inf):
+            if val.cost(params) < (progress.best_cost or math.inf):
                 progress.best_iteration, best = progress.next_iteration, None
-        backend.synchronize()
+        device.synchronize()
         return TrainResult(
             params=params if best is None else best,  # the best validation cost's, if any
             costs=[tuple(c) for c in log.costs],
@@ -371,15 +373,15 @@ def fit(
         )
 
 
-def _validate(val, ops, solver, progress: Progress, i: int, best, on_log):
+def _validate(val, device, solver, progress: Progress, i: int, best, on_log):
     """Validation at iteration i (parameters before its update): track the best and count
     the validations since; returns the best parameters (a device copy) or None."""
     current = solver.parameters()
-    cost = val.cost(ops, current)
+    cost = val.cost(current)
     progress.val_costs.append([i, cost])
     if progress.best_cost is None or cost < progress.best_cost:
         progress.best_cost, progress.best_iteration, progress.bad_validations = cost, i, 0
-        copy = ops.backend.copy
+        copy = device.copy
         best = [Layer(copy(p.W), copy(p.b)) for p in current]
     else:
         progress.bad_validations += 1
@@ -393,27 +395,27 @@ def _exact_cost(solver, reducer, config, M) -> float | None:
     loss over the whole training set without dropout, before this iteration's update."""
     if not config.full_cost or (solver.full_batch and config.keep_prob >= 1):
         return None
-    local = solver.ops.backend.scalar(solver.exact_loss())
+    local = solver.device.scalar(solver.exact_loss())
     return reducer.sum_scalars(local)[0] / M
 
 
-def _check_finite(ops: Ops, params: list[Layer], iterations: int, lr: float) -> None:
+def _check_finite(device: Device, params: list[Layer], iterations: int, lr: float) -> None:
     """Non-finite parameters after the last update are divergence too: Σ 0·p is NaN when
     any p is (one host read)."""
-    total = sum(ops.xp.sum(a * 0.0) for p in params for a in (p.W, p.b))
-    if not math.isfinite(ops.backend.scalar(total)):
+    total = sum(device.xp.sum(a * 0.0) for p in params for a in (p.W, p.b))
+    if not math.isfinite(device.scalar(total)):
         raise TrainingDiverged(
             f"training diverged: the parameters are not finite after iteration {iterations - 1} "
             f"(learning rate {lr:g}); try a smaller --learning-rate. No model was saved."
         )
 
 
-def _load_optimizer_state(solver, backend, config, state: dict, path: str) -> None:
+def _load_optimizer_state(solver, device, config, state: dict, path: str) -> None:
     try:
         solver.load_optimizer_state(
             {
                 # per-parameter state in the training dtype; the solver's own (Gram's) as saved
-                k: backend.asarray(v, None if k.startswith("solver.") else config.dtype)
+                k: device.asarray(v, None if k.startswith("solver.") else config.dtype)
                 if isinstance(v, np.ndarray)
                 else v
                 for k, v in state.items()
@@ -426,10 +428,10 @@ def _load_optimizer_state(solver, backend, config, state: dict, path: str) -> No
         ) from None
 
 
-def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress, log) -> None:
+def _write_checkpoint(path, device, config: TrainConfig, solver, best, progress, log) -> None:
     """The checkpoint: the loop's Progress with the cost log's state, written as a copy (the
     end's own log point left out: a longer run would not log there)."""
-    host = lambda a: backend.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
+    host = lambda a: device.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
     kept = log.state()
     costs = kept.pop("costs")
     last = config.iterations - 1
@@ -438,9 +440,9 @@ def _write_checkpoint(path, backend, config: TrainConfig, solver, best, progress
     save_checkpoint(
         path,
         config.to_dict(),
-        params_to_host(backend, solver.parameters()),
+        params_to_host(device, solver.parameters()),
         {k: host(v) for k, v in solver.optimizer_state().items()},
-        params_to_host(backend, best) if best else None,
+        params_to_host(device, best) if best else None,
         Progress(**{**progress.__dict__, **kept, "costs": costs}),
     )
 
@@ -458,14 +460,14 @@ def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
         )
 
 
-def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dict:
+def summarize(device: Device, config: TrainConfig, result: TrainResult) -> dict:
     """The JSON-ready record of a run: recipe, device, logged costs, timing."""
     recipe = ("dtype", "learning_rate", "iterations", "seed")
     kept = ("solver", "cost_kind", "best_iteration", "stopped_early", "iterations_done")
     kept += ("first_iteration", "seconds")
     return {
-        "device": backend.label,
-        "backend": backend.name,
+        "device": device.label,
+        "backend": device.name,
         "layers": list(config.layers),
         **{k: getattr(config, k) for k in recipe},
         **{k: getattr(result, k) for k in kept},
@@ -478,7 +480,7 @@ def summarize(backend: Backend, config: TrainConfig, result: TrainResult) -> dic
 
 
 def run_recipe(
-    backend: Backend,
+    device: Device,
     config: TrainConfig,
     train_set,
     test_set=None,
@@ -489,13 +491,11 @@ def run_recipe(
     """Train on train_set and score the model, on every process of the run: the training
     examples (those held out for validation excluded), the validation ones, and test_set
     when given. Returns the result and a JSON-ready summary, the same on every process."""
-    result = fit(backend, config, train_set, on_log=on_log, reducer=reducer, **fit_options)
-    summary = summarize(backend, config, result)
+    result = fit(device, config, train_set, on_log=on_log, reducer=reducer, **fit_options)
+    summary = summarize(device, config, result)
     summary["processes"] = reducer.size
     # hidden layers whose units are all inactive on every training image
-    summary["dead_layers"] = dead_layers(
-        backend, result.params, result.train, config.dtype, reducer
-    )
+    summary["dead_layers"] = dead_layers(device, result.params, result.train, config.dtype, reducer)
     for name, ds in (
         ("train", result.train),
         ("validation", result.validation),
@@ -503,7 +503,7 @@ def run_recipe(
     ):
         if ds is None:
             continue
-        correct, n, nonfinite = score(backend, result.params, ds, config.dtype, reducer)
+        correct, n, nonfinite = score(device, result.params, ds, config.dtype, reducer)
         if nonfinite:
             raise TrainingDiverged(
                 "training diverged: the trained model predicts NaN; try a smaller --learning-rate."

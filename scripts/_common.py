@@ -21,13 +21,13 @@ def unpinned_env() -> dict:
 def machine_info() -> dict:
     import numpy as np
 
-    from gpucat.backend import available_backends
+    from gpucat.backends import available_devices
 
     info = {
         "date": datetime.date.today().isoformat(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "devices": [b.label for b in available_backends()],
+        "devices": [b.label for b in available_devices()],
     }
     try:
         from threadpoolctl import threadpool_info

@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py sweep --out DIR/NAME [--quick] [--json-only]
         Sweeps examples m (209 .. 20,000, synthetic data of the real shape), hidden width,
-        dtype, backend and solver; a PyTorch-eager baseline of the same network when torch
+        dtype, device and solver; a PyTorch-eager baseline of the same network when torch
         is installed. Median ms/iteration over repeats after warm-up, device synchronized.
         Writes OUT.json (after every row), then OUT.csv and OUT.png
         (`benchmark.py plot-sweep OUT.json` makes those two from a JSON alone).
@@ -14,7 +14,7 @@
 
     python scripts/benchmark.py floor [--rounds 7] [--out F.json]
         The direct algorithm on the reference recipe against its floor (its two products
-        with X alone, as NumpyOps runs them; and again with the update written into W1, as
+        with X alone, as NumpyDevice runs them; and again with the update written into W1, as
         the step must) and PyTorch eager, in alternating rounds.
 
     python scripts/benchmark.py ab --old DIR [--rounds 7] [--out F.json]
@@ -74,7 +74,7 @@ def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> fl
     return 1000 * statistics.median(samples)
 
 
-def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat, batch=None):
+def bench_gpucat(device, solver_name, X, Y, sizes, dtype, repeats, per_repeat, batch=None):
     """Median ms per iteration of one solver, timed alone (no trainer loop) after warm-up:
     full batch on X, or mini-batches of ``batch`` taken from uint8 pixels resident on the
     device and converted there, as `gpucat train --batch-size` runs them."""
@@ -86,20 +86,20 @@ def bench_gpucat(backend, solver_name, X, Y, sizes, dtype, repeats, per_repeat, 
 
     pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
     config = TrainConfig(layers=tuple(sizes), dtype=dtype, solver=solver_name, batch_size=batch)
-    backend.synchronize()
+    device.synchronize()
     t = time.perf_counter()
-    solver = solver_for(backend, config, Dataset(pixels, Y, "synthetic"))[0]
-    backend.synchronize()
+    solver = solver_for(device, config, Dataset(pixels, Y, "synthetic"))[0]
+    device.synchronize()
     setup_ms = 1000 * (time.perf_counter() - t)
     steps = iter(range(10**9))
-    ms = time_steps(lambda: solver.step(next(steps)), backend.synchronize, repeats, per_repeat)
+    ms = time_steps(lambda: solver.step(next(steps)), device.synchronize, repeats, per_repeat)
     solver.close()
     return {
-        "impl": f"gpucat-{backend.name}",
+        "impl": f"gpucat-{device.name}",
         "solver": solver_name if batch is None else f"{solver_name} minibatch-{batch}",
         "ms_per_iteration": ms,
         "setup_ms": setup_ms,
-        "device": backend.label,
+        "device": device.label,
     }
 
 
@@ -139,11 +139,11 @@ def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=Fal
     }
 
 
-def selected_backends(devices: str) -> list:
+def selected_devices(devices: str) -> list:
     """The usable backends among --devices: cpu, gpu or all."""
-    from gpucat.backend import available_backends
+    from gpucat.backends import available_devices
 
-    return [b for b in available_backends() if devices == "all" or b.flag == devices]
+    return [b for b in available_devices() if devices == "all" or b.flag == devices]
 
 
 def torch_devices(devices: str) -> list[tuple[str, bool]]:
@@ -178,14 +178,14 @@ def sweep(args) -> None:
         # big problems take long per step: fewer steps per repeat keeps the sweep bounded
         per_repeat = max(1, min(20, int(20 * 1000 / m)))
         for dtype in ("float32", "float64"):
-            for backend in selected_backends(args.devices):
+            for device in selected_devices(args.devices):
                 for solver in SOLVERS:
                     if solver == "gram" and m >= 12288:
                         continue  # auto never picks it there: G is bigger than X
-                    r = bench_gpucat(backend, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
+                    r = bench_gpucat(device, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
                     add({"m": m, "hidden": width, "dtype": dtype, **r})
                 batch = min(MINIBATCH, m)
-                r = bench_gpucat(backend, "direct", X, Y, sizes, dtype, args.repeats, 20, batch)
+                r = bench_gpucat(device, "direct", X, Y, sizes, dtype, args.repeats, 20, batch)
                 add({"m": m, "hidden": width, "dtype": dtype, **r})
             for dev, graph in torch_devices(args.devices):
                 r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
@@ -195,7 +195,7 @@ def sweep(args) -> None:
                     r = bench_torch(X, Y, sizes, dtype, args.repeats, 20, dev, batch=batch)
                     add({"m": m, "hidden": width, "dtype": dtype, **r})
     if not rows:
-        print(f"no usable backend among --devices {args.devices}: nothing to time", file=sys.stderr)
+        print(f"no usable device among --devices {args.devices}: nothing to time", file=sys.stderr)
         return
     if not args.json_only:
         write_tables(out.with_suffix(".json"))
@@ -287,7 +287,7 @@ def recipe(args) -> dict:
     """The reference recipe on the real data: every solver, both dtypes, each device, and
     PyTorch beside it, in one process; medians of --runs after a warm-up run of each."""
     from gpucat import data
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.compare import worst
     from gpucat.inference import probabilities, scores
     from gpucat.train import TrainConfig, fit
@@ -299,7 +299,7 @@ def recipe(args) -> dict:
         return worst(abs(x - y) / abs(y) for (_, x), (_, y) in zip(a, b))
 
     ref = fit(
-        get_backend("cpu"),
+        get_device("cpu"),
         TrainConfig(iterations=iters, dtype="float64", solver="direct"),
         train.X,
         train.Y,
@@ -317,22 +317,22 @@ def recipe(args) -> dict:
         print(json.dumps(row), flush=True)
         save()
 
-    def gpucat_rows(backend):
+    def gpucat_rows(device):
         for dtype in ("float32", "float64"):
             for solver in SOLVERS:
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
                 warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
-                fit(backend, warm, train.X, train.Y)
-                runs = [fit(backend, config, train.X, train.Y) for _ in range(args.runs)]
+                fit(device, warm, train.X, train.Y)
+                runs = [fit(device, config, train.X, train.Y) for _ in range(args.runs)]
                 r = runs[-1]
                 correct = [
-                    scores(probabilities(backend, r.params, ds.X, dtype), ds.Y)["correct"]
+                    scores(probabilities(device, r.params, ds.X, dtype), ds.Y)["correct"]
                     for ds in (train, test)
                 ]
                 add(
                     {
-                        "impl": f"gpucat-{backend.name}",
-                        "device": backend.label,
+                        "impl": f"gpucat-{device.name}",
+                        "device": device.label,
                         "dtype": dtype,
                         "solver": r.solver,
                         "seconds": [x.seconds for x in runs],
@@ -344,9 +344,9 @@ def recipe(args) -> dict:
                     }
                 )
 
-    backends = selected_backends(args.devices)
-    for backend in backends:
-        gpucat_rows(backend)
+    devices = selected_devices(args.devices)
+    for device in devices:
+        gpucat_rows(device)
     if not args.no_torch:
         from torch_baseline import train_torch
 
@@ -382,12 +382,12 @@ def recipe(args) -> dict:
 
 AB_CHILD = """
 import json, sys
+import gpucat
 from gpucat import data, __file__ as where
-from gpucat.backend import get_backend
 from gpucat.train import TrainConfig, fit
 solver, dtype, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
 train, _ = data.load_course_data()
-cpu = get_backend("cpu")
+cpu = gpucat.device("cpu")  # the public API: the same call in older trees
 # warm-up, as long as the timed run: threads, caches and clocks settle before the clock starts
 fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
 r = fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
@@ -435,18 +435,18 @@ def ab(args) -> dict:
 
 def floor(args) -> dict:
     """The direct algorithm on the reference recipe (the real data, m = 209) against its
-    floor, its two products with X alone as NumpyOps runs them, and against PyTorch eager:
+    floor, its two products with X alone as NumpyDevice runs them, and against PyTorch eager:
     each round times all three (a fit's ms per iteration; the two products back to back;
     PyTorch's step), rounds alternate, and each figure is a median over rounds."""
     import numpy as np
 
     from gpucat import data
-    from gpucat.backend import get_backend
-    from gpucat.ops import NumpyOps
+    from gpucat.backends import get_device
+    from gpucat.backends.cpu import NumpyDevice
     from gpucat.train import TrainConfig, fit, solver_for
 
     train, _ = data.load_course_data(args.data_dir)
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     out = []
     for dtype in args.dtypes:
         config = TrainConfig(dtype=dtype, solver="direct", iterations=args.iterations)
@@ -456,13 +456,13 @@ def floor(args) -> dict:
         dZ = np.random.default_rng(0).standard_normal((W.shape[0], X.shape[1])).astype(dtype)
         buf = np.empty_like(W)
 
-        def products(X=X, W=W, dZ=dZ, buf=buf):  # as NumpyOps runs them: (Xᵀ·W1ᵀ)ᵀ, dZ·Xᵀ
+        def products(X=X, W=W, dZ=dZ, buf=buf):  # as NumpyDevice runs them: (Xᵀ·W1ᵀ)ᵀ, dZ·Xᵀ
             np.matmul(X.T, W.T)
             np.matmul(dZ, X.T, out=buf)
 
         # the same two products as the step must run them: the update lands in W1 (a copy),
         # through the step's own primitive
-        W_own, dZ_small, ops = W.copy(), dZ * 1e-3, NumpyOps(cpu)
+        W_own, dZ_small, ops = W.copy(), dZ * 1e-3, NumpyDevice()
 
         def products_into_W(X=X, W=W_own, dZ=dZ_small, ops=ops):
             ops.matmul(W, X)
@@ -528,7 +528,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser(
         "sweep",
-        help="ms/iteration over examples, width, dtype, backend and solver (synthetic data), "
+        help="ms/iteration over examples, width, dtype, device and solver (synthetic data), "
         "PyTorch eager beside it; OUT.json, .csv and .png",
     )
     s.add_argument("--repeats", type=int, default=5)

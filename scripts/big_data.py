@@ -95,11 +95,11 @@ RECIPE = dict(batch_size=256, optimizer="adam", learning_rate=0.0005, dtype="flo
 
 def step_ms(source, steps: int, warmup: int = 20) -> float:
     """ms per mini-batch step of a solver over the source, after a warm-up."""
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.config import TrainConfig
     from gpucat.train import solver_for
 
-    solver = solver_for(get_backend("cpu"), TrainConfig(**RECIPE), source)[0]
+    solver = solver_for(get_device("cpu"), TrainConfig(**RECIPE), source)[0]
     for i in range(warmup):
         solver.step(i)
     t = time.perf_counter()
@@ -149,7 +149,7 @@ def in_child(argv: list[str]) -> tuple[dict, float]:
 
 
 def memory(args) -> dict:
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.config import TrainConfig
     from gpucat.data import load_h5
     from gpucat.train import fit
@@ -167,7 +167,7 @@ def memory(args) -> dict:
         doc, peak = in_child(cmd)
         streamed.append(doc["seconds"])
         peaks.append(peak)
-        in_memory.append(fit(get_backend("cpu"), config, whole).seconds)
+        in_memory.append(fit(get_device("cpu"), config, whole).seconds)
         print(f"streamed {streamed[-1]:.2f} s, memory {in_memory[-1]:.2f} s", file=sys.stderr)
     return {
         "file": args.file,
@@ -184,12 +184,12 @@ def memory(args) -> dict:
 def epoch_child(path: str) -> dict:
     """One epoch streamed from the file: its rate and the share of time waiting for data
     (in the shard's batch(): the prefetched batch not ready yet)."""
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.config import TrainConfig
     from gpucat.streaming import H5Source
     from gpucat.train import solver_for
 
-    solver = solver_for(get_backend("cpu"), TrainConfig(**RECIPE), H5Source(path))[0]
+    solver = solver_for(get_device("cpu"), TrainConfig(**RECIPE), H5Source(path))[0]
     shard, waited = solver.shard, [0.0]
     batch = shard.batch
 
@@ -256,13 +256,13 @@ def epoch(args) -> dict:
 
 def gpucat_throughput(path: str, steps: int, batch: int) -> float:
     """Images per second of gpucat's mini-batch Adam step, streamed from the file."""
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.config import TrainConfig
     from gpucat.streaming import H5Source
     from gpucat.train import solver_for
 
     config = TrainConfig(batch_size=batch, optimizer="adam", learning_rate=0.0005, dtype="float32")
-    solver = solver_for(get_backend("cpu"), config, H5Source(path))[0]
+    solver = solver_for(get_device("cpu"), config, H5Source(path))[0]
     for i in range(5):
         solver.step(i)
     t = time.perf_counter()

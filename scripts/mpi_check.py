@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     from gpucat import data
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.models import load_model
     from gpucat.network import params_to_host
     from gpucat.train import TrainConfig, fit
@@ -69,13 +69,13 @@ def main(argv=None) -> int:
                 "are from different MPI libraries (pip install mpi4py mpich into one venv)"
             )
         ranks_params = load_model(model).params
-    backend = get_backend(a.device)
+    device = get_device(a.device)
     train, _ = data.load_course_data()
     config = TrainConfig(dtype="float64", iterations=a.iterations, log_every=10, solver="direct")
-    one = fit(backend, config, train)
-    one_params = params_to_host(backend, one.params)
+    one = fit(device, config, train)
+    one_params = params_to_host(device, one.params)
     result = {
-        "device": backend.label,
+        "device": device.label,
         "processes": ranks["processes"],
         "reduce": ranks["reduce"],
         "iterations": a.iterations,

@@ -1,4 +1,4 @@
-"""Shared fixtures: every available backend as a parameter, tolerances by dtype, the data."""
+"""Shared fixtures: every available device as a parameter, tolerances by dtype, the data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
 
 # Norm-wise relative error allowed against the NumPy float64 reference: float64 keeps about
@@ -18,38 +18,75 @@ from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
 # about two more over the same sums.
 RTOL = {"float64": 1e-12, "float32": 1e-5}
 
-BACKENDS = ["numpy", "strict", "cupy"]
+# On a GPU machine a CuPy parameter that cannot run is a broken install, not a pass:
+# GPUCAT_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) turns it into a failure, and refuses the
+# stand-in.
+REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
+# Without a usable GPU, CuPy's parameter runs on the stand-in (tests/cupy_standin), and its
+# id says so: "cupy-standin". The reason no GPU is used is the probe's own words.
+NO_GPU = backends.why_no_gpu()
+CUPY = "cupy" if NO_GPU is None or REQUIRE_GPU else "cupy-standin"
+DEVICES = ["numpy", "strict", CUPY]
 
 # The nox sessions test the installed wheel (GPUCAT_WHEEL names it): importing the source
 # tree instead would test what the wheel may lack, so it stops the run.
 _TREE = Path(__file__).resolve().parent.parent / "gpucat"
-if os.environ.get("GPUCAT_WHEEL") and Path(backend_mod.__file__).resolve().parent == _TREE:
+if os.environ.get("GPUCAT_WHEEL") and Path(backends.__file__).resolve().parent.parent == _TREE:
     pytest.exit(f"GPUCAT_WHEEL is set but the tests import gpucat from {_TREE}", returncode=2)
 
-# On a GPU machine a CuPy parameter that skips is a broken install, not a pass:
-# GPUCAT_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) turns every such skip into a failure.
-REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
+
+def pytest_report_header(config) -> list[str]:
+    if CUPY == "cupy":
+        return [f"gpucat: CuPy on {backends.get_device('gpu').label}" if NO_GPU is None
+                else f"gpucat: GPUCAT_REQUIRE_GPU is set and no GPU is usable: {NO_GPU}"]  # fmt: skip
+    return [
+        "gpucat: NO GPU RAN. The CuPy parameters run on the CuPy stand-in (tests/cupy_standin: "
+        "CuPy 14's rules, kernels compiled for the host by g++), because: " + NO_GPU
+    ]
 
 
-def _unavailable(why: str):
-    if REQUIRE_GPU:
-        pytest.fail(f"GPUCAT_REQUIRE_GPU is set but {why}")
-    pytest.skip(why)
+def standin_gpu(monkeypatch, **faults) -> backends.Device:
+    """The CuPy device on a fresh stand-in (``faults``: cupy_standin.make's), undone after
+    the test."""
+    import cupy_standin
+
+    module = cupy_standin.make(**faults)
+    cupy_standin.install(module, monkeypatch.setitem)
+    backends.forget_gpus()
+    return backends.get_device("gpu")
 
 
-def _make_backend(name: str) -> backend_mod.Backend:
+# Python lines that give a fresh process a CuPy stand-in of its own, installed before
+# anything imports cupy
+STANDIN = (
+    f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+    "import cupy_standin; cupy_standin.install(cupy_standin.make()); sys.path.pop(0)\n"
+)
+
+
+def same_device_in(device: backends.Device) -> str:
+    """Python lines that give a fresh process this device (on the stand-in: STANDIN)."""
+    import cupy_standin
+
+    return STANDIN if cupy_standin.is_standin(device.xp) else ""
+
+
+@pytest.fixture(params=DEVICES)
+def device(request, monkeypatch) -> backends.Device:
+    """NumPy always; array-api-strict on its non-default device; CuPy on the GPU, else on the
+    CuPy stand-in."""
+    name = request.param
     if name == "numpy":
-        return backend_mod.get_backend("cpu")
+        return backends.get_device("cpu")
+    if name == "strict":
+        return backends.get_device("strict")
+    request.addfinalizer(backends.forget_gpus)
+    if name == "cupy-standin":
+        return standin_gpu(monkeypatch)
     try:
-        return backend_mod.get_backend("strict" if name == "strict" else "gpu")
-    except backend_mod.GpucatError as e:  # the shim's own words say why
-        _unavailable(f"{name} backend unavailable: {e}")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> backend_mod.Backend:
-    """NumPy always; array-api-strict on its non-default device; CuPy when a GPU is usable."""
-    return _make_backend(request.param)
+        return backends.get_device("gpu")
+    except backends.GpucatError as e:  # REQUIRE_GPU without a usable GPU
+        pytest.fail(f"GPUCAT_REQUIRE_GPU is set but the cupy device is unavailable: {e}")
 
 
 @pytest.fixture(params=["float64", "float32"])
@@ -129,11 +166,11 @@ def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = Fals
 def trained_model(tmp_path_factory, course_data) -> Path:
     """The reference recipe (float64, gram) saved as safetensors."""
     from gpucat import models
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
     from gpucat.network import params_to_host
     from gpucat.train import TrainConfig, fit
 
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     train, _ = course_data
     result = fit(cpu, TrainConfig(dtype="float64"), train.X, train.Y)
     path = tmp_path_factory.mktemp("model") / "reference.safetensors"

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from gpucat import data, sources, streaming
-from gpucat.backend import get_backend
+from gpucat.backends import get_device
 from gpucat.data import Dataset, load_h5
 from gpucat.errors import GpucatError
 from gpucat.inputs import load_folder, load_input
@@ -84,7 +84,7 @@ def test_chunk_aware_shuffle_takes_whole_chunks_a_window_at_a_time(monkeypatch):
     def batches(start, stop, chunk_rows=16):
         data.chunk_rows = chunk_rows
         shard = sources.DeviceShard(
-            get_backend("cpu"),
+            get_device("cpu"),
             sources.TrainingSet(data, train.rows, True),
             start,
             stop,
@@ -126,7 +126,7 @@ def test_gzip_chunks_are_decompressed_once_an_epoch(tmp_path, course_data, monke
     cfg = TrainConfig(
         layers=(12288, 4, 1), iterations=3 * 17, batch_size=50, log_every=50, dtype="float32"
     )
-    result = fit(get_backend("cpu"), cfg, source)  # 836 examples: 17 batches an epoch
+    result = fit(get_device("cpu"), cfg, source)  # 836 examples: 17 batches an epoch
     assert result.costs[-1][1] < result.costs[0][1]
     chunks = -(-836 // 16)
     assert set(decoded) == set(range(chunks))
@@ -159,7 +159,7 @@ def test_streamed_training_equals_training_in_memory(tmp_path, course_data, opti
     """The same shuffles and the same numbers: streaming changes where the bytes wait (the
     file read whole keeps its layout, so a chunk-aware shuffle is the same too)."""
     path = course_h5(tmp_path / "c.h5", course_data, layout=layout)
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     cfg = TrainConfig(
         layers=(12288, 5, 3, 1), iterations=25, dtype="float64", **{"log_every": 5, **options}
     )
@@ -184,11 +184,11 @@ def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data,
     monkeypatch.setattr(source, "read", lambda idx: reads.append(len(idx)) or real(idx))
     train = sources.TrainingSet(source, np.arange(209))
     assert isinstance(
-        streaming.make_shard(get_backend("cpu"), train, 0, 209, "float32", False),
+        streaming.make_shard(get_device("cpu"), train, 0, 209, "float32", False),
         streaming.StreamedShard,
     )
     assert not isinstance(
-        streaming.make_shard(get_backend("cpu"), train, 0, 209, "float32", True),
+        streaming.make_shard(get_device("cpu"), train, 0, 209, "float32", True),
         streaming.StreamedShard,
     )
     reads.clear()
@@ -200,7 +200,7 @@ def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data,
         dtype="float32",
         solver="direct",
     )
-    result = fit(get_backend("cpu"), cfg, source)
+    result = fit(get_device("cpu"), cfg, source)
     # 12 batches read ahead (plus the 13th, read ahead and unused); no batch is read twice,
     # and the log points (0, 5, 10, 11) read nothing: they report the batches' mean loss
     assert reads == [64, 64, 64, 17] * 3 + [64] and [i for i, _ in result.costs] == [0, 5, 10, 11]
@@ -220,7 +220,7 @@ def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch)
         sizes.append(source.n * source.n_features)
         tracemalloc.start()
         try:
-            result = fit(get_backend("cpu"), cfg, source)
+            result = fit(get_device("cpu"), cfg, source)
             peaks.append(tracemalloc.get_traced_memory()[1])
         finally:
             tracemalloc.stop()
@@ -455,9 +455,9 @@ def test_a_large_plain_file_is_read_and_shuffled_in_blocks(tmp_path, course_data
     cfg = TrainConfig(
         layers=(12288, 4, 1), iterations=12, batch_size=50, log_every=4, dtype="float64"
     )
-    a, b = fit(get_backend("cpu"), cfg, lazy), fit(get_backend("cpu"), cfg, whole)
+    a, b = fit(get_device("cpu"), cfg, lazy), fit(get_device("cpu"), cfg, whole)
     assert rel_err([c for _, c in a.costs], [c for _, c in b.costs]) <= 1e-12
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     for (W, c), (W0, c0) in zip(params_to_host(cpu, a.params), params_to_host(cpu, b.params)):
         assert rel_err(W, W0) <= 1e-12 and rel_err(c, c0) <= 1e-12
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
+import cupy_standin
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.cli import main
 
 from conftest import data_file, run_gpucat
-from fake_cupy import fake_cupy
 
 
 def test_train_json_contract_and_flags(tmp_path):
@@ -54,20 +54,20 @@ def test_gpu_requested_without_gpu_is_one_clear_message():
 
 def test_gpucat_device_env_sets_the_default(monkeypatch):
     monkeypatch.setenv("GPUCAT_DEVICE", "cpu")
-    assert backend_mod.get_backend().name == "numpy"
+    assert backends.get_device().name == "numpy"
     monkeypatch.setenv("GPUCAT_DEVICE", "tpu")
-    with pytest.raises(backend_mod.GpucatError, match="unknown device 'tpu'"):
-        backend_mod.get_backend()
+    with pytest.raises(backends.GpucatError, match="unknown device 'tpu'"):
+        backends.get_device()
 
 
 def test_auto_falls_back_to_numpy_without_cupy(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
-    backend_mod._cupy_backend.cache_clear()
+    backends.forget_gpus()
     try:
-        assert not backend_mod.gpu_available()
-        assert backend_mod.get_backend("auto").name == "numpy"
+        assert not backends.gpu_available()
+        assert backends.get_device("auto").name == "numpy"
     finally:
-        backend_mod._cupy_backend.cache_clear()
+        backends.forget_gpus()
 
 
 @pytest.mark.parametrize(
@@ -155,14 +155,14 @@ def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
     ],
 )
 def test_gpu_unusable_says_why(monkeypatch, capsys, fake, message):
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(fake))
-    backend_mod._cupy_backend.cache_clear()
+    cupy_standin.install(cupy_standin.make(fake), monkeypatch.setitem)
+    backends.forget_gpus()
     try:
         assert main(["train", "--device", "gpu", "--iterations", "1"]) == 2
-        assert not backend_mod.gpu_available()
-        assert backend_mod.get_backend("auto").name == "numpy"  # auto falls back quietly
+        assert not backends.gpu_available()
+        assert backends.get_device("auto").name == "numpy"  # auto falls back quietly
     finally:
-        backend_mod._cupy_backend.cache_clear()
+        backends.forget_gpus()
     err = capsys.readouterr().err
     assert (
         err.startswith("gpucat: error: no usable GPU") and message in err and "--device cpu" in err

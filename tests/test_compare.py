@@ -7,7 +7,7 @@ import json
 import math
 
 from gpucat import compare as compare_mod
-from gpucat.backend import available_backends, get_backend
+from gpucat.backends import available_devices, get_device
 
 import reference_impl as ref
 from conftest import RTOL, data_dir, rel_err, run_gpucat
@@ -23,8 +23,8 @@ def test_compare_json_and_plot_on_every_usable_backend(tmp_path, course_data):
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert json.loads(saved.read_text()) == doc  # the file after the last run is the result
     rows = doc["rows"]
-    assert len(rows) == 2 * len(available_backends())
-    assert [r["dtype"] for r in rows][:: len(available_backends())] == ["float64", "float32"]
+    assert len(rows) == 2 * len(available_devices())
+    assert [r["dtype"] for r in rows][:: len(available_devices())] == ["float64", "float32"]
     # every device and dtype against the independent float64 run of the same 30 iterations
     train, _ = course_data
     _, expected = ref.train(train.X, train.Y, [12288, 20, 7, 5, 1], 0.0075, 30, log_every=10)
@@ -40,12 +40,12 @@ def test_compare_json_and_plot_on_every_usable_backend(tmp_path, course_data):
 
 
 def test_compare_from_python_on_the_strict_device(course_data):
-    """The function behind the command, with backends named: the strict stand-in device
+    """The function behind the command, with devices named: the strict stand-in device
     gives NumPy's costs from the same start."""
-    backends = [get_backend("cpu"), get_backend("strict")]
+    devices = [get_device("cpu"), get_device("strict")]
     seen = []
     result = compare_mod.compare(
-        iterations=12, dtypes=["float64"], log_every=4, backends=backends, on_row=seen.append
+        iterations=12, dtypes=["float64"], log_every=4, devices=devices, on_row=seen.append
     )
     assert [r["backend"] for r in result["rows"]] == ["numpy", "strict"]
     assert len(seen) == 2 and seen[-1] is result
@@ -54,8 +54,8 @@ def test_compare_from_python_on_the_strict_device(course_data):
     assert strict_row["train_correct"] == numpy_row["train_correct"]
 
 
-def row(backend, dtype, costs):
-    return {"backend": backend, "dtype": dtype, "costs": list(enumerate(costs))}
+def row(device, dtype, costs):
+    return {"backend": device, "dtype": dtype, "costs": list(enumerate(costs))}
 
 
 def test_a_nan_cost_is_the_worst_deviation_wherever_it_comes():

@@ -14,14 +14,14 @@ import mpi4py  # noqa: F401  (a test dependency: a missing MPI is a failure, not
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.distributed import shard_bounds
 from gpucat.errors import GpucatError
 from gpucat.models import load_model
 from gpucat.network import params_to_host
 from gpucat.train import TrainConfig, fit
 
-from conftest import RTOL, data_dir, rel_err
+from conftest import CUPY, RTOL, STANDIN, data_dir, rel_err, standin_gpu
 
 
 def mpiexec() -> str:
@@ -88,16 +88,23 @@ def mpi_check(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_mpiexec_on_one_gpu_equals_one_process():
+def test_mpiexec_on_one_gpu_equals_one_process(tmp_path):
     """Two ranks sharing the one GPU (their sums staged through pinned host memory, or passed
     as device buffers to a CUDA-aware MPI) against one process on that GPU, float64, 50
-    iterations: equal to 1e-10 (scripts/mpi_check.py, which gpu_check.sh runs too)."""
-    from conftest import _make_backend
-
-    _make_backend("cupy")  # skips with the reason where no GPU is usable (fails if required)
-    doc = mpi_check("--device", "gpu", "--processes", "2")
-    assert doc["processes"] == 2 and doc["device"].startswith("GPU")
-    assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-10
+    iterations: equal to 1e-10 (scripts/mpi_check.py, which gpu_check.sh runs too). Without
+    a GPU, each rank runs the CuPy stand-in, its sums staged through pinned host memory."""
+    if CUPY == "cupy":
+        doc = mpi_check("--device", "gpu", "--processes", "2")
+        assert doc["processes"] == 2 and doc["device"].startswith("GPU")
+        assert max(doc["cost_rel_err"], doc["param_rel_err"]) <= 1e-10
+        return
+    options = dict(dtype="float64", solver="direct", iterations=50, log_every=10)
+    for doc in ranks_and_one(tmp_path, options, "gpu", GPUCAT_MPI_CUDA_AWARE="0"):
+        assert doc["device"].startswith("GPU 0 (CuPy stand-in")
+        assert doc["how"] == "staged through pinned host memory"
+        mine, one = doc["mine"], doc["one"]
+        assert rel_err([c for _, c in mine["costs"]], [c for _, c in one["costs"]]) <= 1e-10
+        assert rel_err(mine["W"], one["W"]) <= 1e-10
 
 
 def test_mpi_check_script_on_the_cpu():
@@ -109,7 +116,7 @@ def test_mpi_check_script_on_the_cpu():
 
 def single_process(course_data, **options):
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     cfg = TrainConfig(dtype="float64", iterations=50, solver="direct", log_every=10, **options)
     r = fit(cpu, cfg, train.X, train.Y)
     return r, params_to_host(cpu, r.params)
@@ -238,7 +245,7 @@ def test_corner_cases_on_three_ranks_equal_one_process(tmp_path, options):
     from gpucat.inputs import load_input
 
     cfg = TrainConfig(dtype="float64", layers=(12288, 4, 3, 1), iterations=20, **options)
-    ref = fit(backend_mod.get_backend("cpu"), cfg, load_input(data))
+    ref = fit(backends.get_device("cpu"), cfg, load_input(data))
     assert all(np.isfinite(c) for _, c in doc["validation_costs"])
     assert rel_err([c for _, c in doc["costs"]], [c for _, c in ref.costs]) <= 1e-10
     assert [i for i, _ in doc["validation_costs"]] == [i for i, _ in ref.val_costs]
@@ -253,7 +260,7 @@ def test_corner_cases_on_three_ranks_equal_one_process(tmp_path, options):
     )
     for (W, b), (W0, b0) in zip(
         load_model(tmp_path / "dist.safetensors").params,
-        params_to_host(backend_mod.get_backend("cpu"), ref.params),
+        params_to_host(backends.get_device("cpu"), ref.params),
     ):
         assert rel_err(W, W0) <= 1e-10 and rel_err(b, b0) <= 1e-10
 
@@ -404,7 +411,7 @@ def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, opti
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert doc["solver"] == "gram" and doc["processes"] == n
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     config = TrainConfig(dtype="float64", layers=(12288, 6, 4, 1), iterations=30, **options)
     one = fit(cpu, config, train.X, train.Y)
     assert rel_err([c for _, c in doc["costs"]], [c for _, c in one.costs]) <= 1e-12
@@ -414,110 +421,77 @@ def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, opti
         assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
 
 
-INSISTING_OPS = '''
+RANKS = """
 import json, sys
-import numpy as np
-from gpucat import train as train_mod
 from gpucat.data import load_course_data
 from gpucat.distributed import setup
-from gpucat.ops import NumpyOps
+from gpucat.network import params_to_host
 from gpucat.reducers import LOCAL
 from gpucat.train import TrainConfig, fit
-from gpucat.network import params_to_host
 
-
-class Insisting(NumpyOps):
-    """NumPy's Ops whose update steps refuse, as CuPy's element-wise kernels do, any array
-    argument not in the parameter's dtype (NumPy's in-place -= would cast it silently)."""
-
-    def _same(self, p, *arrays):
-        for a in arrays:
-            if a.dtype != p.dtype:
-                raise TypeError(f"Type is mismatched: {a.dtype} given for a {p.dtype} parameter")
-
-    def sgd(self, p, g, lr, l2=0.0):
-        self._same(p, g)
-        super().sgd(p, g, lr, l2)
-
-    def momentum(self, p, g, v, beta, lr, l2=0.0):
-        self._same(p, g, v)
-        super().momentum(p, g, v, beta, lr, l2)
-
-
-train_mod.make_ops = Insisting
-reducer, cpu, _ = setup("cpu")
+reducer, device, _ = setup(sys.argv[2])
 train, _ = load_course_data()
 config = TrainConfig(**json.loads(sys.argv[1]))
-out = {}
+out = {"device": device.label, "how": reducer.how}
 for name, red in (("mine", reducer), ("one", LOCAL)):
-    result = fit(cpu, config, train, reducer=red)
+    result = fit(device, config, train, reducer=red)
     out[name] = {"solver": result.solver, "costs": result.costs,
-                 "W": [W.tolist() for W, _ in params_to_host(cpu, result.params)][-1]}
+                 "W": [W.tolist() for W, _ in params_to_host(device, result.params)][-1]}
 open(f"rank{reducer.rank}.json", "w").write(json.dumps(out))
-'''
+"""
+
+
+def ranks_and_one(tmp_path, options: dict, device: str, **env) -> list[dict]:
+    """Each of two ranks' record of a run on both ranks ("mine") and of the same run on it
+    alone ("one"); on the CPU or the GPU, which is the CuPy stand-in where none is usable."""
+    script = tmp_path / "ranks.py"
+    script.write_text((STANDIN if device == "gpu" and CUPY != "cupy" else "") + RANKS)
+    out = subprocess.run(
+        [mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(options), device],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GPUCAT_DATA_DIR": str(data_dir()), **env},
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "gd"])  # the Gram solver's optimizers
 def test_gram_in_float32_on_two_ranks_hands_each_step_its_parameters_dtype(tmp_path, optimizer):
     """The Gram solver reduces the float32 gradients together with its float64 sums; each
-    must come back in its own dtype, or CuPy's update kernels refuse the mix (TypeError).
-    Two ranks equal one process to float32 rounding."""
-    script = tmp_path / "insisting.py"
-    script.write_text(INSISTING_OPS)
+    must come back in its own dtype, or CuPy's update kernels refuse the mix (TypeError: on
+    the GPU, or on the CuPy stand-in, whose kernels type their arguments as CuPy's do). Two
+    ranks equal one process to float32 rounding."""
     options = dict(
         dtype="float32", solver="gram", optimizer=optimizer, layers=[12288, 6, 4, 1],
         iterations=20,
     )  # fmt: skip
-    out = subprocess.run(
-        [mpiexec(), "-n", "2", sys.executable, str(script), json.dumps(options)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GPUCAT_DATA_DIR": str(data_dir())},
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    for rank in (0, 1):
-        doc = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for doc in ranks_and_one(tmp_path, options, "gpu", GPUCAT_MPI_CUDA_AWARE="0"):
         assert doc["mine"]["solver"] == doc["one"]["solver"] == "gram"
         mine, one = doc["mine"]["costs"], doc["one"]["costs"]
         assert rel_err([c for _, c in mine], [c for _, c in one]) <= RTOL["float32"]
         assert rel_err(doc["mine"]["W"], doc["one"]["W"]) <= RTOL["float32"]
 
 
-class DeviceBuffer:
-    """A CuPy-like device vector: copied to the host only by ``get(out=)``, which, as
-    CuPy's does, refuses an ``out`` of another dtype or size."""
-
-    def __init__(self, a):
-        self.a = np.asarray(a)
-        self.dtype, self.shape, self.size, self.nbytes = (
-            self.a.dtype, self.a.shape, self.a.size, self.a.nbytes
-        )  # fmt: skip
-
-    def get(self, out):
-        if out.dtype != self.dtype or out.shape != self.shape:
-            raise TypeError(f"Output array dtype/shape mismatch: {out.dtype} {out.shape}")
-        out[...] = self.a
-
-
 def test_staging_buffers_are_kept_per_dtype_and_size(monkeypatch):
     """Staged through pinned host memory, a float32 sum after a float64 one of the same
-    length must not reuse the float64 buffer (CuPy's get(out=) raises TypeError)."""
+    length must not reuse the float64 buffer (CuPy's get(out=) raises TypeError): one pinned
+    buffer for each, kept."""
     import types
 
     from gpucat.distributed import MPIReducer
 
-    pinned = types.SimpleNamespace(alloc_pinned_memory=lambda n: bytearray(n))
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=pinned))
+    gpu = standin_gpu(monkeypatch)
     monkeypatch.setenv("GPUCAT_MPI_CUDA_AWARE", "0")
     comm = types.SimpleNamespace(
         Get_rank=lambda: 0, Get_size=lambda: 2, Allreduce=lambda _, buf, op: buf.__imul__(2)
     )
-    gpu = types.SimpleNamespace(is_gpu=True, name="cupy", asarray=lambda h: h.copy())
     reducer = MPIReducer(comm, gpu)
     assert reducer.how == "staged through pinned host memory"
+    pinned = gpu.xp.get_default_pinned_memory_pool()
     for dtype in ("float64", "float32", "float64"):
-        got = reducer._allreduce(DeviceBuffer(np.arange(6, dtype=dtype)))
-        assert got.dtype == dtype and got.tolist() == [2.0 * k for k in range(6)]
-    assert len(reducer._staging) == 2
+        got = reducer._allreduce(gpu.asarray(np.arange(6, dtype=dtype)))
+        assert got.dtype == dtype and gpu.to_host(got).tolist() == [2.0 * k for k in range(6)]
+    assert pinned.bytes_in_use == 2 * 512  # two staging buffers, one a dtype, kept

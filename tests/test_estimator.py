@@ -13,7 +13,7 @@ import pytest
 from gpucat import CatClassifier
 
 import reference_impl as ref
-from conftest import rel_err
+from conftest import rel_err, same_device_in
 
 CHECK = """
 import json, sys
@@ -24,12 +24,15 @@ print(json.dumps([[r["check_name"], r["status"], str(r["exception"])[:300]] for 
 """
 
 
-def test_passes_scikit_learns_check_estimator(backend):
-    """scikit-learn's whole estimator suite on each backend: nothing fails, nothing skips.
+def test_passes_scikit_learns_check_estimator(device):
+    """scikit-learn's whole estimator suite on each device: nothing fails, nothing skips.
     SCIPY_ARRAY_API=1 lets its array API check run; pandas lets the DataFrame check run."""
     env = {**os.environ, "SCIPY_ARRAY_API": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", CHECK, backend.flag], capture_output=True, text=True, env=env
+        [sys.executable, "-c", same_device_in(device) + CHECK, device.flag],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     import json
@@ -60,14 +63,14 @@ def test_fit_predict_score_reproduce_the_reference(course_data):
         clf.predict_proba(test.images.astype(np.float64))
 
 
-def test_estimator_equals_the_independent_reference(backend, course_data):
+def test_estimator_equals_the_independent_reference(device, course_data):
     """CatClassifier with Adam in mini-batches against the course-style float64
     implementation (tests/reference_impl.py), which shares no code with gpucat."""
     train, _ = course_data
     options = dict(iterations=20, optimizer="adam", learning_rate=0.001, batch_size=64)
-    clf = CatClassifier(hidden_layers=(6, 4), dtype="float64", device=backend.flag, **options)
+    clf = CatClassifier(hidden_layers=(6, 4), dtype="float64", device=device.flag, **options)
     clf.fit(train.images, train.Y.ravel())
-    assert clf.device_ == backend.label
+    assert clf.device_ == device.label
     expected = ref.train_options(train.X, train.Y, [12288, 6, 4, 1], **options)["params"]
     for l, (W, b) in enumerate(clf.params_, start=1):
         assert rel_err(W, expected[f"W{l}"]) <= 1e-10 and rel_err(b, expected[f"b{l}"]) <= 1e-10

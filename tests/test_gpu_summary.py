@@ -24,11 +24,11 @@ def costs(shift=lambda i: 0.0):
     return [[i, (0.77 - 0.7 * i / ITERS) * (1 + shift(i))] for i in range(ITERS)]
 
 
-def devices_row(backend, dtype, shift=lambda i: 0.0, train=206, test=40):
+def devices_row(device, dtype, shift=lambda i: 0.0, train=206, test=40):
     return {
-        "backend": backend,
+        "backend": device,
         "dtype": dtype,
-        "device": backend,
+        "device": device,
         "costs": costs(shift),
         "train_correct": train,
         "test_correct": test,
@@ -204,13 +204,13 @@ def test_only_gpu_skips_fail_the_tests_line(tmp_path):
     log = (
         "352 passed, 3 skipped in 81.40s (0:01:21)\n"
         "SKIPPED [2] tests/test_x.py:40: OpenBLAS without cblas_dgemm here\n"
-        "SKIPPED [1] tests/test_y.py:10: cupy backend unavailable: no usable GPU\n"
+        "SKIPPED [1] tests/test_y.py:10: cupy device unavailable: no usable GPU\n"
         "pytest exit code 0\n"
     )
     out = write_run(tmp_path / "gpu", **{"tests.log": log})
     assert failed(out) == ["tests: no GPU test skipped"]
     other = log.replace(
-        "SKIPPED [1] tests/test_y.py:10: cupy backend unavailable: no usable GPU\n", ""
+        "SKIPPED [1] tests/test_y.py:10: cupy device unavailable: no usable GPU\n", ""
     )
     out = write_run(tmp_path / "other", **{"tests.log": other.replace("3 skipped", "2 skipped")})
     assert failed(out) == [] and verdicts(out)["tests: skipped for other reasons"] is None

@@ -14,7 +14,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.checkpoint import load_checkpoint
 from gpucat.cli import main
 from gpucat.errors import TrainingDiverged
@@ -37,18 +37,18 @@ OBSERVED = dict(
 )
 
 
-def same_params(backend, a, b) -> None:
-    for (W, b_), (W0, b0) in zip(params_to_host(backend, a), params_to_host(backend, b)):
+def same_params(device, a, b) -> None:
+    for (W, b_), (W0, b0) in zip(params_to_host(device, a), params_to_host(device, b)):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b_, b0)
 
 
-def test_the_log_interval_never_changes_the_run(backend, course_data):
+def test_the_log_interval_never_changes_the_run(device, course_data):
     """Validation, early stopping, Adam, mini-batches and dropout, read every 1, 7 and 100
     iterations: the same parameters bit for bit, the same validations, the same stop."""
     train, _ = course_data
     runs = [
-        fit(backend, TrainConfig(**OBSERVED, log_every=k), train.X, train.Y) for k in (1, 7, 100)
+        fit(device, TrainConfig(**OBSERVED, log_every=k), train.X, train.Y) for k in (1, 7, 100)
     ]
     first = runs[0]
     assert first.stopped_early and first.iterations_done < OBSERVED["iterations"]
@@ -60,14 +60,14 @@ def test_the_log_interval_never_changes_the_run(backend, course_data):
             first.best_iteration,
         )
         assert r.val_costs == first.val_costs
-        same_params(backend, r.params, first.params)
+        same_params(device, r.params, first.params)
 
 
 def test_an_extended_resume_is_the_uninterrupted_run(tmp_path, course_data):
     """Adam, 12288-8-1, validation every 5 with patience 1: 5 iterations, then resumed to 60,
     is the 60-iteration run (which does not stop early) bit for bit."""
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     recipe = dict(OBSERVED, patience=1, batch_size=None, keep_prob=1.0, log_every=5)
     whole = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train.X, train.Y)
     ck = str(tmp_path / "ck.safetensors")
@@ -84,7 +84,7 @@ def test_divergence_does_not_depend_on_when_the_cost_is_read(course_data, lr, la
     """Adam at lr 0.02 (a loss jump that recovers) trains to the end whatever the log
     interval; lr 1e4 diverges, reported at the same iteration whatever the log interval."""
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     outcomes = []
     for log_every in (1, 10, 50):
         config = TrainConfig(layers=layers, learning_rate=lr, iterations=60, log_every=log_every)
@@ -205,13 +205,13 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_one(tmp_path, device, s
 
 KILLED = """
 import sys
-from gpucat.backend import get_backend
+from gpucat.backends import get_device
 from gpucat.data import load_course_data
 from gpucat.train import TrainConfig, fit
 train, _ = load_course_data()
 config = TrainConfig(layers=(12288, 64, 1), iterations=100000, batch_size=16, log_every=10**6)
 print("started", flush=True)
-fit(get_backend("cpu"), config, train, checkpoint=sys.argv[1], checkpoint_every=1)
+fit(get_device("cpu"), config, train, checkpoint=sys.argv[1], checkpoint_every=1)
 """
 
 
@@ -261,7 +261,7 @@ def test_full_batch_training_holds_the_data_once(course_data):
     from gpucat.train import solver_for
 
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     x_bytes = train.rows.size * 8  # the float64 copy of the pixels
     tracemalloc.start()
     try:
@@ -275,7 +275,7 @@ def test_full_batch_training_holds_the_data_once(course_data):
 
 
 def test_memory_is_checked_before_anything_is_made(monkeypatch, capsys):
-    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: 10 * 2**20)
+    monkeypatch.setattr(backends.Device, "free_memory", lambda self: 10 * 2**20)
     assert main(["train", "--device", "cpu", "--solver", "direct"]) == 2
     err = capsys.readouterr().err
     assert "--solver direct needs" in err and "--batch-size" in err and "Traceback" not in err

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import sys
 
+import cupy_standin
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.cli import main
 
 from conftest import run_gpucat
-from fake_cupy import fake_cupy
 
 
 def info_json(capsys) -> dict:
@@ -24,11 +24,11 @@ def info_json(capsys) -> dict:
 @pytest.fixture
 def cupy_as(monkeypatch):
     def install(module):
-        monkeypatch.setitem(sys.modules, "cupy", module)
-        backend_mod._cupy_backend.cache_clear()
+        cupy_standin.install(module, monkeypatch.setitem)
+        backends.forget_gpus()
 
     yield install
-    backend_mod._cupy_backend.cache_clear()
+    backends.forget_gpus()
 
 
 def test_info_reports_this_machine():
@@ -55,19 +55,22 @@ def test_info_reports_this_machine():
 
 
 def test_info_reports_each_gpu_with_its_memory_and_the_probe(cupy_as, capsys):
-    cupy_as(fake_cupy(2, memory=(3 * 2**30, 80 * 2**30)))
+    cupy_as(cupy_standin.make(2, memory=(3 * 2**30, 80 * 2**30)))
     info = info_json(capsys)
     assert info["cupy"] == "14.2.0"
     assert (info["cuda_runtime"], info["cuda_driver"], info["nvrtc"]) == ("12.8", "13.0", "12.9")
     assert info["cuda_runtime_built"] == "12.9"  # runtimeGetVersion: what CuPy was built for
     assert [g["index"] for g in info["gpus"]] == [0, 1]
     g = info["gpus"][0]
-    assert g["name"] == "Fake GPU" and g["compute_capability"] == "9.0"
+    assert g["name"] == "CuPy stand-in (no GPU)" and g["compute_capability"] == "9.0"
     assert (g["memory_free_bytes"], g["memory_total_bytes"]) == (3 * 2**30, 80 * 2**30)
     assert g["usable"] is True and g["reason"] is None and info["gpu_usable"] is True
     assert main(["info"]) == 0
     text = capsys.readouterr().out
-    assert "GPU 0             Fake GPU, compute capability 9.0, 3.0 GiB free of 80.0 GiB" in text
+    assert (
+        "GPU 0             CuPy stand-in (no GPU), compute capability 9.0, 3.0 GiB free of 80.0 GiB"
+        in text
+    )
     assert "GPU usable        yes" in text
 
 
@@ -81,7 +84,7 @@ def test_info_reports_each_gpu_with_its_memory_and_the_probe(cupy_as, capsys):
     ],
 )
 def test_info_says_why_a_gpu_is_not_usable(cupy_as, capsys, fake, reason):
-    cupy_as(fake_cupy(**fake))
+    cupy_as(cupy_standin.make(**fake))
     info = info_json(capsys)
     assert info["gpu_usable"] is False and reason in info["gpu_reason"]
     if "version" in fake:

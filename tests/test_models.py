@@ -9,8 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
-from gpucat import models
+from gpucat import backends, models
 from gpucat.errors import GpucatError
 from gpucat.inference import model_probabilities
 from gpucat.inputs import load_csv
@@ -115,22 +114,22 @@ def test_seed_json_model_on_seed_csv_matches_independent_computation(tmp_path, t
     assert doc["true_positives"] + doc["false_negatives"] == 33
 
 
-def test_model_moves_between_devices(tmp_path, backend, course_data):
-    """Trained on one backend, saved, loaded and used on another: the probabilities of an
+def test_model_moves_between_devices(tmp_path, device, course_data):
+    """Trained on one device, saved, loaded and used on another: the probabilities of an
     independent forward pass of the saved file."""
     train, test = course_data
-    result = fit(backend, TrainConfig(iterations=40, dtype="float64"), train.X, train.Y)
+    result = fit(device, TrainConfig(iterations=40, dtype="float64"), train.X, train.Y)
     models.save_model(
-        tmp_path / "dev.safetensors", models.Model(params_to_host(backend, result.params))
+        tmp_path / "dev.safetensors", models.Model(params_to_host(device, result.params))
     )
     model = models.load_model(tmp_path / "dev.safetensors")
     expected = ref.forward(
         test.X,
         {f"{k}{l}": a for l, (W, b) in enumerate(model.params, 1) for k, a in (("W", W), ("b", b))},
     )[0].ravel()
-    for device in (backend_mod.get_backend("cpu"), backend):
+    for where in (backends.get_device("cpu"), device):
         assert (
-            rel_err(model_probabilities(device, model, test, "float64", "dev"), expected)
+            rel_err(model_probabilities(where, model, test, "float64", "dev"), expected)
             <= RTOL["float64"]
         )
 
@@ -236,7 +235,7 @@ def test_every_file_gpucat_writes_has_the_mode_the_umask_gives(tmp_path, course_
         models.save_model(tmp_path / "m.safetensors", model)
         models.save_model(tmp_path / "m.json", model)
         cfg = TrainConfig(layers=(12288, 3, 1), iterations=2)
-        fit(backend_mod.get_backend("cpu"), cfg, train, checkpoint=str(tmp_path / "ck.safetensors"))
+        fit(backends.get_device("cpu"), cfg, train, checkpoint=str(tmp_path / "ck.safetensors"))
         plot_costs(tmp_path / "cost.png", {"numpy": [(0, 0.7), (1, 0.6)]}, "costs")
         export_onnx(model, tmp_path / "m.onnx")
         prepare(data_file("catvnoncat/test_catvnoncat.h5"), tmp_path / "fast.h5", progress=False)
@@ -252,7 +251,7 @@ def test_a_checkpoint_given_as_a_model_says_what_it_is_and_how_to_get_one(tmp_pa
     train, _ = course_data
     ck = tmp_path / "ck.safetensors"
     cfg = TrainConfig(layers=(12288, 3, 1), iterations=2)
-    fit(backend_mod.get_backend("cpu"), cfg, train, checkpoint=str(ck))
+    fit(backends.get_device("cpu"), cfg, train, checkpoint=str(ck))
     with pytest.raises(GpucatError, match="is a training checkpoint") as e:
         models.load_model(ck)
     assert f"gpucat train --resume {ck} --out model.safetensors" in str(e.value)

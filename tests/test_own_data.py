@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from gpucat import models
-from gpucat.backend import get_backend
+from gpucat.backends import get_device
 from gpucat.cli import main
 from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
@@ -160,7 +160,7 @@ def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
     Image.fromarray((g * 257).astype(np.uint16)).save(tmp_path / "b16.png")
     Image.fromarray((g / 255).astype(np.float32)).save(tmp_path / "cf.tif")
     model = models.load_model(trained_model)
-    p = model_probabilities(get_backend("cpu"), model, load_input(tmp_path), "float64", "m")
+    p = model_probabilities(get_device("cpu"), model, load_input(tmp_path), "float64", "m")
     assert np.abs(p - p[0]).max() <= 0.05
 
 
@@ -305,7 +305,7 @@ def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
     train, _ = course_data
     ck = tmp_path / "ck.safetensors"
     cfg = TrainConfig(layers=(12288, 3, 1), iterations=4, optimizer="adam", dtype="float64")
-    fit(get_backend("cpu"), cfg, train.X, train.Y, checkpoint=str(ck), checkpoint_every=2)
+    fit(get_device("cpu"), cfg, train.X, train.Y, checkpoint=str(ck), checkpoint_every=2)
     tensors = load_file(str(ck))
     from safetensors import safe_open
 
@@ -347,9 +347,9 @@ def test_config_coerces_numpy_scalars_so_float32_stays_float32(course_data):
         l2=np.float64(0.1),
         dtype="float32",
     )
-    r = fit(get_backend("cpu"), cfg, train.X, train.Y)
+    r = fit(get_device("cpu"), cfg, train.X, train.Y)
     assert type(cfg.learning_rate) is float and type(cfg.iterations) is int
-    assert all(W.dtype == np.float32 for W, _ in params_to_host(get_backend("cpu"), r.params))
+    assert all(W.dtype == np.float32 for W, _ in params_to_host(get_device("cpu"), r.params))
 
 
 # --- ONNX export --------------------------------------------------------------------------
@@ -402,17 +402,17 @@ def test_original_programs_model_scores_what_it_printed(dtype, course_data):
     train, test = course_data
     model = models.load_model(data_file("seed-model/model.json"))
     assert model.layer_sizes == [12288, 20, 7, 5, 1]
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     csv = load_input(data_file("seed-csv/test_set.csv"))
     for ds, correct in ((train, 208), (test, 36), (csv, 36)):
         p = model_probabilities(cpu, model, ds, dtype, "seed")
         assert int(np.sum((p > 0.5) == (ds.Y.ravel() > 0.5))) == correct
 
 
-def test_original_model_on_every_backend(backend, course_data):
+def test_original_model_on_every_backend(device, course_data):
     _, test = course_data
     model = models.load_model(data_file("seed-model/model.json"))
-    p = model_probabilities(backend, model, test, "float64", "seed")
+    p = model_probabilities(device, model, test, "float64", "seed")
     assert int(np.sum((p > 0.5) == (test.Y.ravel() > 0.5))) == 36
 
 

@@ -1,14 +1,15 @@
-"""Every solver with every training option on every backend, against the independent
+"""Every solver with every training option on every device, against the independent
 course-style implementation (tests/reference_impl.py); the solver choice and its memory."""
 
 from __future__ import annotations
 
 import re
+import types
 
 import numpy as np
 import pytest
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat import train as train_mod
 from gpucat.errors import GpucatError
 from gpucat.network import params_to_host
@@ -88,7 +89,7 @@ FLOAT64 = 1e-10  # two float64 computations that add in different orders, over 2
     [("direct", o) for o in OPTIONS] + [("gram", o) for o in GRAM_OPTIONS],
 )
 def test_solver_and_option_match_the_independent_reference(
-    solver, option, backend, dtype, course_data, independent
+    solver, option, device, dtype, course_data, independent
 ):
     """Costs, validation costs, early stopping and parameters against the course-style
     float64 implementation. float32 is compared while its trajectory is float32 rounding
@@ -109,7 +110,7 @@ def test_solver_and_option_match_the_independent_reference(
         solver=solver,
         **{"log_every": 3, **OPTIONS[option]},
     )
-    got = fit(backend, config, train.X, train.Y)
+    got = fit(device, config, train.X, train.Y)
     assert got.solver == solver
     tol = FLOAT64 if dtype == "float64" else RTOL[dtype]
     assert [i for i, _ in got.costs] == [i for i, _ in expected["costs"]]
@@ -124,7 +125,7 @@ def test_solver_and_option_match_the_independent_reference(
     )
     if dtype == "float32" and OPTIONS[option].get("optimizer") == "adam":
         tol = ADAM_FLOAT32_PARAMS
-    for (W, b), (W0, b0) in zip(params_to_host(backend, got.params), ref_params(expected)):
+    for (W, b), (W0, b0) in zip(params_to_host(device, got.params), ref_params(expected)):
         assert rel_err(W, W0) <= tol and rel_err(b, b0) <= tol
 
 
@@ -139,15 +140,15 @@ def test_each_option_changes_the_run(independent):
             assert rel_err([got[i] for i in shared], [plain[i] for i in shared]) > 1e-6, option
 
 
-def test_gram_equals_direct_over_the_whole_reference_recipe(backend, course_data):
+def test_gram_equals_direct_over_the_whole_reference_recipe(device, course_data):
     """2500 iterations of the reference recipe in float64: the Gram iterates are the direct
     algorithm's, cost by cost and weight by weight."""
     train, _ = course_data
-    direct = fit(backend, TrainConfig(dtype="float64", solver="direct"), train.X, train.Y)
-    gram = fit(backend, TrainConfig(dtype="float64", solver="gram"), train.X, train.Y)
+    direct = fit(device, TrainConfig(dtype="float64", solver="direct"), train.X, train.Y)
+    gram = fit(device, TrainConfig(dtype="float64", solver="gram"), train.X, train.Y)
     assert rel_err([c for _, c in gram.costs], [c for _, c in direct.costs]) <= 1e-10
     for (W, b), (W0, b0) in zip(
-        params_to_host(backend, gram.params), params_to_host(backend, direct.params)
+        params_to_host(device, gram.params), params_to_host(device, direct.params)
     ):
         assert rel_err(W, W0) <= 1e-10 and rel_err(b, b0) <= 1e-10
 
@@ -158,7 +159,7 @@ def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
     is a constant, recomputed into C·G every iteration: it is the rounded float64 XᵀX, kept in
     the training dtype, as the direct solver keeps X."""
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     config = TrainConfig(
         layers=SMALL, iterations=3, solver="gram", dtype=dtype, optimizer="momentum"
     )
@@ -176,17 +177,24 @@ def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
     assert rel_err(s.G, train.X.T @ train.X) <= rounding
 
 
+PIXELS = types.SimpleNamespace(n_features=12288, stored=np.dtype(np.uint8), divisor=255.0)
+
+
 def test_auto_picks_gram_only_when_it_applies_pays_and_fits():
     GiB = 2**30
+    cpu = backends.get_device("cpu")
 
-    def pick(M, layers=(12288, 20, 7, 5, 1), free=2 * GiB, streamed=False, **options):
-        return choose_solver(TrainConfig(layers=layers, **options), free, M, 12288, streamed)
+    def pick(M, layers=(12288, 20, 7, 5, 1), free=3 * GiB, streamed=False, **options):
+        config = TrainConfig(layers=layers, **options)
+        return choose_solver(config, free, M, M, PIXELS, cpu, streamed)
 
     assert pick(209) == "gram"
-    assert pick(6000) == "gram"  # G 288 MB, and the rest: 411 MB, under a quarter of 2 GiB
-    assert pick(6000, free=GiB) == "direct"  # more than a quarter of 1 GiB
-    # float32 forms G in float64, then its float32 copy: 144 MB more at setup, 532 MiB in all
-    assert pick(6000, dtype="float32") == "direct"
+    # G 288 MB beside a product as large, the float64 feature block, the examples as stored:
+    # 0.66 GiB in all, under a quarter of 3 GiB, over a quarter of 2 GiB
+    assert pick(6000) == "gram"
+    assert pick(6000, free=2 * GiB) == "direct"
+    # float32 makes its float32 G after the products are gone: below that peak
+    assert pick(6000, dtype="float32") == "gram"
     assert pick(20000) == "direct"  # M >= n_x: G would be bigger than X
     assert pick(209, layers=(12288, 1)) == "direct"  # no hidden layer
     assert pick(209, validation=0.2) == "direct"  # validation reads W1
@@ -211,28 +219,29 @@ def test_auto_picks_gram_only_when_it_applies_pays_and_fits():
     ],
 )
 def test_a_solver_that_does_not_fit_is_refused_before_allocating(solver, options, free_gib, advice):
-    """120,000 examples: G alone would take 107 GiB, X in float32 5.5 GiB, the uint8
-    examples 1.4 GiB; each is refused with what to change, not a MemoryError from inside."""
-    config = TrainConfig(solver=solver, **options)
+    """120,000 examples: G alone would take 107 GiB (and its set-up twice that), X in float32
+    5.5 GiB, the uint8 examples 1.4 GiB; each is refused with what to change, not a MemoryError from inside."""
+    config, cpu = TrainConfig(solver=solver, **options), backends.get_device("cpu")
     match = rf"--solver {solver} needs .* GiB .*{re.escape(advice)}"
+    M = 120_000
     with pytest.raises(GpucatError, match=match):
-        check_memory(solver, config, 120_000, 12288, False, free_gib * 2**30)
-    assert GramSolver.memory(config, 120_000, 12288, False) > 100 * 2**30
+        check_memory(solver, config, M, M, PIXELS, cpu, False, free_gib * 2**30)
+    assert GramSolver.memory(config, M, M, PIXELS, cpu, False) > 200 * 2**30
 
 
 def test_explicit_gram_on_too_many_examples_is_one_message(monkeypatch, course_data):
     """Through fit: the memory is checked before anything is allocated."""
     train, _ = course_data
-    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: 2**20)  # 1 MiB free
+    monkeypatch.setattr(backends.Device, "free_memory", lambda self: 2**20)  # 1 MiB free
     with pytest.raises(GpucatError, match="--solver gram needs .* use --solver direct"):
-        fit(backend_mod.get_backend("cpu"), TrainConfig(solver="gram"), train.X, train.Y)
+        fit(backends.get_device("cpu"), TrainConfig(solver="gram"), train.X, train.Y)
 
 
 def test_logistic_regression_network_trains_with_direct(course_data):
     """A network without hidden layers (12288-1) goes through the direct solver."""
     train, _ = course_data
     result = fit(
-        backend_mod.get_backend("cpu"),
+        backends.get_device("cpu"),
         TrainConfig(layers=(12288, 1), iterations=20, log_every=19),
         train.X,
         train.Y,
@@ -245,7 +254,7 @@ def test_gram_resumes_bit_for_bit(tmp_path, course_data, options):
     """Checkpoints observe a run: a Gram run checkpointed at 15 and resumed to 40 is the
     uninterrupted Gram run, its state (s, C, momentum's V) saved as it is."""
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     cfg = TrainConfig(layers=SMALL, iterations=40, log_every=7, solver="auto", **options)
     whole = fit(cpu, cfg, train.X, train.Y)
     ck = str(tmp_path / "ck.safetensors")
@@ -285,7 +294,7 @@ def test_the_loop_reads_only_what_the_solver_protocol_declares(
     """fit (validation, --full-cost, L2, checkpoints and resuming) through a solver that
     offers nothing but the Solver protocol: the same run, bit for bit."""
     train, _ = course_data
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     cfg = TrainConfig(layers=SMALL, iterations=12, log_every=5, solver=solver, **OPTIONS[option])
     whole = fit(cpu, cfg, train.X, train.Y)
     made = train_mod.make_solver
@@ -303,7 +312,7 @@ def test_the_loop_reads_only_what_the_solver_protocol_declares(
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_memory_check_counts_the_uint8_copy_beside_the_floats(
-    monkeypatch, backend, course_data, dtype
+    monkeypatch, device, course_data, dtype
 ):
     """Full-batch X is converted on the device from its uint8 copy, both held at once: free
     memory for the floats alone (but not the bytes beside them) is refused before anything
@@ -314,9 +323,9 @@ def test_the_memory_check_counts_the_uint8_copy_beside_the_floats(
     weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:])) * 2 * size
     floats_only = n_x * M * size + weights + n_x * M // 2
     with pytest.raises(GpucatError, match=r"--solver direct needs .* GiB .* is free"):
-        check_memory("direct", config, M, n_x, False, floats_only)
-    check_memory("direct", config, M, n_x, False, n_x * M * (1 + size) + weights)
-    # the same through fit, on this backend: refused before anything is on the device
-    monkeypatch.setattr(backend_mod.Backend, "free_memory", lambda self: floats_only)
+        check_memory("direct", config, M, M, train, device, False, floats_only)
+    check_memory("direct", config, M, M, train, device, False, n_x * M * (1 + size) + weights)
+    # the same through fit, on this device: refused before anything is on the device
+    monkeypatch.setattr(type(device), "free_memory", lambda self: floats_only)
     with pytest.raises(GpucatError, match="train in mini-batches"):
-        fit(backend, config, train)
+        fit(device, config, train)

@@ -1,5 +1,5 @@
 """Training beyond the original: the optimizers by hand, resume, validation, early stopping.
-(Every option on every solver and backend against the reference: test_solvers.py.)"""
+(Every option on every solver and device against the reference: test_solvers.py.)"""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from test_solvers import OPTIONS
 
-from gpucat import backend as backend_mod
+from gpucat import backends
 from gpucat.errors import GpucatError
 from gpucat.network import Layer, params_to_host
-from gpucat.ops import Ops
 from gpucat.optim import Adam, Momentum
 from gpucat.sources import mirrored_rows, stratified_split
 from gpucat.train import TrainConfig, fit
@@ -22,7 +21,7 @@ EVERYTHING = OPTIONS["everything"]  # every option at once (Adam, so the direct 
 
 
 def cpu_ops():
-    return Ops(backend_mod.get_backend("cpu"))
+    return backends.get_device("cpu").generic()
 
 
 def as_dict(host_params):
@@ -64,7 +63,7 @@ def test_resume_is_bit_identical(tmp_path, course_data):
     """Stopped after 20 iterations (a checkpoint at the end), resumed to 45: exactly the
     parameters, costs and validations of an uninterrupted 45-iteration run (float64, CPU),
     optimizer and random streams included."""
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     train, _ = course_data
     cfg = TrainConfig(layers=SMALL, iterations=45, dtype="float64", log_every=5, **EVERYTHING)
     whole = fit(cpu, cfg, train.X, train.Y)
@@ -82,7 +81,7 @@ def test_resume_is_bit_identical(tmp_path, course_data):
 
 
 def test_resume_refuses_a_different_recipe(tmp_path, course_data):
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     train, _ = course_data
     cfg = TrainConfig(layers=SMALL, iterations=10, dtype="float64")
     ck = tmp_path / "ck.safetensors"
@@ -108,7 +107,7 @@ def test_validation_split_is_stratified_and_seeded(course_data):
 def test_early_stopping_restores_the_best_parameters(course_data):
     """With a learning rate that overfits fast, validation cost rises; training stops after
     `patience` validations without improvement and returns the best parameters."""
-    cpu = backend_mod.get_backend("cpu")
+    cpu = backends.get_device("cpu")
     train, _ = course_data
     cfg = TrainConfig(
         layers=(12288, 40, 1),
@@ -168,10 +167,10 @@ def test_a_checkpoint_written_before_the_fixed_layout_still_resumes(tmp_path, co
     from safetensors import safe_open
     from safetensors.numpy import save_file
 
-    from gpucat.backend import get_backend
+    from gpucat.backends import get_device
 
     train, _ = course_data
-    cpu = get_backend("cpu")
+    cpu = get_device("cpu")
     cfg = TrainConfig(layers=(12288, 4, 1), iterations=12, batch_size=50, log_every=5)
     new = tmp_path / "new.safetensors"
     fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 6}), train, checkpoint=str(new))

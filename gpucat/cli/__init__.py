@@ -17,12 +17,12 @@ def note(line: str) -> None:
     print(f"gpucat: note: {line}", file=sys.stderr, flush=True)
 
 
-def get_backend(device: str | None, gpu_index: int = 0):
-    """The backend for --device; ``auto`` falling back to the CPU where a GPU was expected
+def get_device(name: str | None, gpu_index: int = 0):
+    """The device for --device; ``auto`` falling back to the CPU where a GPU was expected
     says why in one line."""
-    from gpucat.backend import get_backend as resolve
+    from gpucat.backends import get_device as resolve
 
-    return resolve(device, gpu_index, on_fallback=note)
+    return resolve(name, gpu_index, on_fallback=note)
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

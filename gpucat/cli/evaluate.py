@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from gpucat.cli import add_device, get_backend
+from gpucat.cli import add_device, get_device
 from gpucat.config import DTYPES
 from gpucat.files import check_writable
 
@@ -44,10 +44,10 @@ def add(sub) -> None:
     pr.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
 
-def _model_and_backend(args: argparse.Namespace):
+def _model_and_device(args: argparse.Namespace):
     from gpucat.models import load_model
 
-    return load_model(args.model), get_backend(args.device)
+    return load_model(args.model), get_device(args.device)
 
 
 def evaluate(args: argparse.Namespace) -> None:
@@ -55,12 +55,12 @@ def evaluate(args: argparse.Namespace) -> None:
     from gpucat.inputs import load_input
 
     check_writable(args.mislabeled)
-    model, backend = _model_and_backend(args)
+    model, device = _model_and_device(args)
     ds = load_input(args.data, require_labels=True, stream=True)
-    p = model_probabilities(backend, model, ds, args.dtype, args.model)
+    p = model_probabilities(device, model, ds, args.dtype, args.model)
     s = scores(p, ds.Y)
     print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
-    print(f"Data: {ds.source} ({ds.m} examples), device: {backend.label}")
+    print(f"Data: {ds.source} ({ds.m} examples), device: {device.label}")
     print(f"Accuracy: {s['accuracy']:.4f} ({s['correct']}/{s['n']})")
     print(
         f"Confusion (cat = positive): TP {s['true_positives']}, TN {s['true_negatives']}, "
@@ -73,7 +73,7 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"Saved {n} mislabeled images to {args.mislabeled}")
     if args.json:
         labels = [int(y) for y in ds.Y.reshape(-1)]
-        extra = {"model": args.model, "data": ds.source, "device": backend.label}
+        extra = {"model": args.model, "data": ds.source, "device": device.label}
         extra.update(probabilities=p.tolist(), labels=labels, names=ds.names)
         print(json.dumps({**s, **extra, "predicted": [int(v > 0.5) for v in p]}))
 
@@ -92,15 +92,15 @@ def predict(args: argparse.Namespace) -> None:
     from gpucat.inference import model_probabilities
     from gpucat.inputs import load_input
 
-    model, backend = _model_and_backend(args)
+    model, device = _model_and_device(args)
     rows = []
     for path in args.inputs:
         ds = load_input(path)
-        p = model_probabilities(backend, model, ds, args.dtype, args.model)
+        p = model_probabilities(device, model, ds, args.dtype, args.model)
         for k, pk in enumerate(p):
             label = "cat" if pk > 0.5 else "non-cat"
             name = _shown(path, ds, k)
             rows.append({"input": name, "probability": float(pk), "label": label})
             print(f"{name}: {label} (p(cat) = {pk:.4f})")
     if args.json:
-        print(json.dumps({"model": args.model, "device": backend.label, "predictions": rows}))
+        print(json.dumps({"model": args.model, "device": device.label, "predictions": rows}))

@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import fields
 
-from gpucat.cli import add_device, get_backend, note
+from gpucat.cli import add_device, get_device, note
 from gpucat.errors import GpucatError
 from gpucat.files import check_writable
 
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
     if args.distributed:
         from gpucat.distributed import setup
 
-        reducer, backend, threads = setup(args.device, on_fallback=note)
+        reducer, device, threads = setup(args.device, on_fallback=note)
         if reducer.size == 1:
             note(
                 "--distributed, but this is the only process: run it as `mpiexec -n N gpucat "
@@ -180,11 +180,11 @@ def run(args: argparse.Namespace) -> None:
                 "libraries); training as one process."
             )
     else:
-        backend = get_backend(args.device)
+        device = get_device(args.device)
     say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
     train_set, test_set = _training_data(args, can_fetch=not args.distributed)
     check_data(config, train_set)  # before the run is announced
-    where = backend.label if reducer.size == 1 else f"{reducer.size} processes ({threads})"
+    where = device.label if reducer.size == 1 else f"{reducer.size} processes ({threads})"
     say(
         f"Training {'-'.join(map(str, config.layers))} on {where}, {config.dtype}, "
         f"{config.iterations} iterations, learning rate {config.learning_rate:g}, "
@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> None:
 
     try:
         result, summary = run_recipe(
-            backend,
+            device,
             config,
             train_set,
             test_set,
@@ -214,10 +214,10 @@ def run(args: argparse.Namespace) -> None:
         if bar is not None:
             bar.close()
     if reducer.is_root:
-        _report(args, config, backend, result, {**summary, "threads": threads})
+        _report(args, config, device, result, {**summary, "threads": threads})
 
 
-def _report(args, config, backend, result, summary) -> None:
+def _report(args, config, device, result, summary) -> None:
     from gpucat import models
     from gpucat.network import params_to_host
 
@@ -239,7 +239,7 @@ def _report(args, config, backend, result, summary) -> None:
             "(a 'dead' ReLU network). Try another --seed or a smaller --learning-rate.",
             file=sys.stderr,
         )
-    print(f"Device: {backend.label}, solver: {result.solver}, gradients: {result.reduce_how}")
+    print(f"Device: {device.label}, solver: {result.solver}, gradients: {result.reduce_how}")
     print(
         f"Training time: {result.seconds:.3f} s "
         f"({summary['ms_per_iteration']:.3f} ms/iteration, device synchronized)"
@@ -248,15 +248,15 @@ def _report(args, config, backend, result, summary) -> None:
         result_meta = {
             k: summary[k] for k in ("train_accuracy", "test_accuracy", "final_cost") if k in summary
         }
-        meta = {"recipe": config.to_dict(), "device": backend.label, "result": result_meta}
-        models.save_model(args.out, models.Model(params_to_host(backend, result.params), meta))
+        meta = {"recipe": config.to_dict(), "device": device.label, "result": result_meta}
+        models.save_model(args.out, models.Model(params_to_host(device, result.params), meta))
         print(f"Saved model to {args.out}")
     if args.plot:
         from gpucat.plots import plot_costs
 
         plot_costs(
             args.plot,
-            {f"{backend.name} {config.dtype}": result.costs},
+            {f"{device.name} {config.dtype}": result.costs},
             f"gpucat {'-'.join(map(str, config.layers))}, lr {config.learning_rate:g}",
         )
         print(f"Saved cost curve to {args.plot}")
