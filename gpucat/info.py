@@ -12,6 +12,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,12 +150,19 @@ def collect() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_label(),
         "numpy": np.__version__,
+        # where each was imported from: the environment a report comes from, plainly
+        "locations": {"gpucat": str(Path(__file__).parent.resolve()), "numpy": _folder(np)},
         "blas": blas(),
         "packages": {name: _version(name) for name in PACKAGES},
     }
     info.update(gpu())
     info.update(mpi())
     return info
+
+
+def _folder(module) -> str:
+    """The folder a package was imported from (as found on the path, links not resolved)."""
+    return str(Path(module.__file__).parent)
 
 
 def _gib(n: int) -> str:
@@ -168,7 +176,8 @@ def table(info: dict) -> str:
         ("Python", f"{info['python']} ({info['python_executable']})"),
         ("platform", info["platform"]),
         ("CPU", info["cpu"]),
-        ("NumPy", info["numpy"]),
+        ("gpucat from", info["locations"]["gpucat"]),
+        ("NumPy", f"{info['numpy']} ({info['locations']['numpy']})"),
     ]
     for b in info["blas"]:
         threads = f", {b['threads']} threads" if b.get("threads") else ""

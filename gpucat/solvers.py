@@ -374,7 +374,8 @@ class GramSolver(DirectSolver):
         examples as stored, which it reads whole into the host."""
         n1 = config.layers[1] if len(config.layers) > 2 else 1
         n_x, stored = data.n_features, np.dtype(data.stored)
-        block = device.columns_bytes(min(GramSolver.BLOCK, n_x) * M, stored, "float64", 1.0)
+        block = min(GramSolver.BLOCK, n_x) * M
+        block = device.columns_bytes(block, stored, "float64", data.divisor)
         setup = 2 * 8 * M * m + block
         cast = 8 * M * m + (0 if config.dtype == "float64" else 4 * M * m)
         V = 8 * n1 * M if config.optimizer == "momentum" else 0

@@ -9,9 +9,10 @@
 # the summary needs), and a step with no time left is recorded as such, not run. Each step
 # writes its own file in OUTDIR as it goes; the summary is written by an exit trap, so it is
 # there even when a step fails, runs out of time or the script is killed:
-#   env.json      gpucat info --json, after a venv over the machine's packages plus the
-#                 wheels in .whl/ (gpucat built with setuptools from .whl/, not the
-#                 machine's); the requirements are checked first, one line each
+#   env.json      gpucat info --json, after a venv over the machine's packages (those of
+#                 the python3 found, a virtual environment itself or not) plus the wheels in
+#                 .whl/, with this tree on its path; the requirements are checked first, one
+#                 line each
 #   tests.log     the suite with GPUCAT_REQUIRE_GPU=1 (a skipped CuPy test fails), in
 #                 parallel (pytest-xdist), BLAS threads capped per worker
 #   compare.json  gpucat compare: NumPy and CuPy from the same start, both dtypes, every
@@ -22,7 +23,9 @@
 #   steps.log     everything each step printed, with its limit and time
 #   summary.txt   PASS/FAIL per acceptance check (scripts/gpu_summary.py)
 # GPUCAT_CHECK_DRY_RUN=1 prints each step's limit and their sum, runs nothing but the
-# summary, and exits 0 when the limits fit the budget. Exit status: the summary's.
+# summary, and exits 0 when the limits fit the budget; GPUCAT_CHECK_STEPS="environment tests"
+# runs only the steps named (environment, tests, compare, mpi, recipe, sweep). Exit status:
+# the summary's.
 set -uo pipefail
 out="$(mkdir -p "${1:?usage: bash scripts/gpu_check.sh OUTDIR}" && cd "$1" && pwd)"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -58,10 +61,15 @@ summary() {
 trap summary EXIT
 trap 'echo "   (stopped by a signal)" | tee -a "$log"; exit 1' INT TERM
 
-# step NAME LIMIT_S CMD...: run CMD under min(LIMIT_S, time left), its output in steps.log
+# step KEY NAME LIMIT_S CMD...: run CMD under min(LIMIT_S, time left), its output in
+# steps.log; a step whose KEY GPUCAT_CHECK_STEPS leaves out is not run
 step() {
-  local name=$1 limit=$2
-  shift 2
+  local key=$1 name=$2 limit=$3
+  shift 3
+  if [ -n "${GPUCAT_CHECK_STEPS:-}" ] && [[ " $GPUCAT_CHECK_STEPS " != *" $key "* ]]; then
+    echo "== $name (not selected)" | tee -a "$log"
+    return 0
+  fi
   planned=$((planned + limit))
   local left=$((deadline - $(date +%s)))
   [ "$limit" -gt "$left" ] && limit=$left
@@ -79,9 +87,18 @@ step() {
 }
 
 environment() {
-  local venv
+  local venv site
   venv="$(dirname "$(dirname "$py")")"
-  [ -x "$py" ] || python3 -m venv --system-site-packages "$venv" || return 1
+  if [ ! -x "$py" ]; then
+    python3 -m venv --system-site-packages "$venv" || return 1
+    site="$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || return 1
+    # python3 may be a virtual environment itself (machine images ship PyTorch so), whose
+    # packages --system-site-packages leaves out: it gives the base interpreter's. A .pth
+    # file puts every package folder python3 sees after the venv's own; another, this tree.
+    python3 -c 'import sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))))' \
+      >"$site/machine-packages.pth" || return 1
+    echo "$root" >"$site/gpucat-tree.pth"
+  fi
   local want have
   want="$(cat .whl/PYTHON_VERSION 2>/dev/null || echo)"
   have="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -93,8 +110,6 @@ environment() {
   if ls .whl/*.whl >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-cache-dir .whl/*.whl || return 1
   fi
-  # build isolation with --find-links: setuptools comes from .whl/, never from the machine
-  "$py" -m pip install -q --no-index --find-links .whl --no-deps -e . || return 1
   source scripts/_gpu_extra.sh
   "$py" scripts/check_requirements.py test $(gpu_extra)
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
@@ -123,13 +138,13 @@ tests() {
 
 export -f environment tests
 export py out
-step "environment" 75 environment
-step "tests (GPUCAT_REQUIRE_GPU=1)" 200 tests
-step "gpucat compare (every iteration's cost)" 45 \
+step environment "environment" 75 environment
+step tests "tests (GPUCAT_REQUIRE_GPU=1)" 200 tests
+step compare "gpucat compare (every iteration's cost)" 45 \
   "$py" -m gpucat compare --log-every 1 --json-out "$out/compare.json"
-step "mpiexec -n 2 on the GPU against one process" 45 \
+step mpi "mpiexec -n 2 on the GPU against one process" 45 \
   "$py" scripts/mpi_check.py --device gpu --processes 2 --out "$out/mpi.json"
-step "reference recipe, every solver against PyTorch CUDA" 70 \
+step recipe "reference recipe, every solver against PyTorch CUDA" 70 \
   "$py" scripts/benchmark.py recipe --devices gpu --runs 3 --out "$out/recipe.json"
-step "GPU sweep" 30 \
+step sweep "GPU sweep" 30 \
   "$py" scripts/benchmark.py sweep --devices gpu --repeats 5 --json-only --out "$out/sweep"

@@ -176,6 +176,26 @@ def test_streamed_training_equals_training_in_memory(tmp_path, course_data, opti
         assert rel_err(W, W0) <= 1e-12 and rel_err(b, b0) <= 1e-12
 
 
+def test_streamed_mini_batches_on_every_device(tmp_path, course_data, monkeypatch, device):
+    """Every device streams mini-batches from disk when the examples do not fit beside it (a
+    GPU with 8 MiB free here; the CPU always): each batch read in the reading thread, staged
+    there (device.stage_rows: converted on NumPy) and made columns on the device; the same
+    numbers as the examples held in memory on NumPy."""
+    path = course_h5(tmp_path / "c.h5", course_data, layout="gzip, 16 a chunk")
+    monkeypatch.setattr(type(device), "free_memory", lambda self: 8 * 2**20)
+    train = sources.TrainingSet(H5Source(path), np.arange(209))
+    assert streaming.is_streamed(device, train, 209, full_batch=False)
+    cfg = TrainConfig(layers=(12288, 5, 1), iterations=12, batch_size=32, log_every=4)
+    streamed = fit(device, cfg, H5Source(path))
+    cpu = get_device("cpu")
+    memory = fit(cpu, cfg, load_h5(path))
+    assert rel_err([c for _, c in streamed.costs], [c for _, c in memory.costs]) <= 1e-12
+    for (W, _), (W0, _) in zip(
+        params_to_host(device, streamed.params), params_to_host(cpu, memory.params)
+    ):
+        assert rel_err(W, W0) <= 1e-12
+
+
 def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data, monkeypatch):
     path = course_h5(tmp_path / "c.h5", course_data)
     source = H5Source(path)

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import gpu_summary  # scripts/ is on the tests' path (pyproject.toml)
@@ -252,3 +254,33 @@ def test_the_deadline_stops_the_steps_and_the_summary_is_still_written(tmp_path)
     assert steps.count("(not run: no time left before the deadline)") >= 4
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "FAIL  compare.json: missing" in summary and summary.rstrip().endswith("checks failed")
+
+
+def test_the_gpu_checks_environment_sees_the_packages_of_a_venv_python3(tmp_path):
+    """python3 on the PATH is itself a virtual environment holding NumPy (as machine images
+    that ship PyTorch in a venv are built): the check's environment, made from it, imports
+    that NumPy, not the base interpreter's, and env.json names it."""
+    machine = tmp_path / "machine"
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", machine], check=True)
+    site = subprocess.run(
+        [
+            machine / "bin" / "python",
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    here = Path(np.__file__).parent  # this NumPy, made the machine venv's own by a link
+    for name in (here.name, f"{here.name}.libs"):
+        if (here.parent / name).exists():
+            (Path(site) / name).symlink_to(here.parent / name)
+    path = f"{machine / 'bin'}:{os.environ['PATH']}"
+    gpu_check(tmp_path, PATH=path, GPUCAT_CHECK_STEPS="environment")
+    env = json.loads((tmp_path / "out" / "env.json").read_text())
+    assert env["locations"]["numpy"] == str(Path(site) / here.name)
+    assert env["numpy"] == np.__version__
+    assert env["locations"]["gpucat"] == str(ROOT / "gpucat")
+    steps = (tmp_path / "out" / "steps.log").read_text()
+    assert "== tests (GPUCAT_REQUIRE_GPU=1) (not selected)" in steps
