@@ -9,9 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from gpucat import backends
 from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
+
+# hypothesis: by default a fixed set of examples (derandomized, no database written), the
+# same in every run; HYPOTHESIS_PROFILE=explore draws new ones, many more (docs/testing.md)
+settings.register_profile("ci", max_examples=30, derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", max_examples=500, database=None, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Norm-wise relative error allowed against the NumPy float64 reference: float64 keeps about
 # 16 digits, and sums over the 12288 inputs lose a few; float32 keeps about 7 and loses

@@ -252,7 +252,7 @@ def train_options(
             out["stopped_early"] = True
             break
     if Xv is not None and not out["stopped_early"]:
-        v = cost(forward(Xv, p)[0], Yv)
+        v = out["final_val_cost"] = cost(forward(Xv, p)[0], Yv)
         if best is None or v < best:
             out["best_iteration"], best_p = done, None
     out["iterations_done"] = done
