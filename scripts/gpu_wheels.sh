@@ -5,8 +5,8 @@
 # with its venv's): what the suite imports that such a machine lacks (pooch and platformdirs,
 # array-api-strict, sybil, threadpoolctl, zlib-ng), mpi4py with MPICH (the pair from PyPI, so that
 # the venv's mpiexec and mpi4py speak the same MPI, whatever MPI the machine's mpi4py was
-# built for), and setuptools for gpucat's own build, so that the build takes nothing from
-# the machine's setuptools. Usage: bash scripts/gpu_wheels.sh [DIR]   (default: .whl/)
+# built for). gpucat itself runs from the tree there: nothing is built.
+# Usage: bash scripts/gpu_wheels.sh [DIR]   (default: .whl/)
 set -euo pipefail
 dest="${1:-$(cd "$(dirname "$0")/.." && pwd)/.whl}"
 py="${GPU_PYTHON_VERSION:-3.12}"
@@ -16,6 +16,6 @@ for p in manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manyl
 done
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$py" \
   --implementation cp "${platforms[@]}" -d "$dest" \
-  pooch platformdirs array-api-strict sybil threadpoolctl zlib-ng mpich mpi4py 'setuptools>=77'
+  pooch platformdirs array-api-strict sybil threadpoolctl zlib-ng mpich mpi4py
 echo "$py" >"$dest/PYTHON_VERSION"
 ls -1 "$dest"
