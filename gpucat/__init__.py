@@ -20,6 +20,8 @@ The public API, for scripts (everything else is internal)::
 - ``CatClassifier``: the same trainer as a scikit-learn estimator.
 - ``devices()``, ``device(name)``: the usable devices; one by name ("auto", "cpu", "gpu").
 - ``compare_devices(...)``: one recipe on every usable device and dtype (`gpucat compare`).
+- ``sweep_devices(...)``: the training step over data sizes against each device's peak
+  (`gpucat compare --sweep`).
 - ``load_model(path)``, ``save_model(path, model)``, ``Model``: model files.
 - ``GpucatError``: every error meant for a user.
 """
@@ -35,6 +37,7 @@ _PUBLIC = {
     "device": "gpucat.api",
     "CatClassifier": "gpucat.estimator",
     "compare_devices": ("gpucat.compare", "compare"),
+    "sweep_devices": ("gpucat.sweep", "sweep"),
     "TrainConfig": "gpucat.config",
     "Model": "gpucat.models",
     "load_model": "gpucat.models",

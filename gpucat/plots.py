@@ -102,3 +102,33 @@ def plot_mislabeled(
     _save(fig, path)
     plt.close(fig)
     return len(wrong)
+
+
+def plot_sweep(path: str | os.PathLike, result: dict) -> None:
+    """Left: ms per iteration against examples (log-log), one line per device and dtype, at
+    the first width swept; right: the GFLOP/s achieved against examples, each device's peak
+    in that dtype as a dashed line of the same colour."""
+    plt = _pyplot()
+    rows = result["rows"]
+    width = rows[0]["width"] if rows else None
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    series: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["width"] == width:
+            series.setdefault((r["device"], r["dtype"]), []).append(r)
+    for (device, dtype), mine in series.items():
+        mine.sort(key=lambda r: r["examples"])
+        m = [r["examples"] for r in mine]
+        label = f"{device} {dtype}"
+        (line,) = a1.plot(m, [r["ms_per_iteration"] for r in mine], marker="o", label=label)
+        a2.plot(m, [r["gflops"] for r in mine], marker="o", color=line.get_color(), label=label)
+        a2.axhline(mine[0]["peak_gflops"], color=line.get_color(), linestyle="--", linewidth=1)
+    for ax, ylabel in ((a1, "ms per iteration (median)"), (a2, "GFLOP/s (dashed: the peak)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"examples (hidden width {width})")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    a1.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)

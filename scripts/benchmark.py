@@ -1,12 +1,10 @@
 #!/usr/bin/env python3
 """Benchmarks: milliseconds per iteration over a sweep, and gpucat against PyTorch eager.
 
-    python scripts/benchmark.py sweep --out DIR/NAME [--quick] [--json-only]
-        Sweeps examples m (209 .. 20,000, synthetic data of the real shape), hidden width,
-        dtype, device and solver; a PyTorch-eager baseline of the same network when torch
-        is installed. Median ms/iteration over repeats after warm-up, device synchronized.
-        Writes OUT.json (after every row), then OUT.csv and OUT.png
-        (`benchmark.py plot-sweep OUT.json` makes those two from a JSON alone).
+    python scripts/benchmark.py sweep --out DIR/NAME [--examples 209,2000] [--widths 20,100]
+        gpucat's own sweep (`gpucat compare --sweep`, the one implementation) with PyTorch
+        eager's step timed beside each of its sizes when torch is installed: OUT.json and
+        OUT.png.
 
     python scripts/benchmark.py compare-sweeps --before A.json [...] --after B.json [...]
         A Markdown table of the rows two sweeps share: before, after, each also as a ratio
@@ -34,7 +32,6 @@ machine would pick: this script removes both, for every side of every comparison
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -74,73 +71,25 @@ def time_steps(step, sync, repeats: int, per_repeat: int, warmup: int = 2) -> fl
     return 1000 * statistics.median(samples)
 
 
-def bench_gpucat(device, solver_name, X, Y, sizes, dtype, repeats, per_repeat, batch=None):
-    """Median ms per iteration of one solver, timed alone (no trainer loop) after warm-up:
-    full batch on X, or mini-batches of ``batch`` taken from uint8 pixels resident on the
-    device and converted there, as `gpucat train --batch-size` runs them."""
-    import numpy as np
-
-    from gpucat.config import TrainConfig
-    from gpucat.data import Dataset
-    from gpucat.train import solver_for
-
-    pixels = np.rint(X.T * 255).astype(np.uint8)  # synthetic() made X as pixels / 255
-    config = TrainConfig(layers=tuple(sizes), dtype=dtype, solver=solver_name, batch_size=batch)
-    device.synchronize()
-    t = time.perf_counter()
-    solver = solver_for(device, config, Dataset(pixels, Y, "synthetic"))[0]
-    device.synchronize()
-    setup_ms = 1000 * (time.perf_counter() - t)
-    steps = iter(range(10**9))
-    ms = time_steps(lambda: solver.step(next(steps)), device.synchronize, repeats, per_repeat)
-    solver.close()
-    return {
-        "impl": f"gpucat-{device.name}",
-        "solver": solver_name if batch is None else f"{solver_name} minibatch-{batch}",
-        "ms_per_iteration": ms,
-        "setup_ms": setup_ms,
-        "device": device.label,
-    }
-
-
-MINIBATCH = 256
-
-
-def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False, batch=None):
-    """PyTorch's step on the same data in memory: full batch (eager, or replayed as a CUDA
-    graph), or eager mini-batches of ``batch`` rows indexed out of the float tensor in a
-    shuffled order."""
+def bench_torch(X, Y, sizes, dtype, repeats, per_repeat, device="cpu", graph=False):
+    """PyTorch's full-batch step on the same data in memory: eager, or replayed as a CUDA
+    graph."""
     import torch
     from torch_baseline import build, make_step
 
-    model, Xt, Yt, loss_fn, opt = built = build(X, Y, sizes, 0.0075, dtype, device)
+    built = build(X, Y, sizes, 0.0075, dtype, device)
     step = make_step(*built, graph=graph)
-    if batch is not None:
-        m, gen = Xt.shape[0], torch.Generator(device="cpu").manual_seed(1)
-        order = {"perm": torch.randperm(m, generator=gen), "k": 0}
-
-        def step():
-            if (order["k"] + 1) * batch > m:
-                order["perm"], order["k"] = torch.randperm(m, generator=gen), 0
-            idx = order["perm"][order["k"] * batch : (order["k"] + 1) * batch].to(device)
-            order["k"] += 1
-            opt.zero_grad(set_to_none=True)
-            loss_fn(model(Xt[idx]), Yt[idx]).backward()
-            opt.step()
-
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    solver = f"minibatch-{batch}" if batch else "cuda-graph" if graph else "eager"
     return {
         "impl": f"torch-{device}",
-        "solver": solver,
+        "solver": "cuda-graph" if graph else "eager",
         "ms_per_iteration": time_steps(step, sync, repeats, per_repeat),
-        "setup_ms": 0.0,
         "device": device,
     }
 
 
 def selected_devices(devices: str) -> list:
-    """The usable backends among --devices: cpu, gpu or all."""
+    """The usable devices among --devices: cpu, gpu or all."""
     from gpucat.backends import available_devices
 
     return [b for b in available_devices() if devices == "all" or b.flag == devices]
@@ -159,128 +108,33 @@ def torch_devices(devices: str) -> list[tuple[str, bool]]:
 
 
 def sweep(args) -> None:
-    ms_list = [209, 1000] if args.quick else [209, 1000, 5000, 20000]
-    widths = [20] if args.quick else [20, 100, 400]
-    cases = [(m, 20) for m in ms_list] + [(209, w) for w in widths if w != 20]
-    rows = []
+    """gpucat's sweep with PyTorch beside it at each size (its rows under "torch")."""
+    import gpucat
+    from gpucat.plots import plot_sweep
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine_info(), "repeats": args.repeats, "rows": rows}
-
-    def add(row: dict) -> None:  # OUT.json after every row: an interrupted sweep keeps its rows
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        out.with_suffix(".json").write_text(json.dumps(doc, indent=1))
-
-    for m, width in cases:
-        X, Y = synthetic(m)
-        sizes = [12288, width, 7, 5, 1]
-        # big problems take long per step: fewer steps per repeat keeps the sweep bounded
-        per_repeat = max(1, min(20, int(20 * 1000 / m)))
-        for dtype in ("float32", "float64"):
-            for device in selected_devices(args.devices):
-                for solver in SOLVERS:
-                    if solver == "gram" and m >= 12288:
-                        continue  # auto never picks it there: G is bigger than X
-                    r = bench_gpucat(device, solver, X, Y, sizes, dtype, args.repeats, per_repeat)
-                    add({"m": m, "hidden": width, "dtype": dtype, **r})
-                batch = min(MINIBATCH, m)
-                r = bench_gpucat(device, "direct", X, Y, sizes, dtype, args.repeats, 20, batch)
-                add({"m": m, "hidden": width, "dtype": dtype, **r})
-            for dev, graph in torch_devices(args.devices):
-                r = bench_torch(X, Y, sizes, dtype, args.repeats, per_repeat, dev, graph)
-                add({"m": m, "hidden": width, "dtype": dtype, **r})
-                if not graph:
-                    batch = min(MINIBATCH, m)
-                    r = bench_torch(X, Y, sizes, dtype, args.repeats, 20, dev, batch=batch)
-                    add({"m": m, "hidden": width, "dtype": dtype, **r})
-    if not rows:
-        print(f"no usable device among --devices {args.devices}: nothing to time", file=sys.stderr)
-        return
-    if not args.json_only:
-        write_tables(out.with_suffix(".json"))
-
-
-def write_tables(json_path: Path) -> None:
-    """OUT.csv and OUT.png beside a sweep's OUT.json."""
-    rows = json.loads(Path(json_path).read_text())["rows"]
-    out = Path(json_path).with_suffix("")
-    with open(out.with_suffix(".csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    plot_sweep(rows, out.with_suffix(".png"))
-    print(f"wrote {out.with_suffix('.csv')}, .json and .png", file=sys.stderr)
-
-
-def compare_sweeps(before: list[Path], after: list[Path]) -> None:
-    """A Markdown table of the gpucat rows sweeps share, before and after a change. Each row
-    is divided by PyTorch's row of the same case in its own run (eager, or mini-batch for
-    mini-batch rows), so that the machine's drift between runs cancels out; with several
-    runs a side, the median. The last column compares the two sides (below 1: faster)."""
-
-    def ratios(paths):
-        out: dict = {}
-        for path in paths:
-            rows = {}
-            for r in json.loads(path.read_text())["rows"]:
-                solver = r["solver"].replace("direct minibatch", "minibatch")
-                rows[(r["m"], r["hidden"], r["dtype"], r["impl"], solver)] = r["ms_per_iteration"]
-            for (m, h, dtype, impl, solver), ms in rows.items():
-                torch = rows.get(
-                    (m, h, dtype, "torch-cpu", solver if "mini" in solver else "eager")
-                )
-                if impl != "torch-cpu" and torch:
-                    out.setdefault((m, h, dtype, solver), []).append((ms, ms / torch))
-        return {k: [statistics.median(x) for x in zip(*v)] for k, v in out.items()}
-
-    old, new = ratios(before), ratios(after)
-    print("| m | hidden | dtype | solver | before ms (/ torch) | after ms (/ torch) | change |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for key, (ms, r) in new.items():
-        if key in old:
-            was, q = old[key]
-            print(
-                f"| {' | '.join(map(str, key))} | {was:.3g} ({q:.2f}) | {ms:.3g} ({r:.2f}) | {r / q:.2f} |"
-            )
-
-
-def plot_sweep(rows, path) -> None:
-    try:
-        from gpucat.plots import _pyplot, _save
-
-        plt = _pyplot()
-    except Exception as e:
-        print(f"no plot: {e}", file=sys.stderr)
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
-    for ax, (key, fixed, xlabel) in zip(
-        axes,
-        (
-            ("m", ("hidden", 20), "examples m (hidden width 20)"),
-            ("hidden", ("m", 209), "hidden width (m = 209)"),
-        ),
+    result = gpucat.sweep_devices(
+        examples=args.examples,
+        widths=args.widths,
+        iterations=args.repeats,
+        devices=selected_devices(args.devices),
+        on_row=lambda row: print(json.dumps(row), flush=True),
+    )
+    result["torch"] = []
+    for m, width, dtype in dict.fromkeys(
+        (r["examples"], r["width"], r["dtype"]) for r in result["rows"]
     ):
-        series = {}
-        for r in rows:
-            if r[fixed[0]] != fixed[1]:
-                continue
-            series.setdefault(f"{r['impl']} {r['solver']} {r['dtype']}", []).append(
-                (r[key], r["ms_per_iteration"])
-            )
-        for label, pts in sorted(series.items()):
-            pts.sort()
-            if len(pts) > 1:
-                ax.plot(
-                    *zip(*pts), marker="o", label=label, linestyle="--" if "torch" in label else "-"
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("ms per iteration (median)")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
-    _save(fig, path)
+        if not torch_devices(args.devices):
+            break
+        X, Y = synthetic(m)
+        for dev, graph in torch_devices(args.devices):
+            sizes = [12288, width, 7, 5, 1]
+            r = bench_torch(X, Y, sizes, dtype, args.repeats, 1, dev, graph)
+            result["torch"].append({"examples": m, "width": width, "dtype": dtype, **r})
+            print(json.dumps(result["torch"][-1]), flush=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot_sweep(out.with_suffix(".png"), result)
 
 
 def recipe(args) -> dict:
@@ -528,25 +382,20 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser(
         "sweep",
-        help="ms/iteration over examples, width, dtype, device and solver (synthetic data), "
-        "PyTorch eager beside it; OUT.json, .csv and .png",
+        help="gpucat's sweep (gpucat compare --sweep) with PyTorch eager beside each size: "
+        "OUT.json and OUT.png",
     )
-    s.add_argument("--repeats", type=int, default=5)
-    s.add_argument("--quick", action="store_true", help="a small sweep (m 209 and 1000, width 20)")
+    s.add_argument("--repeats", type=int, default=5, help="iterations timed at each size")
+    s.add_argument("--examples", type=lambda t: [int(x) for x in t.split(",")], default=None)
+    s.add_argument("--widths", type=lambda t: [int(x) for x in t.split(",")], default=None)
     s.add_argument(
         "--out",
         required=True,
         metavar="DIR/NAME",
-        help="where the results go: NAME.json, .csv and .png in DIR (nothing is written into "
+        help="where the results go: NAME.json and .png in DIR (nothing is written into "
         "the repository unless you name it)",
     )
     s.add_argument("--devices", default="all", choices=("cpu", "gpu", "all"))
-    s.add_argument("--json-only", action="store_true", help="write OUT.json alone")
-    ps = sub.add_parser("plot-sweep", help="OUT.csv and OUT.png from a sweep's OUT.json")
-    ps.add_argument("json_path", metavar="OUT.json")
-    cs = sub.add_parser("compare-sweeps", help="a Markdown table of two sweeps' common rows")
-    cs.add_argument("--before", type=Path, nargs="+", required=True)
-    cs.add_argument("--after", type=Path, nargs="+", required=True)
     r = sub.add_parser(
         "recipe",
         help="the reference recipe on the course data: every solver, both dtypes, each "
@@ -578,12 +427,6 @@ def main() -> None:
     fl.add_argument("--out", default=None)
     args = p.parse_args()
     restart_unpinned()
-    if args.cmd == "plot-sweep":
-        write_tables(Path(args.json_path))
-        return
-    if args.cmd == "compare-sweeps":
-        compare_sweeps(args.before, args.after)
-        return
     {"sweep": sweep, "recipe": recipe, "floor": floor, "ab": ab}[args.cmd](args)
 
 

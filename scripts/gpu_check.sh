@@ -19,7 +19,8 @@
 #                 iteration's cost of the 2500
 #   mpi.json      mpiexec -n 2 on the one GPU against one process (float64)
 #   recipe.json   every solver on the GPU beside PyTorch CUDA eager and a CUDA graph
-#   sweep.json    the GPU rows of the sweep (benchmark.py plot-sweep draws them)
+#   sweep.json    gpucat compare --sweep: the step's time from 209 to 100,000 examples on
+#                 every device, against each one's peak, and where the GPU starts to pay
 #   steps.log     everything each step printed, with its limit and time
 #   summary.txt   PASS/FAIL per acceptance check (scripts/gpu_summary.py)
 # GPUCAT_CHECK_DRY_RUN=1 prints each step's limit and their sum, runs nothing but the
@@ -139,12 +140,12 @@ tests() {
 export -f environment tests
 export py out
 step environment "environment" 75 environment
-step tests "tests (GPUCAT_REQUIRE_GPU=1)" 200 tests
+step tests "tests (GPUCAT_REQUIRE_GPU=1)" 180 tests
 step compare "gpucat compare (every iteration's cost)" 45 \
   "$py" -m gpucat compare --log-every 1 --json-out "$out/compare.json"
 step mpi "mpiexec -n 2 on the GPU against one process" 45 \
   "$py" scripts/mpi_check.py --device gpu --processes 2 --out "$out/mpi.json"
 step recipe "reference recipe, every solver against PyTorch CUDA" 70 \
   "$py" scripts/benchmark.py recipe --devices gpu --runs 3 --out "$out/recipe.json"
-step sweep "GPU sweep" 30 \
-  "$py" scripts/benchmark.py sweep --devices gpu --repeats 5 --json-only --out "$out/sweep"
+step sweep "gpucat compare --sweep (every device)" 50 \
+  "$py" -m gpucat compare --sweep --examples 209,2000,20000,100000 --json-out "$out/sweep.json"

@@ -180,6 +180,32 @@ def check_recipe(out: Path, gpucat: str, torch: str) -> list:
     return checks
 
 
+def check_sweep(out: Path, gpucat: str) -> list[tuple[str, str, object]]:
+    """sweep.json (gpucat compare --sweep): the device's rows in both dtypes, each within its
+    measured peak; the crossover reported (no verdict: it is what it is)."""
+    doc = load(out / "sweep.json")
+    if not doc:
+        return [("sweep.json", "missing", False)]
+    backend = gpucat.removeprefix("gpucat-")
+    mine = [r for r in doc["rows"] if r["backend"] == backend]
+    checks = []
+    for dtype in ("float64", "float32"):
+        rows = [r for r in mine if r["dtype"] == dtype]
+        within = all(0 < r["gflops"] <= r["peak_gflops"] for r in rows)
+        sizes = ", ".join(f"{r['examples']}: {r['ms_per_iteration']:.3g} ms" for r in rows)
+        checks.append(
+            (
+                f"sweep {dtype}: {backend} rows within its peak",
+                sizes or "none",
+                bool(rows) and within,
+            )
+        )
+    checks.append(
+        ("sweep: crossover (examples from which the GPU pays)", str(doc.get("crossover")), None)
+    )
+    return checks
+
+
 def summarize(out: Path, gpucat: str, torch: str) -> list[tuple[str, str, object]]:
     """(check, measured, verdict) rows: True / False, "goal" / "missed", or None (n/a)."""
     return (
@@ -187,6 +213,7 @@ def summarize(out: Path, gpucat: str, torch: str) -> list[tuple[str, str, object
         + check_devices(out, gpucat)
         + check_mpi(out)
         + check_recipe(out, gpucat, torch)
+        + check_sweep(out, gpucat)
     )
 
 

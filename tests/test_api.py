@@ -23,6 +23,7 @@ def test_the_docstring_example_runs():
 def test_the_public_names_are_the_documented_ones():
     assert set(gpucat.__all__) == {
         "__version__", "train_model", "devices", "device", "CatClassifier", "compare_devices",
+        "sweep_devices",
         "TrainConfig", "Model", "load_model", "save_model", "GpucatError",
     }  # fmt: skip
     for name in gpucat.__all__:

@@ -50,6 +50,28 @@ def recipe_row(impl, dtype, solver, seconds, cost_0=0.7717493, dev=1e-13):
     }
 
 
+def sweep_row(backend, dtype, examples, ms, gflops, peak=50_000.0):
+    return {
+        "backend": backend, "dtype": dtype, "examples": examples, "ms_per_iteration": ms,
+        "gflops": gflops, "peak_gflops": peak,
+    }  # fmt: skip
+
+
+SWEEP = {
+    "rows": [
+        sweep_row("numpy", dtype, m, ms, 30.0, 100.0)
+        for dtype in ("float64", "float32")
+        for m, ms in ((209, 0.2), (20000, 300.0))
+    ]
+    + [
+        sweep_row("cupy", dtype, m, ms, g)
+        for dtype in ("float64", "float32")
+        for m, ms, g in ((209, 0.5, 10.0), (20000, 4.0, 9000.0))
+    ],
+    "crossover": {"float64": 20000, "float32": 20000},
+}
+
+
 def write_run(out: Path, **change) -> Path:
     """A passing GPU check's files; keyword arguments replace one file's content."""
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +106,7 @@ def write_run(out: Path, **change) -> Path:
                 recipe_row("torch-cuda", "float64", "eager", 0.80),
             ],
         },
+        "sweep.json": SWEEP,
     }
     files.update(change)
     for name, content in files.items():
@@ -107,9 +130,25 @@ def test_a_recorded_passing_run_passes(tmp_path, capsys):
     assert failed(out) == []
     assert gpu_summary.main([str(out)]) == 0
     text = capsys.readouterr().out
-    assert "PASS  compare float32" in text and text.rstrip().endswith("0 of 16 checks failed")
+    assert "PASS  compare float32" in text and text.rstrip().endswith("0 of 19 checks failed")
+    assert "n/a   sweep: crossover (examples from which the GPU pays): {'float64': 20000" in text
     # speed goals are reported, not failed: gram 80 us, direct 240 us per iteration
     assert "MISS  goal float32 gram: <= 10 us per iteration: 80.0" in text
+
+
+def test_the_sweep_needs_the_gpus_rows_in_both_dtypes_within_its_peak(tmp_path):
+    out = write_run(tmp_path / "missing", **{"sweep.json": None})
+    assert failed(out) == ["sweep.json"]
+    over = json.loads(json.dumps(SWEEP))
+    over["rows"][-1]["gflops"] = 60_000.0  # above the peak measured: a wrong count or clock
+    out = write_run(tmp_path / "over", **{"sweep.json": over})
+    assert failed(out) == ["sweep float32: cupy rows within its peak"]
+    cpu_only = {**SWEEP, "rows": [r for r in SWEEP["rows"] if r["backend"] == "numpy"]}
+    out = write_run(tmp_path / "cpu", **{"sweep.json": cpu_only})
+    assert failed(out) == [
+        "sweep float64: cupy rows within its peak",
+        "sweep float32: cupy rows within its peak",
+    ]
 
 
 def test_float64_that_drifts_late_fails(tmp_path):
