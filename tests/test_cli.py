@@ -229,3 +229,14 @@ def test_the_end_of_a_run_names_its_checkpoint(tmp_path):
 def test_prepare_names_its_argument_for_both_kinds_of_source():
     out = run_gpucat("prepare", "--help")
     assert out.stdout.startswith("usage: gpucat prepare [-h] --out OUT [--jobs JOBS] FOLDER_OR_H5")
+
+
+def test_an_unwritable_checkpoint_is_refused_before_training(tmp_path, capsys):
+    """A --checkpoint in a folder that does not exist is one error line before the first
+    iteration, not a failure when the first checkpoint is due, after the training time."""
+    ck = tmp_path / "no such folder" / "ck.safetensors"
+    argv = ["train", "--device", "cpu", "--iterations", "30", "--log-every", "1"]
+    assert main([*argv, "--checkpoint", str(ck), "--checkpoint-every", "20"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("gpucat: error:") and "no such folder" in err
+    assert "Cost after iteration" not in out + err

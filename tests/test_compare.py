@@ -72,6 +72,23 @@ def test_a_nan_cost_is_the_worst_deviation_wherever_it_comes():
     assert math.isclose(fine["max_cost_deviation"], 1e-6, rel_tol=1e-6)
 
 
+def test_float32_rows_are_measured_against_numpys_float32_run():
+    """float32 and float64 part ways by rounding, devices should not: a float32 row's
+    deviation is from NumPy's float32 run (1e-6 here), not from the float64 one (1e-3)."""
+    f64, f32 = [0.7, 0.6, 0.5], [0.7 * (1 + 1e-3), 0.6, 0.5]
+    result = compare_mod.with_deviations(
+        [
+            row("numpy", "float64", f64),
+            row("cupy", "float64", f64),
+            row("numpy", "float32", f32),
+            row("cupy", "float32", [f32[0] * (1 + 1e-6), *f32[1:]]),
+        ]
+    )
+    deviations = [r["max_cost_deviation"] for r in result["rows"]]
+    assert deviations[:3] == [0.0, 0.0, 0.0]
+    assert math.isclose(deviations[3], 1e-6, rel_tol=1e-6)
+
+
 def test_compare_refuses_a_bad_setting_before_training():
     out = run_gpucat("compare", "--iterations", "0")
     assert out.returncode == 2 and out.stderr.startswith("gpucat: error:")

@@ -382,3 +382,21 @@ def test_a_run_depends_on_its_arguments_alone_and_writes_nothing_under_home(
     assert saved[0].keys() == saved[1].keys()
     for key in saved[0]:
         np.testing.assert_array_equal(saved[0][key], saved[1][key])
+
+
+def test_a_resumed_run_judges_divergence_against_the_first_loss_of_the_run(tmp_path, course_data):
+    """Logistic regression with momentum and learning rate 2: the loss swings up and past
+    100 x the first (0.83) + 10 at iteration 12. Resumed from iteration 4 (loss 4.7 there)
+    the run must stop at the same iteration, against the same first loss; against its own
+    first loss it would train on."""
+    train, _ = course_data
+    cpu = backends.get_device("cpu")
+    recipe = dict(layers=(12288, 1), learning_rate=2.0, optimizer="momentum", log_every=1)
+    with pytest.raises(TrainingDiverged) as whole:
+        fit(cpu, TrainConfig(iterations=30, **recipe), train)
+    assert "at iteration 12 (it started at 0.828879)" in str(whole.value)
+    ck = tmp_path / "ck.safetensors"
+    fit(cpu, TrainConfig(iterations=4, **recipe), train, checkpoint=str(ck))
+    with pytest.raises(TrainingDiverged) as resumed:
+        fit(cpu, TrainConfig(iterations=30, **recipe), train, resume=str(ck))
+    assert str(resumed.value) == str(whole.value)

@@ -463,3 +463,28 @@ def test_predict_names_each_input_as_it_was_given(tmp_path, trained_model, monke
         str(tmp_path / "a" / "chelsea.png"),
     ]
     assert out.stdout.splitlines()[0].startswith("a/chelsea.png: ")
+
+
+def test_a_float_image_whose_brightest_pixel_is_exactly_1_is_on_the_0_1_scale(tmp_path, gray8):
+    """Floats in [0, 1] with a white pixel (exactly 1.0): the [0, 1] picture. Read on the
+    0..255 scale it would come out near black."""
+    g = gray8.astype(np.float64)
+    g[0, 0] = 255.0  # a white pixel: exactly 1.0 below
+    Image.fromarray((g / 255).astype(np.float32)).save(tmp_path / "white.tif")
+    Image.fromarray(g.astype(np.uint8)).save(tmp_path / "ref.png")
+    got = load_image(tmp_path / "white.tif").astype(int)
+    assert np.abs(got - load_image(tmp_path / "ref.png").astype(int)).max() <= 1
+    assert got.mean() > 60
+
+
+@pytest.mark.parametrize("tall", [False, True])
+def test_a_photo_of_another_shape_is_center_cropped_not_stretched(tmp_path, tall):
+    """A 2:1 photo, red | green | blue by quarters, half, quarter: the model sees its
+    middle square, green throughout; a stretched photo would keep the red and blue ends."""
+    bands = np.zeros((64, 128, 3), np.uint8)
+    bands[:, :32, 0] = bands[:, 32:96, 1] = bands[:, 96:, 2] = 255
+    picture = bands.transpose(1, 0, 2) if tall else bands
+    Image.fromarray(np.ascontiguousarray(picture)).save(tmp_path / "bands.png")
+    got = load_image(tmp_path / "bands.png")
+    assert got.shape == (64, 64, 3)
+    assert (got[..., 1] == 255).all() and (got[..., 0] == 0).all() and (got[..., 2] == 0).all()

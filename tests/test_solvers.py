@@ -329,3 +329,37 @@ def test_the_memory_check_counts_the_uint8_copy_beside_the_floats(
     monkeypatch.setattr(type(device), "free_memory", lambda self: floats_only)
     with pytest.raises(GpucatError, match="train in mini-batches"):
         fit(device, config, train)
+
+
+def test_a_gram_checkpoint_mid_run_saves_w1_then_and_the_run_goes_on_unchanged(
+    tmp_path, course_data
+):
+    """The Gram solver forms W1 = s·W1(0) − C·Xᵀ only when asked: a checkpoint written after
+    iteration 4 of 10 holds the W1 a 4-iteration run ends with, and the run that wrote it
+    ends with the W1 of a run that wrote none (not the one formed for the checkpoint)."""
+    import shutil
+
+    from gpucat.checkpoint import load_checkpoint
+
+    train, _ = course_data
+    cpu = backends.get_device("cpu")
+    recipe = dict(layers=(12288, 6, 4, 1), solver="gram", optimizer="momentum", l2=0.2)
+    plain = fit(cpu, TrainConfig(iterations=10, **recipe), train)
+    ck, kept = tmp_path / "ck.safetensors", tmp_path / "after-4.safetensors"
+
+    def keep(i):  # the checkpoint of iterations 0..3 is written before on_step(4)
+        if i == 4:
+            shutil.copy(ck, kept)
+
+    checked = fit(
+        cpu, TrainConfig(iterations=10, **recipe), train, checkpoint=str(ck), checkpoint_every=4,
+        on_step=keep,
+    )  # fmt: skip
+    for (W, b), (W0, b0) in zip(
+        params_to_host(cpu, checked.params), params_to_host(cpu, plain.params)
+    ):
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
+    four = fit(cpu, TrainConfig(iterations=4, **recipe), train)
+    saved = load_checkpoint(str(kept))[1]
+    np.testing.assert_array_equal(saved[0][0], params_to_host(cpu, four.params)[0][0])

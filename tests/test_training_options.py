@@ -191,3 +191,20 @@ def test_a_checkpoint_written_before_the_fixed_layout_still_resumes(tmp_path, co
     for (W, c), (W0, c0) in zip(params_to_host(cpu, a.params), params_to_host(cpu, b.params)):
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(c, c0)
+
+
+def test_patience_counts_bad_validations_in_a_row(monkeypatch, course_data):
+    """Validation costs 1.0, 1.1, 0.9, 1.0, 1.05, ...: with patience 2 training stops after
+    the second bad validation in a row (iteration 4), the best being iteration 2's; counting
+    every bad validation would stop at iteration 3."""
+    from gpucat import train as train_mod
+
+    costs = iter([1.0, 1.1, 0.9, 1.0, 1.05, 1.2, 1.3, 1.4])
+    monkeypatch.setattr(train_mod._Validation, "cost", lambda self, params: next(costs))
+    train, _ = course_data
+    config = TrainConfig(
+        layers=(12288, 3, 1), iterations=8, validation=0.2, validate_every=1, patience=2
+    )
+    result = fit(backends.get_device("cpu"), config, train)
+    assert result.stopped_early and result.iterations_done == 5 and result.best_iteration == 2
+    assert [c for _, c in result.val_costs] == [1.0, 1.1, 0.9, 1.0, 1.05]
