@@ -127,8 +127,8 @@ _WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 655
 def _as_rgb8(im):
     """Any Pillow image -> 8-bit RGB by what its values mean, never by clipping: 16-bit and
     32-bit integer gray scaled from 0..65535, float gray from [0, 1] (or from 0..255, or
-    0..65535, when its values exceed 1, or 255), transparency (alpha, palette or colour
-    key) composited over white."""
+    0..65535, when its values exceed 1, or 255), transparency (alpha, associated alpha,
+    palette or colour key) composited over white."""
     from PIL import Image
 
     if im.mode in _WIDE_MODES or im.mode == "F":
@@ -142,7 +142,9 @@ def _as_rgb8(im):
             full = _WIDE_MODES[im.mode]
         gray = np.clip(np.round(a * (255.0 / full)), 0, 255).astype(np.uint8)
         return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info:
+    if im.mode == "La":  # gray with associated alpha (a TIFF): Pillow converts it to LA only
+        im = im.convert("LA")
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")

@@ -353,3 +353,175 @@ def test_diverging_learning_rate_stops_with_advice():
     assert out.returncode == 2
     assert "training diverged" in out.stderr and "smaller --learning-rate" in out.stderr
     assert "nan" not in out.stdout.lower() and "Train accuracy" not in out.stdout
+
+
+# --- each message as a user reads it, and what each loader hands on -------------------------
+
+
+def raised(call, *args, **kw) -> str:
+    """The GpucatError message of call(*args, **kw)."""
+    from gpucat.errors import GpucatError
+
+    with pytest.raises(GpucatError) as e:
+        call(*args, **kw)
+    return str(e.value)
+
+
+def test_every_csv_message_names_the_file_the_place_and_what_to_do(tmp_path):
+    from gpucat.inputs import load_csv
+
+    p = tmp_path / "x.csv"
+    assert raised(load_csv, p) == f"{p}: no such file."
+    p.write_text("")
+    assert raised(load_csv, p) == f"{p}: the file is empty."
+    p.write_text("a,b,a_column_name_of_25_chars\n")
+    assert raised(load_csv, p) == (
+        f"{p}: not a gpucat CSV: its header has 3 columns ending in 'a_column_name_of_25_'; "
+        "expected 0,1,...,12287,y (12,288 pixel columns, then the label y)."
+    )
+    p.write_text(csv_text([r[:-1] for r in csv_rows()], header=",".join(map(str, range(12288)))))
+    assert raised(load_csv, p) == (
+        f"{p}: the CSV has no 'y' column, so there are no labels to evaluate against; add "
+        "the label column (1 cat, 0 non-cat) or use `gpucat predict`."
+    )
+    p.write_text(csv_text([]).rstrip("\n") + "\n")
+    assert raised(load_csv, p) == f"{p}: the CSV has a header but no rows."
+    p.write_text(csv_text([r[:-1] for r in csv_rows()]))  # every row one value short
+    assert raised(load_csv, p) == f"{p}: rows have 12288 values, expected 12289."
+    rows = csv_rows()
+    rows[1][:12] = [0, 255, 0, 255, 7, 300, 8, 9, 10, -1, 11, 12]  # 0 and 255 are pixels
+    p.write_text(csv_text(rows))
+    assert raised(load_csv, p) == f"{p}: row 3, column 5: pixel 300 is outside 0..255."
+    rows = csv_rows()
+    rows[0][7] = 255.5
+    p.write_text(csv_text(rows))
+    assert raised(load_csv, p) == f"{p}: row 2, column 7: pixel 255.5 is outside 0..255."
+    rows = csv_rows()
+    rows[2][-1] = "7X"
+    p.write_text(csv_text(rows))
+    assert raised(load_csv, p) == (
+        f"{p}: line 4, column y: '7X' is not a number; every cell must be a pixel value "
+        "0..255 (or the label 0/1)."
+    )
+    rows = csv_rows()
+    rows[0][3] = "z" * 40
+    p.write_text(csv_text(rows))
+    assert f"column 3: {'z' * 30!r} is not a number" in raised(load_csv, p)
+    rows = csv_rows()
+    rows[2][-1] = 7
+    p.write_text(csv_text(rows))
+    assert (
+        raised(load_csv, p) == f"{p}: labels must be 0 (non-cat) or 1 (cat); found 7 at example 2."
+    )
+    header, body = csv_text(csv_rows()).split("\n", 1)
+    p.write_bytes(f"{header}\n1\xff7{body[body.index(',') :]}".encode("latin-1"))
+    # a byte that is not UTF-8: the cell is named, not a UnicodeDecodeError
+    assert raised(load_csv, p).startswith(f"{p}: line 2, column 0: '1\ufffd7' is not a number")
+
+
+def test_a_csv_keeps_whole_pixels_as_uint8_and_fractions_as_float32(tmp_path, monkeypatch):
+    """Whole pixels stay uint8 (a quarter of float32's memory); a file with fractional
+    pixels becomes float32, one block of whole pixels beside another of fractions included;
+    one row is a file too; the rows are named by their line."""
+    from gpucat import inputs
+
+    rows = csv_rows(3)
+    p = tmp_path / "x.csv"
+    p.write_text(csv_text(rows[:1]))
+    one = inputs.load_csv(p)
+    assert one.rows.shape == (1, 12288) and one.rows.dtype == np.uint8
+    assert (one.source, one.names, one.divisor) == (str(p), ["x.csv:row2"], 255.0)
+    np.testing.assert_array_equal(one.X[:, 0], np.array(rows[0][:-1]) / 255.0)
+    rows[2][5] = 12.5
+    p.write_text(csv_text(rows))
+    monkeypatch.setattr(inputs, "CSV_BLOCK", 2)  # block 1 whole, block 2 with the fraction
+    mixed = inputs.load_csv(p)
+    assert mixed.rows.dtype == np.float32 and mixed.rows[2, 5] == np.float32(12.5)
+    assert mixed.names == ["x.csv:row2", "x.csv:row3", "x.csv:row4"]
+    np.testing.assert_array_equal(mixed.Y, [[0.0, 1.0, 0.0]])
+
+
+def test_image_and_folder_messages(tmp_path):
+    from gpucat.inputs import load_folder, load_image
+
+    missing = tmp_path / "nope.png"
+    assert raised(load_image, missing) == f"{missing}: no such file."
+    assert raised(load_input, missing) == f"{missing}: no such file or folder."
+    (tmp_path / "empty").mkdir()
+    assert raised(load_folder, tmp_path / "empty") == (
+        f"{tmp_path / 'empty'}: no images found; put PNG/JPEG files in it, or in cat/ and "
+        "non-cat/ subfolders for labelled data."
+    )
+    odd = tmp_path / "x.dat"
+    odd.write_text("?")
+    assert raised(load_input, odd) == (
+        f"{odd}: unknown input format; give a course .h5 file, the original program's .csv, "
+        "an image (PNG, JPEG, ...) or a folder of images."
+    )
+    fake = tmp_path / "x.hdf5"  # the suffix makes it an h5 to read: the h5 reader explains
+    fake.write_text("not hdf5")
+    assert "is not an HDF5 file (wrong signature)" in raised(load_input, fake)
+    Image.fromarray(good_images(1)[0]).save(tmp_path / "one.png")
+    assert raised(load_input, tmp_path / "one.png", require_labels=True) == (
+        f"{tmp_path / 'one.png'}: these inputs carry no labels; evaluation needs labelled data "
+        "(an .h5 file, a CSV with a 'y' column, or cat/ and non-cat/ subfolders)."
+    )
+    nan = np.full((8, 8), 0.5, np.float32)
+    nan[2, 2] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    assert raised(load_image, tmp_path / "nan.tif") == (
+        f"{tmp_path / 'nan.tif'}: not a readable image (the image holds NaN or infinite "
+        "values); replace or remove it (PNG and JPEG work)."
+    )
+
+
+def test_one_image_and_one_sided_folders_as_data(tmp_path):
+    """A single image is one unlabelled example named by its file; a folder with cat/ alone
+    is all cats (not the folder's own images); a file called 'cat' is no subfolder."""
+    images = good_images(3)
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    one = load_input(tmp_path / "a.png")
+    assert one.rows.shape == (1, 12288) and one.Y is None
+    assert (one.source, one.names) == (str(tmp_path / "a.png"), ["a.png"])
+    np.testing.assert_array_equal(one.rows[0], load_image(tmp_path / "a.png").reshape(-1))
+    (tmp_path / "cat").write_text("not a folder")
+    loose = load_input(tmp_path)
+    assert loose.Y is None and loose.names == ["a.png"] and loose.source == str(tmp_path)
+    only = tmp_path / "only"
+    (only / "Cat").mkdir(parents=True)
+    for k in (1, 2):
+        Image.fromarray(images[k]).save(only / "Cat" / f"{k}.png")
+    Image.fromarray(images[0]).save(only / "stray.png")
+    cats = load_input(only)
+    assert cats.names == ["Cat/1.png", "Cat/2.png"] and cats.Y.tolist() == [[1.0, 1.0]]
+    (only / "Cat").rename(only / "non-cat")
+    assert load_input(only).Y.tolist() == [[0.0, 0.0]]
+
+
+def test_h5_streams_only_when_asked(tmp_path):
+    from gpucat.data import Dataset
+    from gpucat.streaming import H5Source
+
+    path = write_h5(tmp_path / "x.h5", good_images(), np.array([0, 1, 1, 0]))
+    assert isinstance(load_input(path, stream=True), H5Source)
+    assert isinstance(load_input(path), Dataset)
+
+
+def test_images_are_resized_with_lanczos_and_transparency_is_white(tmp_path):
+    """The resize is Lanczos's (the default filter, bicubic, gives other pixels); RGBA
+    pixels with no opacity are white, as every other kind of transparency."""
+    from PIL import ImageOps
+
+    with Image.open(data_file("photos/chelsea.png")) as im:
+        photo = im.convert("RGB")
+        photo.save(tmp_path / "c.png")
+    got = load_image(tmp_path / "c.png")
+    lanczos = np.asarray(ImageOps.fit(photo, (64, 64), Image.Resampling.LANCZOS))
+    np.testing.assert_array_equal(got, lanczos)
+    assert not np.array_equal(got, np.asarray(ImageOps.fit(photo, (64, 64))))
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., :3] = (200, 30, 40)
+    rgba[:, 32:, 3] = 255  # the left half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "half.png")
+    got = load_image(tmp_path / "half.png")
+    assert (got[:, :30] == 255).all() and (got[:, 34:] == (200, 30, 40)).all()

@@ -135,8 +135,11 @@ def gray8():
     ["I;16 png", "I tiff", "F [0,1] tiff", "F [0,255] tiff", "F [0,65535] tiff"],
 )
 def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
-    """16-bit and float copies of a photo give the 8-bit copy's pixels (to rounding), where
-    Pillow's convert('RGB') gives white (16-bit) or black (float in [0, 1])."""
+    """16-bit and float copies of a photo give the 8-bit copy's pixels exactly (a black and a
+    white pixel included), where Pillow's convert('RGB') gives white (16-bit) or black
+    (float in [0, 1])."""
+    gray8 = gray8.copy()
+    gray8[0, :2] = (0, 255)
     g = gray8.astype(np.float64)
     arr = {
         "I;16 png": (g * 257).astype(np.uint16),
@@ -150,8 +153,28 @@ def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
     Image.fromarray(gray8).save(tmp_path / "ref.png")
     got = load_image(path).astype(int)
     expected = load_image(tmp_path / "ref.png").astype(int)
-    assert np.abs(got - expected).max() <= 1
+    np.testing.assert_array_equal(got, expected)
     assert 60 < got.mean() < 200  # the picture itself: neither all white nor all black
+
+
+@pytest.mark.parametrize(
+    "values, mode, expected",
+    [
+        ([0.0, 1.0, 2.0], "F", [0, 1, 2]),  # floats above 1: the 0..255 scale (a dark picture)
+        ([0.0, 255.0, 255.5], "F", [0, 1, 1]),  # above 255: the 0..65535 scale
+        ([-0.5, 0.5, 1.0], "F", [0, 128, 255]),  # below 0: black, not a wrapped-around byte
+        ([0, 32768, 70000], "I", [0, 128, 255]),  # 32-bit gray beyond 16 bits: white
+    ],
+)
+def test_the_scale_of_a_gray_image_is_read_from_its_values(tmp_path, values, mode, expected):
+    column = np.array(values, dtype=np.float32 if mode == "F" else np.int32)
+    Image.fromarray(np.repeat(column[:, None], 3, axis=1)).save(tmp_path / "g.tif")
+    with Image.open(tmp_path / "g.tif") as im:
+        assert im.mode == mode
+        from gpucat.inputs import _as_rgb8
+
+        got = np.asarray(_as_rgb8(im))[:, 0, 0]
+    assert got.tolist() == expected
 
 
 def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
@@ -162,6 +185,13 @@ def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
     model = models.load_model(trained_model)
     p = model_probabilities(get_device("cpu"), model, load_input(tmp_path), "float64", "m")
     assert np.abs(p - p[0]).max() <= 0.05
+
+
+def la_alpha() -> np.ndarray:
+    """An alpha plane: the left half transparent, the right opaque."""
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[:, 32:] = 255
+    return alpha
 
 
 def test_transparency_is_white_and_cmyk_keeps_its_colours(tmp_path):
@@ -184,6 +214,24 @@ def test_transparency_is_white_and_cmyk_keeps_its_colours(tmp_path):
     )
     la.save(tmp_path / "la.png")
     assert abs(int(load_image(tmp_path / "la.png")[10, 10, 0]) - 127) <= 1
+    # TIFFs: palette with alpha (PA), and gray with associated alpha (La), which Pillow
+    # writes only as LA: its ExtraSamples tag (338) made 1, associated, by hand
+    pa = Image.new("PA", (64, 64))
+    pa.putpalette([200, 30, 40] * 256)
+    pa.putdata([(0, int(a)) for a in la_alpha().reshape(-1)])
+    pa.save(tmp_path / "pa.tif")
+    got = load_image(tmp_path / "pa.tif")
+    assert (got[:, :30] == 255).all() and (got[:, 34:] == (200, 30, 40)).all()
+    gray = Image.fromarray(np.dstack([np.full((64, 64), 200, np.uint8), la_alpha()]), "LA")
+    gray.save(tmp_path / "la.tif")
+    raw = (tmp_path / "la.tif").read_bytes()
+    entry = b"\x52\x01\x03\x00\x01\x00\x00\x00\x02\x00"  # tag 338, SHORT, 1 value: 2
+    assert raw.count(entry) == 1
+    (tmp_path / "la.tif").write_bytes(raw.replace(entry, entry[:-2] + b"\x01\x00"))
+    with Image.open(tmp_path / "la.tif") as im:
+        assert im.mode == "La"
+    got = load_image(tmp_path / "la.tif")
+    assert (got[:, :30] == 255).all() and (got[:, 34:] == 200).all()
     # CMYK (lossless TIFF): the same colours as the RGB picture
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.tif")
     got = load_image(tmp_path / "c.tif").astype(int)
