@@ -30,18 +30,18 @@ __version__ = "0.1.0"
 
 # name -> module (or module and name there): imported on first use, so that `import gpucat`
 # stays light (no h5py, scikit-learn or CuPy until they are needed). No public name is a
-# module's: gpucat.train and gpucat.compare are the modules of the loop and of compare.
+# module's.
 _PUBLIC = {
-    "train_model": "gpucat.api",
-    "devices": "gpucat.api",
-    "device": "gpucat.api",
-    "CatClassifier": "gpucat.estimator",
-    "compare_devices": ("gpucat.compare", "compare"),
-    "sweep_devices": ("gpucat.sweep", "sweep"),
+    "train_model": "gpucat.frontends.api",
+    "devices": "gpucat.frontends.api",
+    "device": "gpucat.frontends.api",
+    "CatClassifier": "gpucat.frontends.estimator",
+    "compare_devices": ("gpucat.frontends.compare", "compare"),
+    "sweep_devices": ("gpucat.frontends.sweep", "sweep"),
     "TrainConfig": "gpucat.config",
-    "Model": "gpucat.models",
-    "load_model": "gpucat.models",
-    "save_model": "gpucat.models",
+    "Model": "gpucat.modelfiles.model",
+    "load_model": "gpucat.modelfiles.model",
+    "save_model": "gpucat.modelfiles.model",
     "GpucatError": "gpucat.errors",
 }
 __all__ = ["__version__", *_PUBLIC]

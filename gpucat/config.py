@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from gpucat.errors import GpucatError
 
 REFERENCE_LAYERS = (12288, 20, 7, 5, 1)
-SOLVERS = ("auto", "direct", "gram")  # solvers.py
+SOLVERS = ("auto", "direct", "gram")  # training/solvers.py
 OPTIMIZERS = ("gd", "momentum", "adam")  # optim.py
 DTYPES = ("float32", "float64")
 # settings that only observe a run: a resumed run may change them
@@ -116,7 +116,7 @@ class TrainConfig:
             self.require_gram()
 
     def gram_refusal(self) -> str | None:
-        """Why the Gram solver (solvers.py) cannot run this recipe, or None when it can."""
+        """Why the Gram solver (training/solvers.py) cannot run this recipe, or None when it can."""
         if len(self.layers) < 3:
             return "it needs at least one hidden layer"
         if self.optimizer == "adam":

@@ -110,7 +110,7 @@ def torch_devices(devices: str) -> list[tuple[str, bool]]:
 def sweep(args) -> None:
     """gpucat's sweep with PyTorch beside it at each size (its rows under "torch")."""
     import gpucat
-    from gpucat.plots import plot_sweep
+    from gpucat.frontends.plots import plot_sweep
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +140,14 @@ def sweep(args) -> None:
 def recipe(args) -> dict:
     """The reference recipe on the real data: every solver, both dtypes, each device, and
     PyTorch beside it, in one process; medians of --runs after a warm-up run of each."""
-    from gpucat import data
     from gpucat.backends import get_device
-    from gpucat.compare import worst
-    from gpucat.inference import probabilities, scores
-    from gpucat.train import TrainConfig, fit
+    from gpucat.config import TrainConfig
+    from gpucat.data.course import load_course_data
+    from gpucat.frontends.compare import worst
+    from gpucat.nn.inference import probabilities, scores
+    from gpucat.training.loop import fit
 
-    train, test = data.load_course_data(args.data_dir)
+    train, test = load_course_data(args.data_dir)
     iters = args.iterations
 
     def rel(a, b) -> float:  # NaN when a cost is NaN, wherever it comes
@@ -237,10 +238,16 @@ def recipe(args) -> dict:
 AB_CHILD = """
 import json, sys
 import gpucat
-from gpucat import data, __file__ as where
-from gpucat.train import TrainConfig, fit
+from gpucat import __file__ as where
+try:  # this tree's layout, else an older tree's (gpucat.train, gpucat.data)
+    from gpucat.config import TrainConfig
+    from gpucat.data.course import load_course_data
+    from gpucat.training.loop import fit
+except ImportError:
+    from gpucat.data import load_course_data
+    from gpucat.train import TrainConfig, fit
 solver, dtype, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
-train, _ = data.load_course_data()
+train, _ = load_course_data()
 cpu = gpucat.device("cpu")  # the public API: the same call in older trees
 # warm-up, as long as the timed run: threads, caches and clocks settle before the clock starts
 fit(cpu, TrainConfig(iterations=iterations, dtype=dtype, solver=solver), train)
@@ -294,12 +301,13 @@ def floor(args) -> dict:
     PyTorch's step), rounds alternate, and each figure is a median over rounds."""
     import numpy as np
 
-    from gpucat import data
     from gpucat.backends import get_device
     from gpucat.backends.cpu import NumpyDevice
-    from gpucat.train import TrainConfig, fit, solver_for
+    from gpucat.config import TrainConfig
+    from gpucat.data.course import load_course_data
+    from gpucat.training.loop import fit, solver_for
 
-    train, _ = data.load_course_data(args.data_dir)
+    train, _ = load_course_data(args.data_dir)
     cpu = get_device("cpu")
     out = []
     for dtype in args.dtypes:

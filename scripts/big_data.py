@@ -58,7 +58,7 @@ LAYOUTS = {
 def make(args) -> dict:
     import h5py
 
-    from gpucat.data import load_course_data
+    from gpucat.data.course import load_course_data
 
     train, _ = load_course_data()
     rng = np.random.default_rng(0)
@@ -97,7 +97,7 @@ def step_ms(source, steps: int, warmup: int = 20) -> float:
     """ms per mini-batch step of a solver over the source, after a warm-up."""
     from gpucat.backends import get_device
     from gpucat.config import TrainConfig
-    from gpucat.train import solver_for
+    from gpucat.training.loop import solver_for
 
     solver = solver_for(get_device("cpu"), TrainConfig(**RECIPE), source)[0]
     for i in range(warmup):
@@ -111,8 +111,8 @@ def step_ms(source, steps: int, warmup: int = 20) -> float:
 
 
 def steps(args) -> dict:
-    from gpucat.data import load_h5
-    from gpucat.streaming import H5Source
+    from gpucat.data.h5 import load_h5
+    from gpucat.data.streaming import H5Source
 
     memory = load_h5(args.memory)
     files = {f: H5Source(f) for f in args.files}
@@ -151,8 +151,8 @@ def in_child(argv: list[str]) -> tuple[dict, float]:
 def memory(args) -> dict:
     from gpucat.backends import get_device
     from gpucat.config import TrainConfig
-    from gpucat.data import load_h5
-    from gpucat.train import fit
+    from gpucat.data.h5 import load_h5
+    from gpucat.training.loop import fit
 
     cmd = [
         sys.executable, "-m", "gpucat", "train", "--train", args.file, "--batch-size", "256",
@@ -186,8 +186,8 @@ def epoch_child(path: str) -> dict:
     (in the shard's batch(): the prefetched batch not ready yet)."""
     from gpucat.backends import get_device
     from gpucat.config import TrainConfig
-    from gpucat.streaming import H5Source
-    from gpucat.train import solver_for
+    from gpucat.data.streaming import H5Source
+    from gpucat.training.loop import solver_for
 
     solver = solver_for(get_device("cpu"), TrainConfig(**RECIPE), H5Source(path))[0]
     shard, waited = solver.shard, [0.0]
@@ -219,8 +219,8 @@ def drop_from_page_cache(path: str) -> None:
 
 
 def epoch(args) -> dict:
-    from gpucat.data import Dataset
-    from gpucat.streaming import H5Source
+    from gpucat.data.dataset import Dataset
+    from gpucat.data.streaming import H5Source
 
     source = H5Source(args.file)
     rates = {}
@@ -258,8 +258,8 @@ def gpucat_throughput(path: str, steps: int, batch: int) -> float:
     """Images per second of gpucat's mini-batch Adam step, streamed from the file."""
     from gpucat.backends import get_device
     from gpucat.config import TrainConfig
-    from gpucat.streaming import H5Source
-    from gpucat.train import solver_for
+    from gpucat.data.streaming import H5Source
+    from gpucat.training.loop import solver_for
 
     config = TrainConfig(batch_size=batch, optimizer="adam", learning_rate=0.0005, dtype="float32")
     solver = solver_for(get_device("cpu"), config, H5Source(path))[0]
@@ -279,7 +279,7 @@ def torch_throughput(path: str, steps: int, batch: int) -> float:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from gpucat.network import init_params
+    from gpucat.nn.network import init_params
 
     class Images(Dataset):  # the usual map-style dataset: one example per item
         def __init__(self, path):

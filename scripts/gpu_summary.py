@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from gpucat.compare import worst
+from gpucat.frontends.compare import worst
 
 PUBLISHED = {"cost_0": 0.771749, "train_correct": 206, "test_correct": 40}
 FLOAT64_RTOL = 1e-10  # every cost of the whole run, any device against NumPy float64

@@ -45,11 +45,12 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
 
-    from gpucat import data
     from gpucat.backends import get_device
-    from gpucat.models import load_model
-    from gpucat.network import params_to_host
-    from gpucat.train import TrainConfig, fit
+    from gpucat.config import TrainConfig
+    from gpucat.data.course import load_course_data
+    from gpucat.modelfiles.model import load_model
+    from gpucat.nn.network import params_to_host
+    from gpucat.training.loop import fit
 
     flags = ["--device", a.device, "--dtype", "float64", "--iterations", str(a.iterations)]
     flags += ["--log-every", "10", "--solver", "direct"]
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             )
         ranks_params = load_model(model).params
     device = get_device(a.device)
-    train, _ = data.load_course_data()
+    train, _ = load_course_data()
     config = TrainConfig(dtype="float64", iterations=a.iterations, log_every=10, solver="direct")
     one = fit(device, config, train)
     one_params = params_to_host(device, one.params)

@@ -30,16 +30,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # each module where users meet gpucat's edges, and the test files that cover it
 MODULES = {
-    "gpucat/inputs.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
-    "gpucat/data.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
-    "gpucat/sources.py": ["tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
-    "gpucat/streaming.py": ["tests/test_big_data.py"],
-    "gpucat/train.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
-    "gpucat/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_cli.py"],
-    "gpucat/models.py": ["tests/test_models.py", "tests/test_own_data.py"],
-    "gpucat/export.py": ["tests/test_models.py"],
-    "gpucat/estimator.py": ["tests/test_estimator.py"],
-    "gpucat/compare.py": ["tests/test_compare.py"],
+    "gpucat/data/inputs.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
+    "gpucat/data/dataset.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
+    "gpucat/data/h5.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
+    "gpucat/data/course.py": ["tests/test_inputs.py", "tests/test_fetch.py"],
+    "gpucat/data/sources.py": ["tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
+    "gpucat/data/streaming.py": ["tests/test_big_data.py"],
+    "gpucat/training/loop.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
+    "gpucat/training/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_cli.py"],
+    "gpucat/modelfiles/model.py": ["tests/test_models.py", "tests/test_own_data.py"],
+    "gpucat/modelfiles/export.py": ["tests/test_models.py"],
+    "gpucat/frontends/estimator.py": ["tests/test_estimator.py"],
+    "gpucat/frontends/compare.py": ["tests/test_compare.py"],
     "gpucat/cli/train.py": ["tests/test_cli.py"],
     "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_inputs.py"],
 }  # fmt: skip

@@ -15,7 +15,7 @@ def build(X, Y, layers, lr: float, dtype: str, device: str = "cpu", seed: int = 
     """The reference network in PyTorch with gpucat's initial weights: (model, X, Y, loss, SGD)."""
     import torch
 
-    from gpucat.network import init_params
+    from gpucat.nn.network import init_params
 
     tdtype = getattr(torch, dtype)
     Xt = torch.as_tensor(X.T, dtype=tdtype, device=device).contiguous()  # (m, n_x)

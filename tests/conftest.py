@@ -12,7 +12,7 @@ import pytest
 from hypothesis import settings
 
 from gpucat import backends
-from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
+from gpucat.data.course import TEST_FILE, TRAIN_FILE, load_course_data
 
 # hypothesis: by default a fixed set of examples (derandomized, no database written), the
 # same in every run; HYPOTHESIS_PROFILE=explore draws new ones, many more (docs/testing.md)
@@ -172,10 +172,11 @@ def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = Fals
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, course_data) -> Path:
     """The reference recipe (float64, gram) saved as safetensors."""
-    from gpucat import models
     from gpucat.backends import get_device
-    from gpucat.network import params_to_host
-    from gpucat.train import TrainConfig, fit
+    from gpucat.config import TrainConfig
+    from gpucat.modelfiles import model as models
+    from gpucat.nn.network import params_to_host
+    from gpucat.training.loop import fit
 
     cpu = get_device("cpu")
     train, _ = course_data

@@ -30,7 +30,7 @@ def test_the_public_names_are_the_documented_ones():
         assert getattr(gpucat, name) is not None
         assert name == "__version__" or f"``{name}" in gpucat.__doc__  # each one documented
     with pytest.raises(AttributeError):
-        gpucat.fit  # noqa: B018  (internal: gpucat.train.fit)
+        gpucat.fit  # noqa: B018  (internal: gpucat.training.loop.fit)
 
 
 def test_train_model_from_a_path_and_from_arrays_agree(course_data):
@@ -71,13 +71,13 @@ def test_devices_and_device():
 
 
 def test_no_public_name_is_shadowed_by_a_submodule():
-    """Importing gpucat.train or gpucat.compare (the modules) leaves the public functions
-    callable: no public name is also a submodule's."""
+    """Importing every module of gpucat (gpucat.frontends.compare among them) leaves the public
+    functions callable: no public name is also a subpackage's or a module's."""
     import importlib
     import pkgutil
 
-    for info in pkgutil.iter_modules(gpucat.__path__):
-        if info.name != "__main__":  # that one runs the command
-            importlib.import_module(f"gpucat.{info.name}")
-        assert info.name not in gpucat.__all__, info.name
+    for info in pkgutil.walk_packages(gpucat.__path__, "gpucat."):
+        if not info.name.endswith("__main__"):  # that one runs the command
+            importlib.import_module(info.name)
+        assert info.name.split(".")[1] not in gpucat.__all__, info.name
     assert callable(gpucat.train_model) and callable(gpucat.compare_devices)

@@ -13,19 +13,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpucat import data, sources, streaming
 from gpucat.backends import get_device
-from gpucat.data import Dataset, load_h5
+from gpucat.config import TrainConfig
+from gpucat.data import h5, sources, streaming
+from gpucat.data.dataset import Dataset, Source
+from gpucat.data.h5 import load_h5
+from gpucat.data.inputs import load_folder, load_input
+from gpucat.data.prepare import prepare
+from gpucat.data.streaming import H5Source
 from gpucat.errors import GpucatError
-from gpucat.inputs import load_folder, load_input
-from gpucat.network import params_to_host
-from gpucat.prepare import prepare
-from gpucat.streaming import H5Source
-from gpucat.train import TrainConfig, fit
+from gpucat.nn.network import params_to_host
+from gpucat.training.loop import fit
 
 from conftest import data_dir, rel_err, run_gpucat
 
-# h5 layouts: how the images lie in the file, and how H5Source reads them (data.storage)
+# h5 layouts: how the images lie in the file, and how H5Source reads them (gpucat.data.h5.storage)
 LAYOUTS = {
     "contiguous": ({}, "plain"),
     "one image a chunk": ({"chunks": (1, 64, 64, 3)}, "plain"),
@@ -256,7 +258,7 @@ def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch)
 
 
 def test_csv_read_in_blocks_equals_the_h5(tmp_path, course_data, monkeypatch):
-    from gpucat import inputs
+    from gpucat.data import inputs
 
     _, test = course_data
     header = ",".join([*map(str, range(12288)), "y"])
@@ -447,7 +449,7 @@ def test_a_large_plain_file_is_read_and_shuffled_in_blocks(tmp_path, course_data
     """Above BLOCKED_FROM images a contiguous file is read 64 adjacent images at a time (one
     call each, in order on the disk) and shuffled a block at a time; read whole, the file
     keeps that layout, so streamed and in-memory runs still agree."""
-    monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+    monkeypatch.setattr(h5, "BLOCKED_FROM", 300)
     monkeypatch.setattr(streaming, "memory_available", lambda: 2**20)  # the file is larger
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout="contiguous")
     import fcntl  # POSIX, as os.preadv is
@@ -495,7 +497,7 @@ def test_short_reads_go_on_from_where_they_stopped(
     import fcntl  # POSIX, as os.preadv is
 
     if blocked:
-        monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+        monkeypatch.setattr(h5, "BLOCKED_FROM", 300)
         monkeypatch.setattr(streaming, "memory_available", lambda: 2**20)  # O_DIRECT blocks
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout=layout)
     real_read, calls = os.preadv, []
@@ -523,7 +525,7 @@ def test_o_direct_is_chosen_by_the_files_size_against_the_memory(
     epoch finds it. A stand-in figure plays the memory."""
     import fcntl
 
-    monkeypatch.setattr(data, "BLOCKED_FROM", 300)
+    monkeypatch.setattr(h5, "BLOCKED_FROM", 300)
     monkeypatch.setattr(streaming, "memory_available", lambda: available)
     path = course_h5(tmp_path / "c.h5", course_data, copies=2, layout="contiguous")
     real_read, flags = os.preadv, []
@@ -548,12 +550,12 @@ def test_the_source_protocols_defaults(course_data):
     example a chunk), not streamed, nothing to read ahead or keep, names SOURCE[k]; a source
     must say how it reads."""
     train, _ = course_data
-    assert isinstance(train, data.Source) and issubclass(H5Source, data.Source)
+    assert isinstance(train, Source) and issubclass(H5Source, Source)
     assert (train.chunk_rows, train.streams, train.divisor) == (1, False, 255.0)
     assert train.will_need(np.arange(3)) is None and train.keep_chunks(10) is None
     assert train.name(4) == "train_catvnoncat.h5[4]"
 
-    class Bare(data.Source):
+    class Bare(Source):
         n, n_features, source = 3, 2, "bare"
 
     with pytest.raises(NotImplementedError):

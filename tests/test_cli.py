@@ -91,7 +91,7 @@ def test_bad_train_settings_exit_2(args, message, capsys):
 
 def test_cli_checkpoint_and_resume_match_an_uninterrupted_run(tmp_path):
     """Train 20 of 40 iterations with checkpoints, resume to 40: the same model file values."""
-    from gpucat.models import load_model
+    from gpucat.modelfiles.model import load_model
 
     common = [
         "--device",

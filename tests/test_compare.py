@@ -1,4 +1,4 @@
-"""`gpucat compare` and gpucat.compare: every usable device and dtype from the same start,
+"""`gpucat compare` and gpucat.frontends.compare: every usable device and dtype from the same start,
 each against the independent reference, with NaN never passing as a small deviation."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from gpucat import compare as compare_mod
 from gpucat.backends import available_devices, get_device
+from gpucat.frontends import compare as compare_mod
 
 import reference_impl as ref
 from conftest import RTOL, data_dir, rel_err, run_gpucat

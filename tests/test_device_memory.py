@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from gpucat.backends import get_device
-from gpucat.data import Dataset
-from gpucat.solvers import DirectSolver, GramSolver
-from gpucat.train import TrainConfig, solver_for
+from gpucat.config import TrainConfig
+from gpucat.data.dataset import Dataset
+from gpucat.training.loop import solver_for
+from gpucat.training.solvers import DirectSolver, GramSolver
 
 from conftest import standin_gpu
 

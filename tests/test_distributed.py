@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from gpucat import backends
-from gpucat.distributed import shard_bounds
+from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
-from gpucat.models import load_model
-from gpucat.network import params_to_host
-from gpucat.train import TrainConfig, fit
+from gpucat.modelfiles.model import load_model
+from gpucat.nn.network import params_to_host
+from gpucat.training.distributed import shard_bounds
+from gpucat.training.loop import fit
 
 from conftest import CUPY, RTOL, STANDIN, data_dir, rel_err, standin_gpu
 
@@ -62,7 +63,7 @@ def test_cuda_awareness_is_the_mpi_librarys_own_answer(monkeypatch):
     CUDA, so it says no. GPUCAT_MPI_CUDA_AWARE overrides it either way."""
     from mpi4py import MPI  # noqa: F401  (loads the MPI library)
 
-    from gpucat import distributed
+    from gpucat.training import distributed
 
     monkeypatch.delenv("GPUCAT_MPI_CUDA_AWARE", raising=False)
     libraries = distributed._mpi_libraries()
@@ -242,7 +243,7 @@ def test_corner_cases_on_three_ranks_equal_one_process(tmp_path, options):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     doc = json.loads(out.stdout.strip().splitlines()[-1])
-    from gpucat.inputs import load_input
+    from gpucat.data.inputs import load_input
 
     cfg = TrainConfig(dtype="float64", layers=(12288, 4, 3, 1), iterations=20, **options)
     ref = fit(backends.get_device("cpu"), cfg, load_input(data))
@@ -293,12 +294,12 @@ def test_dead_layer_and_nan_checks_count_every_rank(tmp_path):
     script = tmp_path / "checks.py"
     script.write_text(
         "import json, numpy as np\n"
-        "from gpucat.distributed import setup\n"
-        "from gpucat.network import init_params\n"
-        "from gpucat.reducers import LOCAL\n"
-        "from gpucat.data import load_course_data\n"
-        "from gpucat.inference import dead_layers, score\n"
-        "from gpucat.network import params_to_device\n"
+        "from gpucat.training.distributed import setup\n"
+        "from gpucat.nn.network import init_params\n"
+        "from gpucat.training.reducers import LOCAL\n"
+        "from gpucat.data.course import load_course_data\n"
+        "from gpucat.nn.inference import dead_layers, score\n"
+        "from gpucat.nn.network import params_to_device\n"
         "reducer, cpu, _ = setup('cpu')\n"
         "train, _ = load_course_data()\n"
         "host = init_params([12288, 5, 4, 1], 1)\n"
@@ -423,11 +424,12 @@ def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, opti
 
 RANKS = """
 import json, sys
-from gpucat.data import load_course_data
-from gpucat.distributed import setup
-from gpucat.network import params_to_host
-from gpucat.reducers import LOCAL
-from gpucat.train import TrainConfig, fit
+from gpucat.data.course import load_course_data
+from gpucat.training.distributed import setup
+from gpucat.nn.network import params_to_host
+from gpucat.training.reducers import LOCAL
+from gpucat.config import TrainConfig
+from gpucat.training.loop import fit
 
 reducer, device, _ = setup(sys.argv[2])
 train, _ = load_course_data()
@@ -481,7 +483,7 @@ def test_staging_buffers_are_kept_per_dtype_and_size(monkeypatch):
     buffer for each, kept."""
     import types
 
-    from gpucat.distributed import MPIReducer
+    from gpucat.training.distributed import MPIReducer
 
     gpu = standin_gpu(monkeypatch)
     monkeypatch.setenv("GPUCAT_MPI_CUDA_AWARE", "0")

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from gpucat import fetch
-from gpucat.data import TEST_FILE, TRAIN_FILE, load_course_data
+from gpucat.data import fetch
+from gpucat.data.course import TEST_FILE, TRAIN_FILE, load_course_data
 from gpucat.errors import GpucatError
 
 from conftest import data_file, run_gpucat

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from gpucat import backends
-from gpucat.checkpoint import load_checkpoint
 from gpucat.cli import main
+from gpucat.config import TrainConfig
 from gpucat.errors import TrainingDiverged
-from gpucat.models import load_model
-from gpucat.network import params_to_host
-from gpucat.train import TrainConfig, fit
+from gpucat.modelfiles.model import load_model
+from gpucat.nn.network import params_to_host
+from gpucat.training.checkpoint import load_checkpoint
+from gpucat.training.loop import fit
 
 from conftest import data_dir, data_file, run_gpucat
 
@@ -106,7 +107,7 @@ def test_divergence_does_not_depend_on_when_the_cost_is_read(course_data, lr, la
 def test_train_accuracy_counts_the_training_examples_only(tmp_path, course_data):
     """With 30 % held out, the training accuracy is over the 146 examples trained on, and the
     validation accuracy over the 63 held out, each equal to a count made from the model."""
-    from gpucat.sources import stratified_split
+    from gpucat.data.sources import stratified_split
 
     model = tmp_path / "m.safetensors"
     out = run_gpucat(
@@ -206,8 +207,9 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_one(tmp_path, device, s
 KILLED = """
 import sys
 from gpucat.backends import get_device
-from gpucat.data import load_course_data
-from gpucat.train import TrainConfig, fit
+from gpucat.data.course import load_course_data
+from gpucat.config import TrainConfig
+from gpucat.training.loop import fit
 train, _ = load_course_data()
 config = TrainConfig(layers=(12288, 64, 1), iterations=100000, batch_size=16, log_every=10**6)
 print("started", flush=True)
@@ -239,7 +241,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_p
 def test_out_of_memory_anywhere_is_one_message(monkeypatch, capsys):
     """NumPy's MemoryError or CuPy's OutOfMemoryError during training: one line naming what
     to change, exit code 2, no traceback."""
-    import gpucat.train
+    import gpucat.frontends.report
 
     class OutOfMemoryError(Exception):  # CuPy's name for it
         pass
@@ -249,7 +251,7 @@ def test_out_of_memory_anywhere_is_one_message(monkeypatch, capsys):
         def failing(*a, error=error, **k):
             raise error
 
-        monkeypatch.setattr(gpucat.train, "fit", failing)
+        monkeypatch.setattr(gpucat.frontends.report, "fit", failing)
         assert main(["train", "--device", "cpu", "--iterations", "2"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("gpucat: error: out of memory")
@@ -258,7 +260,7 @@ def test_out_of_memory_anywhere_is_one_message(monkeypatch, capsys):
 
 def test_full_batch_training_holds_the_data_once(course_data):
     """Full-batch training holds X once: the products read the shard's rows where they lie."""
-    from gpucat.train import solver_for
+    from gpucat.training.loop import solver_for
 
     train, _ = course_data
     cpu = backends.get_device("cpu")
@@ -326,9 +328,9 @@ def test_an_interrupted_cli_run_saves_no_model_and_says_so(tmp_path, monkeypatch
     left as it was."""
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"an earlier model")
-    import gpucat.train
+    import gpucat.frontends.report
 
-    real = gpucat.train.fit
+    real = gpucat.frontends.report.fit
 
     def interrupted_at_the_third(*a, on_step=None, **k):
         def step(i):
@@ -339,7 +341,7 @@ def test_an_interrupted_cli_run_saves_no_model_and_says_so(tmp_path, monkeypatch
 
         return real(*a, on_step=step, **k)
 
-    monkeypatch.setattr(gpucat.train, "fit", interrupted_at_the_third)
+    monkeypatch.setattr(gpucat.frontends.report, "fit", interrupted_at_the_third)
     args = ["train", "--device", "cpu", "--layers", "12288,3,1", "--out", str(out)]
     assert main(args) == 130
     assert "interrupted at iteration 3; nothing was saved" in capsys.readouterr().err
@@ -369,7 +371,7 @@ def test_a_run_depends_on_its_arguments_alone_and_writes_nothing_under_home(
         assert out.returncode == 0, out.stderr
         fit_code = (
             "import numpy as np; from gpucat import CatClassifier\n"
-            "from gpucat.data import load_course_data\n"
+            "from gpucat.data.course import load_course_data\n"
             "train, _ = load_course_data()\n"
             "CatClassifier(iterations=5, device='cpu').fit(train.rows, train.Y.ravel())\n"
         )

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from gpucat.cli import main
-from gpucat.inference import model_probabilities
-from gpucat.inputs import load_image, load_input
-from gpucat.models import load_model
+from gpucat.data.inputs import load_image, load_input
+from gpucat.modelfiles.model import load_model
+from gpucat.nn.inference import model_probabilities
 
 import reference_impl as ref
 from conftest import RTOL, data_file, rel_err, run_gpucat
@@ -368,7 +368,7 @@ def raised(call, *args, **kw) -> str:
 
 
 def test_every_csv_message_names_the_file_the_place_and_what_to_do(tmp_path):
-    from gpucat.inputs import load_csv
+    from gpucat.data.inputs import load_csv
 
     p = tmp_path / "x.csv"
     assert raised(load_csv, p) == f"{p}: no such file."
@@ -423,7 +423,7 @@ def test_a_csv_keeps_whole_pixels_as_uint8_and_fractions_as_float32(tmp_path, mo
     """Whole pixels stay uint8 (a quarter of float32's memory); a file with fractional
     pixels becomes float32, one block of whole pixels beside another of fractions included;
     one row is a file too; the rows are named by their line."""
-    from gpucat import inputs
+    from gpucat.data import inputs
 
     rows = csv_rows(3)
     p = tmp_path / "x.csv"
@@ -442,7 +442,7 @@ def test_a_csv_keeps_whole_pixels_as_uint8_and_fractions_as_float32(tmp_path, mo
 
 
 def test_image_and_folder_messages(tmp_path):
-    from gpucat.inputs import load_folder, load_image
+    from gpucat.data.inputs import load_folder, load_image
 
     missing = tmp_path / "nope.png"
     assert raised(load_image, missing) == f"{missing}: no such file."
@@ -499,8 +499,8 @@ def test_one_image_and_one_sided_folders_as_data(tmp_path):
 
 
 def test_h5_streams_only_when_asked(tmp_path):
-    from gpucat.data import Dataset
-    from gpucat.streaming import H5Source
+    from gpucat.data.dataset import Dataset
+    from gpucat.data.streaming import H5Source
 
     path = write_h5(tmp_path / "x.h5", good_images(), np.array([0, 1, 1, 0]))
     assert isinstance(load_input(path, stream=True), H5Source)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gpucat import __version__
-from gpucat.data import SHA256, TEST_FILE, TRAIN_FILE, sha256_of
+from gpucat.data.course import SHA256, TEST_FILE, TRAIN_FILE, sha256_of
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.installed
@@ -126,7 +126,7 @@ def test_fetch_data_writes_into_the_user_cache_not_the_package(user):
     assert f"{refused}{TRAIN_FILE}\n    ConnectionError: " in out.stderr
     assert "Traceback" not in out.stderr and not list(cache.iterdir())
     packaged = user(
-        "python", "-c", "from gpucat.data import default_data_dir; print(default_data_dir())"
+        "python", "-c", "from gpucat.data.course import default_data_dir; print(default_data_dir())"
     )
     folder = Path(packaged.stdout.strip())
     assert folder.is_relative_to(user.env_dir)

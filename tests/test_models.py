@@ -9,12 +9,14 @@ import random
 import numpy as np
 import pytest
 
-from gpucat import backends, models
+from gpucat import backends
+from gpucat.config import TrainConfig
+from gpucat.data.inputs import load_csv
 from gpucat.errors import GpucatError
-from gpucat.inference import model_probabilities
-from gpucat.inputs import load_csv
-from gpucat.network import init_params, params_to_host
-from gpucat.train import TrainConfig, fit
+from gpucat.modelfiles import model as models
+from gpucat.nn.inference import model_probabilities
+from gpucat.nn.network import init_params, params_to_host
+from gpucat.training.loop import fit
 
 import reference_impl as ref
 from conftest import RTOL, data_file, rel_err
@@ -224,9 +226,9 @@ def test_every_file_gpucat_writes_has_the_mode_the_umask_gives(tmp_path, course_
     """Models (both formats), checkpoints, plots, ONNX files and prepared h5 files get
     0o666 & ~umask, as open() would give them, not the owner-only mode of the temporary
     files that make the writes atomic."""
-    from gpucat.export import export_onnx
-    from gpucat.plots import plot_costs
-    from gpucat.prepare import prepare
+    from gpucat.data.prepare import prepare
+    from gpucat.frontends.plots import plot_costs
+    from gpucat.modelfiles.export import export_onnx
 
     train, _ = course_data
     old = os.umask(mask)

@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-from gpucat import network
 from gpucat.backends.cpu import NumpyDevice
-from gpucat.network import Layer, params_to_device, params_to_host
+from gpucat.nn import network
+from gpucat.nn.network import Layer, params_to_device, params_to_host
 
 import reference_impl as ref
 from conftest import RTOL, assert_matches_central_differences, rel_err

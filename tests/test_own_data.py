@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gpucat import models
 from gpucat.backends import get_device
 from gpucat.cli import main
 from gpucat.config import TrainConfig
+from gpucat.data.inputs import load_image, load_input
 from gpucat.errors import GpucatError
-from gpucat.inference import model_probabilities
-from gpucat.inputs import load_image, load_input
+from gpucat.modelfiles import model as models
+from gpucat.nn.inference import model_probabilities
 
 from conftest import data_file, rel_err, run_gpucat
 
@@ -171,7 +171,7 @@ def test_the_scale_of_a_gray_image_is_read_from_its_values(tmp_path, values, mod
     Image.fromarray(np.repeat(column[:, None], 3, axis=1)).save(tmp_path / "g.tif")
     with Image.open(tmp_path / "g.tif") as im:
         assert im.mode == mode
-        from gpucat.inputs import _as_rgb8
+        from gpucat.data.inputs import _as_rgb8
 
         got = np.asarray(_as_rgb8(im))[:, 0, 0]
     assert got.tolist() == expected
@@ -348,7 +348,7 @@ def test_safetensors_must_be_float_and_agree_with_its_metadata(tmp_path):
 def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
     from safetensors.numpy import load_file, save_file
 
-    from gpucat.train import fit
+    from gpucat.training.loop import fit
 
     train, _ = course_data
     ck = tmp_path / "ck.safetensors"
@@ -384,8 +384,8 @@ def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
 
 
 def test_config_coerces_numpy_scalars_so_float32_stays_float32(course_data):
-    from gpucat.network import params_to_host
-    from gpucat.train import fit
+    from gpucat.nn.network import params_to_host
+    from gpucat.training.loop import fit
 
     train, _ = course_data
     cfg = TrainConfig(

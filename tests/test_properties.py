@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from gpucat.backends.cpu import NumpyDevice
 from gpucat.backends.cuda import CupyDevice
 from gpucat.backends.strict import StrictDevice
-from gpucat.data import Dataset
-from gpucat.network import params_to_host
-from gpucat.reducers import LOCAL
-from gpucat.train import TrainConfig, fit
+from gpucat.config import TrainConfig
+from gpucat.data.dataset import Dataset
+from gpucat.nn.network import params_to_host
+from gpucat.training.loop import fit
+from gpucat.training.reducers import LOCAL
 
 import reference_impl as ref
 from conftest import RTOL, rel_err
@@ -124,7 +125,7 @@ def on_ranks(device, config, data, ranks: int):
     """Each rank's (result, its device) of the run on ``ranks`` threads joined as MPI ranks."""
     if ranks == 1:
         return [(fit(device, config, data, reducer=LOCAL), device)]
-    from gpucat.distributed import MPIReducer
+    from gpucat.training.distributed import MPIReducer
 
     hub = types.SimpleNamespace(size=ranks, parts=[None] * ranks)
     hub.barrier = threading.Barrier(ranks, timeout=60)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from gpucat import backends
-from gpucat import train as train_mod
+from gpucat.config import TrainConfig
 from gpucat.errors import GpucatError
-from gpucat.network import params_to_host
-from gpucat.solvers import GramSolver, Solver, check_memory, choose_solver
-from gpucat.train import TrainConfig, fit
+from gpucat.nn.network import params_to_host
+from gpucat.training import loop as train_mod
+from gpucat.training.loop import fit
+from gpucat.training.solvers import GramSolver, Solver, check_memory, choose_solver
 
 import reference_impl as ref
 from conftest import RTOL, rel_err
@@ -165,8 +166,8 @@ def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
     )
     r = fit(cpu, config, train.X, train.Y)
     assert r.params[0].W.dtype == np.dtype(dtype)
-    from gpucat.sources import as_source
-    from gpucat.train import solver_for
+    from gpucat.data.sources import as_source
+    from gpucat.training.loop import solver_for
 
     s = solver_for(cpu, config, as_source(train.X, train.Y))[0]
     assert s.Z0.dtype == s.C.dtype == s.V.dtype == np.float64
@@ -339,7 +340,7 @@ def test_a_gram_checkpoint_mid_run_saves_w1_then_and_the_run_goes_on_unchanged(
     ends with the W1 of a run that wrote none (not the one formed for the checkpoint)."""
     import shutil
 
-    from gpucat.checkpoint import load_checkpoint
+    from gpucat.training.checkpoint import load_checkpoint
 
     train, _ = course_data
     cpu = backends.get_device("cpu")

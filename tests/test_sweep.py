@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from gpucat import sweep as sweep_mod
 from gpucat.backends import get_device
 from gpucat.cli import main
-from gpucat.sweep import crossover, work
+from gpucat.frontends import sweep as sweep_mod
+from gpucat.frontends.sweep import crossover, work
 
 from conftest import standin_gpu
 
@@ -109,7 +109,7 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_note(monkeypatch):
     assert len(notes) == 1 and "20000 examples: skipped, it does not fit" in notes[0]
     assert "needs" in notes[0] and result["notes"] == notes
 
-    from gpucat import train as train_mod
+    from gpucat.training import loop as train_mod
 
     monkeypatch.setattr(train_mod, "check_memory", lambda *a, **k: None)  # a figure too short
     result = sweep_mod.sweep(examples=[20000], dtypes=["float32"], iterations=1, devices=[gpu])
@@ -119,7 +119,7 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_note(monkeypatch):
 def test_the_sweep_on_a_gpu_beside_the_cpu(monkeypatch, tmp_path):
     """The GPU's path (the CuPy stand-in where no GPU is usable): rows for both devices, the
     host's first; the plot drawn."""
-    from gpucat.plots import plot_sweep
+    from gpucat.frontends.plots import plot_sweep
 
     gpu = standin_gpu(monkeypatch)
     result = sweep_mod.sweep(

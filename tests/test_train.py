@@ -10,10 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from gpucat import network
+from gpucat.config import TrainConfig
 from gpucat.errors import TrainingDiverged
-from gpucat.inference import probabilities, scores
-from gpucat.train import TrainConfig, fit
+from gpucat.nn import network
+from gpucat.nn.inference import probabilities, scores
+from gpucat.training.loop import fit
 
 import reference_impl as ref
 from conftest import RTOL, data_dir, rel_err
@@ -132,6 +133,6 @@ def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(de
     ],
 )
 def test_the_divergence_limit_from_both_sides(first, mean, expected):
-    from gpucat.train import diverged
+    from gpucat.training.loop import diverged
 
     assert diverged(mean, first) is expected

@@ -8,11 +8,12 @@ import pytest
 from test_solvers import OPTIONS
 
 from gpucat import backends
+from gpucat.config import TrainConfig
+from gpucat.data.sources import mirrored_rows, stratified_split
 from gpucat.errors import GpucatError
-from gpucat.network import Layer, params_to_host
-from gpucat.optim import Adam, Momentum
-from gpucat.sources import mirrored_rows, stratified_split
-from gpucat.train import TrainConfig, fit
+from gpucat.nn.network import Layer, params_to_host
+from gpucat.nn.optim import Adam, Momentum
+from gpucat.training.loop import fit
 
 import reference_impl as ref
 
@@ -197,7 +198,7 @@ def test_patience_counts_bad_validations_in_a_row(monkeypatch, course_data):
     """Validation costs 1.0, 1.1, 0.9, 1.0, 1.05, ...: with patience 2 training stops after
     the second bad validation in a row (iteration 4), the best being iteration 2's; counting
     every bad validation would stop at iteration 3."""
-    from gpucat import train as train_mod
+    from gpucat.training import loop as train_mod
 
     costs = iter([1.0, 1.1, 0.9, 1.0, 1.05, 1.2, 1.3, 1.4])
     monkeypatch.setattr(train_mod._Validation, "cost", lambda self, params: next(costs))

@@ -2,7 +2,7 @@
 
 ``Device`` is written once against the array API standard: its data movement (to and from
 the host, copies, scalars, free memory, synchronization, host staging for MPI) and its
-math primitives (the steps of network.py and optim.py, in the order of the README's
+math primitives (the steps of nn/network.py and nn/optim.py, in the order of the README's
 equations). It is the readable reference, and what the strict stand-in device runs as it
 is. ``NumpyDevice`` (cpu.py) and ``CupyDevice`` (cuda.py) override some of both, with the
 same names and signatures, where their device has a faster or a necessary way (Thinc's

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
         raise GpucatError(f"--iterations must be at least 1, got {args.iterations}.")
     check_writable(args.plot, args.json_out)
     if args.plot:
-        from gpucat.plots import _pyplot
+        from gpucat.frontends.plots import _pyplot
 
         _pyplot()  # a missing matplotlib is reported before measuring, not after
     (sweep if args.sweep else recipe)(args)
@@ -122,8 +122,8 @@ def _saver(args):
 
 
 def recipe(args: argparse.Namespace) -> None:
-    from gpucat.compare import BOTH, compare, table
-    from gpucat.plots import plot_device_comparison
+    from gpucat.frontends.compare import BOTH, compare, table
+    from gpucat.frontends.plots import plot_device_comparison
 
     save = _saver(args)
 
@@ -149,9 +149,9 @@ def recipe(args: argparse.Namespace) -> None:
 
 
 def sweep(args: argparse.Namespace) -> None:
-    from gpucat.compare import BOTH
-    from gpucat.plots import plot_sweep
-    from gpucat.sweep import crossover, sweep, table
+    from gpucat.frontends.compare import BOTH
+    from gpucat.frontends.plots import plot_sweep
+    from gpucat.frontends.sweep import crossover, sweep, table
 
     save, rows, notes = _saver(args), [], []
 

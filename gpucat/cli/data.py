@@ -46,8 +46,8 @@ def add(sub) -> None:
 def fetch(args: argparse.Namespace) -> None:
     import os
 
-    from gpucat.data import TEST_FILE, TRAIN_FILE
-    from gpucat.fetch import fetch_data
+    from gpucat.data.course import TEST_FILE, TRAIN_FILE
+    from gpucat.data.fetch import fetch_data
 
     folder, done = fetch_data(args.data_dir or os.environ.get("GPUCAT_DATA_DIR"), force=args.force)
     for name, what in zip((TRAIN_FILE, TEST_FILE), done):
@@ -58,7 +58,7 @@ def fetch(args: argparse.Namespace) -> None:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    from gpucat.prepare import prepare
+    from gpucat.data.prepare import prepare
 
     if args.jobs is not None and args.jobs < 1:
         raise GpucatError(f"--jobs must be at least 1, got {args.jobs}.")

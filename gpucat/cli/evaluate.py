@@ -45,14 +45,14 @@ def add(sub) -> None:
 
 
 def _model_and_device(args: argparse.Namespace):
-    from gpucat.models import load_model
+    from gpucat.modelfiles.model import load_model
 
     return load_model(args.model), get_device(args.device)
 
 
 def evaluate(args: argparse.Namespace) -> None:
-    from gpucat.inference import model_probabilities, scores
-    from gpucat.inputs import load_input
+    from gpucat.data.inputs import load_input
+    from gpucat.nn.inference import model_probabilities, scores
 
     check_writable(args.mislabeled)
     model, device = _model_and_device(args)
@@ -67,7 +67,7 @@ def evaluate(args: argparse.Namespace) -> None:
         f"FP {s['false_positives']}, FN {s['false_negatives']}"
     )
     if args.mislabeled:
-        from gpucat.plots import plot_mislabeled
+        from gpucat.frontends.plots import plot_mislabeled
 
         n = plot_mislabeled(args.mislabeled, ds.images, p, ds.Y.reshape(-1))
         print(f"Saved {n} mislabeled images to {args.mislabeled}")
@@ -89,8 +89,8 @@ def _shown(given: str, ds, k: int) -> str:
 
 
 def predict(args: argparse.Namespace) -> None:
-    from gpucat.inference import model_probabilities
-    from gpucat.inputs import load_input
+    from gpucat.data.inputs import load_input
+    from gpucat.nn.inference import model_probabilities
 
     model, device = _model_and_device(args)
     rows = []

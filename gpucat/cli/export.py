@@ -25,8 +25,8 @@ def add(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gpucat.export import export_onnx
-    from gpucat.models import load_model
+    from gpucat.modelfiles.export import export_onnx
+    from gpucat.modelfiles.model import load_model
 
     check_writable(args.out)
     model = load_model(args.model)

@@ -19,7 +19,7 @@ def add(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from gpucat.info import collect, table
+    from gpucat.frontends.info import collect, table
 
     info = collect()
     print(json.dumps(info) if args.json else table(info))

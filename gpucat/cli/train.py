@@ -126,8 +126,8 @@ def _progress_bar(args, config, reducer):
 def _training_data(args: argparse.Namespace, can_fetch: bool):
     """(training set, test set or None): --train / --test, else the course files (downloaded
     first when they are missing and ``can_fetch``)."""
-    from gpucat import data
-    from gpucat.inputs import load_input
+    from gpucat.data.course import TEST_FILE, TRAIN_FILE, load_course_data, resolve_data_dir
+    from gpucat.data.inputs import load_input
 
     def labelled(path):  # a large uint8 h5 stays on disk and is read as training goes
         return load_input(path, require_labels=True, stream=True)
@@ -136,13 +136,13 @@ def _training_data(args: argparse.Namespace, can_fetch: bool):
         if args.data_dir:
             raise GpucatError("--data-dir names the course files; drop it when giving --train.")
         return labelled(args.train), (labelled(args.test) if args.test else None)
-    folder = data.resolve_data_dir(args.data_dir)
-    if can_fetch and not all((folder / n).exists() for n in (data.TRAIN_FILE, data.TEST_FILE)):
-        from gpucat.fetch import fetch_data
+    folder = resolve_data_dir(args.data_dir)
+    if can_fetch and not all((folder / n).exists() for n in (TRAIN_FILE, TEST_FILE)):
+        from gpucat.data.fetch import fetch_data
 
         print(f"Course data not found in {folder}; downloading it.", file=sys.stderr, flush=True)
         fetch_data(folder)
-    train_set, test_set = data.load_course_data(folder)
+    train_set, test_set = load_course_data(folder)
     return train_set, (labelled(args.test) if args.test else test_set)
 
 
@@ -151,26 +151,27 @@ def _config(args):
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     if args.resume:
-        from gpucat.checkpoint import load_checkpoint
+        from gpucat.training.checkpoint import load_checkpoint
 
         return TrainConfig.from_dict({**load_checkpoint(args.resume)[0], **given})
     return TrainConfig(**given)
 
 
 def run(args: argparse.Namespace) -> None:
-    from gpucat.reducers import LOCAL
-    from gpucat.train import check_data, run_recipe
+    from gpucat.frontends.report import run_recipe
+    from gpucat.training.loop import check_data
+    from gpucat.training.reducers import LOCAL
 
     config = _config(args)
     config.check()
     check_writable(args.out, args.plot, args.checkpoint)
     if args.plot:
-        from gpucat.plots import _pyplot
+        from gpucat.frontends.plots import _pyplot
 
         _pyplot()  # a missing matplotlib is reported before training, not after
     reducer, threads = LOCAL, None
     if args.distributed:
-        from gpucat.distributed import setup
+        from gpucat.training.distributed import setup
 
         reducer, device, threads = setup(args.device, on_fallback=note)
         if reducer.size == 1:
@@ -218,8 +219,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _report(args, config, device, result, summary) -> None:
-    from gpucat import models
-    from gpucat.network import params_to_host
+    from gpucat.modelfiles import model as models
+    from gpucat.nn.network import params_to_host
 
     if result.stopped_early:
         print(
@@ -252,7 +253,7 @@ def _report(args, config, device, result, summary) -> None:
         models.save_model(args.out, models.Model(params_to_host(device, result.params), meta))
         print(f"Saved model to {args.out}")
     if args.plot:
-        from gpucat.plots import plot_costs
+        from gpucat.frontends.plots import plot_costs
 
         plot_costs(
             args.plot,

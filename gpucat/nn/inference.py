@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpucat import network
 from gpucat.backends import Device
+from gpucat.data.sources import CHUNK, as_source
 from gpucat.errors import GpucatError
-from gpucat.models import Model
-from gpucat.network import Layer, params_to_device
-from gpucat.reducers import LOCAL
-from gpucat.sources import CHUNK, as_source
+from gpucat.modelfiles.model import Model
+from gpucat.nn import network
+from gpucat.nn.network import Layer, params_to_device
+from gpucat.training.reducers import LOCAL
 
 
 def columns(device: Device, source, dtype: str, reducer=LOCAL):

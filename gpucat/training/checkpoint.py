@@ -79,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike):
     from safetensors import safe_open
 
     from gpucat.config import TrainConfig
-    from gpucat.models import check_shapes
+    from gpucat.modelfiles.model import check_shapes
 
     path = Path(path)
     if not path.is_file():

@@ -130,7 +130,7 @@ def mpi() -> dict:
     try:
         from mpi4py import MPI
 
-        from gpucat.distributed import mpi_cuda_aware
+        from gpucat.training.distributed import mpi_cuda_aware
 
         out["mpi_library"] = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
         out["mpi_cuda_aware"] = mpi_cuda_aware()
@@ -151,7 +151,7 @@ def collect() -> dict:
         "cpu": cpu_label(),
         "numpy": np.__version__,
         # where each was imported from: the environment a report comes from, plainly
-        "locations": {"gpucat": str(Path(__file__).parent.resolve()), "numpy": _folder(np)},
+        "locations": {"gpucat": _folder(sys.modules["gpucat"]), "numpy": _folder(np)},
         "blas": blas(),
         "packages": {name: _version(name) for name in PACKAGES},
     }

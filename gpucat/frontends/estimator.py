@@ -25,7 +25,7 @@ from dataclasses import fields
 import numpy as np
 
 from gpucat.config import REFERENCE_LAYERS, TrainConfig
-from gpucat.data import IMAGE_SHAPE, Dataset, divisor_for
+from gpucat.data.dataset import IMAGE_SHAPE, Dataset, divisor_for
 from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning, GpucatError
 
 try:  # scikit-learn stays optional: without it the class stands alone with the same API
@@ -221,9 +221,9 @@ class CatClassifier(*_BASES):
 
     def fit(self, X, y):
         """Train from the seed's initial weights (``random_state``) on (X, y)."""
-        from gpucat.inference import dead_layers
-        from gpucat.network import params_to_host
-        from gpucat.train import fit
+        from gpucat.nn.inference import dead_layers
+        from gpucat.nn.network import params_to_host
+        from gpucat.training.loop import fit
 
         X, y = self._validate(X, y, reset=True)
         Y = self._labels(y)
@@ -255,8 +255,8 @@ class CatClassifier(*_BASES):
         """(n_samples, 2): the probabilities of ``classes_[0]`` and ``classes_[1]``, computed
         in float64 from the trained weights (as `gpucat evaluate` does by default); the
         network's output is the probability of ``pos_label_``."""
-        from gpucat.inference import probabilities
-        from gpucat.network import params_to_device
+        from gpucat.nn.inference import probabilities
+        from gpucat.nn.network import params_to_device
 
         if HAVE_SKLEARN:
             check_is_fitted(self)

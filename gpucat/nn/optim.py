@@ -11,7 +11,7 @@ from typing import Any
 
 from gpucat.backends import Device
 from gpucat.config import OPTIMIZERS
-from gpucat.network import Layer
+from gpucat.nn.network import Layer
 
 
 class GradientDescent:

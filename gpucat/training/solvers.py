@@ -25,13 +25,13 @@ from typing import Protocol
 
 import numpy as np
 
-from gpucat import network
 from gpucat.backends import Array, Device
 from gpucat.config import TrainConfig
+from gpucat.data.sources import DROPOUT, Batches, host_rng
 from gpucat.errors import GpucatError
-from gpucat.network import Layer
-from gpucat.optim import make_optimizer
-from gpucat.sources import DROPOUT, Batches, host_rng
+from gpucat.nn import network
+from gpucat.nn.network import Layer
+from gpucat.nn.optim import make_optimizer
 
 GRAM_MEMORY_FRACTION = 0.25  # auto uses Gram only when it takes at most this share of memory
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gpucat import __version__
-from gpucat.data import N_FEATURES
+from gpucat.data.dataset import N_FEATURES
 from gpucat.errors import GpucatError
 from gpucat.files import atomic_write
 

@@ -18,26 +18,16 @@ from typing import Any
 import numpy as np
 
 from gpucat.backends import Device, memory_available
-from gpucat.data import (
-    IMAGE_SHAPE,
-    N_FEATURES,
-    ROW,
-    Source,
-    check_labels,
-    load_h5,
-    read_h5,
-    read_unit,
-    storage,
-    stored_names,
-)
-from gpucat.errors import GpucatError
-from gpucat.sources import (
+from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES, Source, check_labels
+from gpucat.data.h5 import ROW, load_h5, read_h5, read_unit, storage, stored_names
+from gpucat.data.sources import (
     DEVICE_SHARE,
     WINDOW,
     DeviceShard,
     Shard,
     TrainingSet,
 )
+from gpucat.errors import GpucatError
 
 ALIGN = 4096  # O_DIRECT reads: offset, length and buffer on this boundary
 WORKERS = max(2, os.cpu_count() or 1)  # threads reading and decompressing chunks

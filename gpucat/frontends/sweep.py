@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from gpucat.compare import BOTH
 from gpucat.config import REFERENCE_LAYERS, TrainConfig
 from gpucat.errors import GpucatError
+from gpucat.frontends.compare import BOTH
 
 COLUMNS = (
     "device", "backend", "dtype", "solver", "examples", "width", "layers", "ms_per_iteration",
@@ -116,7 +116,7 @@ def peaks(device, dtype: str, repeats: int = 3) -> tuple[float, float]:
 def synthetic(m: int, n_x: int, seed: int = 0):
     """m examples of n_x uint8 pixels (1..255: never zeros) and their labels: DISTINCT
     examples drawn, repeated to m."""
-    from gpucat.data import Dataset
+    from gpucat.data.dataset import Dataset
 
     rng = np.random.default_rng(seed)
     k = min(m, DISTINCT)
@@ -128,7 +128,7 @@ def synthetic(m: int, n_x: int, seed: int = 0):
 def time_size(device, config: TrainConfig, data, iterations: int) -> tuple[str, float, float]:
     """(the solver the run would choose, median seconds of an iteration, seconds in all,
     set-up included) of ``config`` on ``data``."""
-    from gpucat.train import solver_for
+    from gpucat.training.loop import solver_for
 
     started = time.perf_counter()
     solver = solver_for(device, config, data)[0]
@@ -143,7 +143,7 @@ def time_size(device, config: TrainConfig, data, iterations: int) -> tuple[str, 
 def machine() -> dict:
     """What the figures were measured on."""
     from gpucat.backends import available_devices, cpu_label
-    from gpucat.info import blas
+    from gpucat.frontends.info import blas
 
     libraries = [f"{b['library']} {b.get('version')} ({b.get('threads')} threads)" for b in blas()]
     return {

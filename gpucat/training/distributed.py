@@ -18,7 +18,7 @@ import numpy as np
 
 from gpucat.backends import Device
 from gpucat.errors import GpucatError
-from gpucat.reducers import LocalReducer
+from gpucat.training.reducers import LocalReducer
 
 
 def init_mpi():

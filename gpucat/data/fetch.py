@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from gpucat.data import SHA256, TEST_FILE, TRAIN_FILE, sha256_of
+from gpucat.data.course import SHA256, TEST_FILE, TRAIN_FILE, sha256_of
 from gpucat.errors import GpucatError
 from gpucat.files import replacing
 

@@ -37,11 +37,12 @@ def compare(
     ``log_every``) on the course data, once per device (default: every usable one) and dtype.
     Returns ``{"rows": [...], "max_cost_deviation": ..., "reference": ...}``, one row per run;
     ``on_row(result)`` is called after each run with the result so far."""
-    from gpucat import data
     from gpucat.backends import available_devices
-    from gpucat.train import TrainConfig, run_recipe
+    from gpucat.config import TrainConfig
+    from gpucat.data.course import load_course_data
+    from gpucat.frontends.report import run_recipe
 
-    train_set, test_set = data.load_course_data(data_dir)
+    train_set, test_set = load_course_data(data_dir)
     configs = [
         TrainConfig(iterations=iterations, dtype=d, solver=solver, log_every=log_every)
         for d in dtypes

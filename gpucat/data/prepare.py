@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gpucat.data import IMAGE_SHAPE
+from gpucat.data.dataset import IMAGE_SHAPE
 from gpucat.errors import GpucatError
 from gpucat.files import check_writable, replacing
 
 
 def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
     """One image as uint8 (64, 64, 3), or the error message (a worker must not raise)."""
-    from gpucat.inputs import load_image
+    from gpucat.data.inputs import load_image
 
     try:
         return load_image(path), None
@@ -35,7 +35,7 @@ def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
 
 def labelled_files(folder: Path) -> list[tuple[Path, int]]:
     """(image file, label) for a folder with cat/ and non-cat/ subfolders."""
-    from gpucat.inputs import folder_files
+    from gpucat.data.inputs import folder_files
 
     if not folder.is_dir():
         raise GpucatError(f"{folder}: no such folder.")
@@ -60,7 +60,7 @@ def prepare(source, out, jobs: int | None = None, progress: bool | None = None) 
     source, out = Path(source), Path(out)
     check_writable(out)
     if source.is_file():
-        from gpucat.streaming import open_h5
+        from gpucat.data.streaming import open_h5
 
         data = open_h5(source)  # checked: images, labels
         labels, names, blocks = data.labels(), data.names, _h5_blocks(data)

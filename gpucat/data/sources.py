@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from gpucat.backends import Device
-from gpucat.data import IMAGE_SHAPE, N_FEATURES, Dataset
+from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES, Dataset
 from gpucat.errors import GpucatError
 
 SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks, validation

@@ -13,16 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gpucat.data import (
-    HDF5_SIGNATURE,
-    IMAGE_SHAPE,
-    N_FEATURES,
-    Dataset,
-    check_labels,
-    load_h5,
-)
+from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES, Dataset, check_labels
+from gpucat.data.h5 import HDF5_SIGNATURE, load_h5
+from gpucat.data.streaming import open_h5
 from gpucat.errors import GpucatError
-from gpucat.streaming import open_h5
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 CAT_DIRS = ("cat", "cats")

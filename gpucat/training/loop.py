@@ -25,19 +25,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gpucat import network, streaming
 from gpucat.backends import Device
-from gpucat.checkpoint import Progress, load_checkpoint, save_checkpoint
-from gpucat.config import OBSERVERS, REFERENCE_LAYERS, TrainConfig
+from gpucat.config import OBSERVERS, TrainConfig
+from gpucat.data import streaming
+from gpucat.data.sources import DeviceShard, TrainingSet, as_source, split_training
+from gpucat.data.streaming import make_shard
 from gpucat.errors import GpucatError, TrainingDiverged
-from gpucat.inference import dead_layers, score
-from gpucat.network import Layer, params_to_device, params_to_host
-from gpucat.reducers import LOCAL
-from gpucat.solvers import check_memory, choose_solver, make_solver
-from gpucat.sources import DeviceShard, TrainingSet, as_source, split_training
-from gpucat.streaming import make_shard
-
-__all__ = ["REFERENCE_LAYERS", "TrainConfig", "TrainResult", "fit", "run_recipe"]
+from gpucat.nn import network
+from gpucat.nn.network import Layer, params_to_device, params_to_host
+from gpucat.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from gpucat.training.reducers import LOCAL
+from gpucat.training.solvers import check_memory, choose_solver, make_solver
 
 
 @dataclass
@@ -458,57 +456,3 @@ def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
             f"{path}: this checkpoint was made with a different recipe: {shown}; resume with "
             "the same settings, or start afresh without --resume."
         )
-
-
-def summarize(device: Device, config: TrainConfig, result: TrainResult) -> dict:
-    """The JSON-ready record of a run: recipe, device, logged costs, timing."""
-    recipe = ("dtype", "learning_rate", "iterations", "seed")
-    kept = ("solver", "cost_kind", "best_iteration", "stopped_early", "iterations_done")
-    kept += ("first_iteration", "seconds")
-    return {
-        "device": device.label,
-        "backend": device.name,
-        "layers": list(config.layers),
-        **{k: getattr(config, k) for k in recipe},
-        **{k: getattr(result, k) for k in kept},
-        "costs": [[i, c] for i, c in result.costs],
-        "validation_costs": [[i, c] for i, c in result.val_costs],
-        "final_cost": result.costs[-1][1] if result.costs else None,
-        "ms_per_iteration": result.ms_per_iteration,
-        "reduce": result.reduce_how,
-    }
-
-
-def run_recipe(
-    device: Device,
-    config: TrainConfig,
-    train_set,
-    test_set=None,
-    on_log: Callable[[int, float | None, float | None], None] | None = None,
-    reducer=LOCAL,
-    **fit_options,
-) -> tuple[TrainResult, dict]:
-    """Train on train_set and score the model, on every process of the run: the training
-    examples (those held out for validation excluded), the validation ones, and test_set
-    when given. Returns the result and a JSON-ready summary, the same on every process."""
-    result = fit(device, config, train_set, on_log=on_log, reducer=reducer, **fit_options)
-    summary = summarize(device, config, result)
-    summary["processes"] = reducer.size
-    # hidden layers whose units are all inactive on every training image
-    summary["dead_layers"] = dead_layers(device, result.params, result.train, config.dtype, reducer)
-    for name, ds in (
-        ("train", result.train),
-        ("validation", result.validation),
-        ("test", test_set),
-    ):
-        if ds is None:
-            continue
-        correct, n, nonfinite = score(device, result.params, ds, config.dtype, reducer)
-        if nonfinite:
-            raise TrainingDiverged(
-                "training diverged: the trained model predicts NaN; try a smaller --learning-rate."
-            )
-        summary.update(
-            {f"{name}_accuracy": correct / n, f"{name}_correct": correct, f"{name}_examples": n}
-        )
-    return result, summary

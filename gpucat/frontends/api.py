@@ -9,9 +9,10 @@ import numpy as np
 
 from gpucat.backends import Device, available_devices, get_device
 from gpucat.config import TrainConfig
-from gpucat.data import Dataset, divisor_for, load_course_data
+from gpucat.data.course import load_course_data
+from gpucat.data.dataset import Dataset, divisor_for
 from gpucat.errors import GpucatError
-from gpucat.models import Model
+from gpucat.modelfiles.model import Model
 
 
 def devices() -> list[Device]:
@@ -31,10 +32,10 @@ def _dataset(data, labels, what: str) -> Dataset:
     arrays: images (m, 64, 64, 3) or rows (m, n_features), with labels (m,) of 0 and 1.
     Integer pixels are scaled to [0, 1] (data.divisor_for); floats are taken as scaled."""
     if isinstance(data, (str, os.PathLike)):
-        from gpucat.inputs import load_input
+        from gpucat.data.inputs import load_input
 
         return load_input(data, require_labels=True)
-    from gpucat.data import check_labels
+    from gpucat.data.dataset import check_labels
 
     rows = np.asarray(data)
     m = rows.shape[0] if rows.ndim else 0
@@ -57,8 +58,8 @@ def train_model(
     pair. ``recipe``: TrainConfig's knobs (``iterations``, ``learning_rate``, ``dtype``, ...;
     the default is the reference recipe). ``model.metadata["result"]`` is the run's record:
     costs, accuracies, device, time per iteration."""
-    from gpucat.network import params_to_host
-    from gpucat.train import run_recipe
+    from gpucat.frontends.report import run_recipe
+    from gpucat.nn.network import params_to_host
 
     config = TrainConfig(**recipe)
     config.check()

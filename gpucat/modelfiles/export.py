@@ -16,10 +16,10 @@ import os
 import numpy as np
 
 from gpucat import __version__
-from gpucat.data import IMAGE_SHAPE, N_FEATURES
+from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 from gpucat.files import atomic_write
-from gpucat.models import Model
+from gpucat.modelfiles.model import Model
 
 OPSET = 17
 INPUTS = ("images", "features")
