@@ -1,7 +1,9 @@
-"""TrainConfig: every knob of a training run in one dataclass; the defaults are the reference."""
+"""TrainConfig: every knob of a training run in one frozen dataclass, checked when it is made;
+the defaults are the reference recipe."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 
@@ -15,35 +17,36 @@ DTYPES = ("float32", "float64")
 OBSERVERS = ("iterations", "log_every", "full_cost")
 
 
+def knob(kind: str, default, help: str, choices: tuple | None = None):
+    """A TrainConfig field: its kind ("int", "float", "bool", "str" or "layers": whole
+    numbers), default and help text; the CLI's flags are made from these, so that each is
+    written once."""
+    return field(default=default, metadata={"kind": kind, "help": help, "choices": choices})
+
+
 def kind(f) -> str:
-    """A knob's type, read from its annotation alone: "int", "float", "bool", "str" or
-    "layers" (a tuple of whole numbers); ``int | None`` is "int"."""
-    t = f.type.removesuffix(" | None")
-    return "layers" if t.startswith("tuple") else t
+    """A knob's kind, as its field declares it."""
+    return f.metadata["kind"]
 
 
-def knob(default, help: str, choices: tuple | None = None):
-    """A TrainConfig field with its help text: the CLI's flags and CatClassifier's
-    parameters are made from these, so they are written once."""
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The knobs of one training run; the defaults are the reference recipe."""
 
-    layers: tuple[int, ...] = knob(REFERENCE_LAYERS, "layer sizes, e.g. 12288,20,7,5,1")
-    learning_rate: float = knob(0.0075, "the learning rate α")
-    iterations: int = knob(2500, "parameter updates, one per (mini-)batch")
-    seed: int = knob(1, "initial weights, shuffles, dropout masks, validation split")
+    layers: tuple[int, ...] = knob("layers", REFERENCE_LAYERS, "layer sizes, e.g. 12288,20,7,5,1")
+    learning_rate: float = knob("float", 0.0075, "the learning rate α")
+    iterations: int = knob("int", 2500, "parameter updates, one per (mini-)batch")
+    seed: int = knob("int", 1, "initial weights, shuffles, dropout masks, validation split")
     dtype: str = knob(
+        "str",
         "float64",
         "floating-point type of the training arithmetic (float64 reproduces the published run "
         "exactly; float32 is faster for the direct solver, on consumer GPUs above all)",
         DTYPES,
     )
-    log_every: int = knob(100, "iterations between cost read-outs (observes only)")
+    log_every: int = knob("int", 100, "iterations between cost read-outs (observes only)")
     solver: str = knob(
+        "str",
         "auto",
         "direct: the README's algorithm; gram: the same iterates through the M x M Gram matrix "
         "(fewer examples than inputs; not Adam); auto picks gram where it applies and pays",
@@ -51,30 +54,35 @@ class TrainConfig:
     )
     # beyond the original recipe (the defaults leave it unchanged)
     batch_size: int | None = knob(
-        None, "mini-batch size, reshuffled every epoch (default: full batch)"
+        "int", None, "mini-batch size, reshuffled every epoch (default: full batch)"
     )
-    optimizer: str = knob("gd", "gradient descent, momentum or Adam", OPTIMIZERS)
-    beta1: float = knob(0.9, "momentum's beta, Adam's beta1")
-    beta2: float = knob(0.999, "Adam's beta2")
-    epsilon: float = knob(1e-8, "Adam's epsilon")
-    lr_decay: float = knob(0.0, "learning rate / (1 + decay * epoch)")
-    l2: float = knob(0.0, "L2 strength λ: the cost adds (λ/2M)·Σ‖W‖², each step (λ/M)·W")
-    keep_prob: float = knob(1.0, "inverted dropout on hidden layers: probability to keep a unit")
-    flip: bool = knob(False, "add left-right mirrored copies of the training images")
-    validation: float = knob(0.0, "fraction of the training set held out (stratified)")
+    optimizer: str = knob("str", "gd", "gradient descent, momentum or Adam", OPTIMIZERS)
+    beta1: float = knob("float", 0.9, "momentum's beta, Adam's beta1")
+    beta2: float = knob("float", 0.999, "Adam's beta2")
+    epsilon: float = knob("float", 1e-8, "Adam's epsilon")
+    lr_decay: float = knob("float", 0.0, "learning rate / (1 + decay * epoch)")
+    l2: float = knob("float", 0.0, "L2 strength λ: the cost adds (λ/2M)·Σ‖W‖², each step (λ/M)·W")
+    keep_prob: float = knob(
+        "float", 1.0, "inverted dropout on hidden layers: probability to keep a unit"
+    )
+    flip: bool = knob("bool", False, "add left-right mirrored copies of the training images")
+    validation: float = knob("float", 0.0, "fraction of the training set held out (stratified)")
     validate_every: int = knob(
-        100, "validate at iterations i with i %% N == 0, and the final parameters"
+        "int", 100, "validate at iterations i with i %% N == 0, and the final parameters"
     )
-    patience: int | None = knob(None, "early stopping: validations without a better cost")
+    patience: int | None = knob("int", None, "early stopping: validations without a better cost")
     full_cost: bool = knob(
-        False, "log the whole training set's cost, not the batches' (a pass over the data)"
+        "bool", False, "log the whole training set's cost, not the batches' (a pass over the data)"
     )
 
-    def check(self) -> None:
-        """Raise GpucatError for settings that cannot train, and make every number a plain
-        Python int or float: a NumPy float64 learning rate would otherwise turn a float32
-        run's arrays into float64 (NumPy 2 promotion)."""
+    def __post_init__(self):
+        """Every number made a plain Python int or float (a NumPy float64 learning rate would
+        otherwise turn a float32 run's arrays into float64: NumPy 2 promotion), then every
+        setting that cannot train refused: one GpucatError, when the config is made."""
         self._coerce()
+        self._check()
+
+    def _check(self) -> None:
         if self.seed < 0 or self.seed >= 2**32:
             raise GpucatError(f"--seed must be a whole number in 0 .. 2**32 - 1, got {self.seed}.")
         if len(self.layers) < 2 or any(n < 1 for n in self.layers):
@@ -148,7 +156,7 @@ class TrainConfig:
             for f in fields(self):
                 value = getattr(self, f.name)
                 if value is not None:  # None: the knobs that may be unset (batch_size, ...)
-                    setattr(self, f.name, make[kind(f)](f.name, value))
+                    object.__setattr__(self, f.name, make[kind(f)](f.name, value))
         except (TypeError, ValueError) as e:
             raise GpucatError(f"a training setting is not a number ({e}).") from None
 
@@ -160,9 +168,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        c = cls(**{k: v for k, v in d.items() if k in known})
-        c.layers = tuple(c.layers)
-        return c
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some knobs changed, checked as a new config is."""
+        return dataclasses.replace(self, **changes)
 
     def is_log_point(self, i: int) -> bool:
         """Costs are read at every log_every-th iteration and at the last."""

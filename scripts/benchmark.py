@@ -156,8 +156,7 @@ def recipe(args) -> dict:
     ref = fit(
         get_device("cpu"),
         TrainConfig(iterations=iters, dtype="float64", solver="direct"),
-        train.X,
-        train.Y,
+        train,
     )
     rows = []
     doc = {"machine": machine_info(), "iterations": iters, "runs": args.runs, "rows": rows}
@@ -177,11 +176,11 @@ def recipe(args) -> dict:
             for solver in SOLVERS:
                 config = TrainConfig(iterations=iters, dtype=dtype, solver=solver)
                 warm = TrainConfig(iterations=20, dtype=dtype, solver=solver)
-                fit(device, warm, train.X, train.Y)
-                runs = [fit(device, config, train.X, train.Y) for _ in range(args.runs)]
+                fit(device, warm, train)
+                runs = [fit(device, config, train) for _ in range(args.runs)]
                 r = runs[-1]
                 correct = [
-                    scores(probabilities(device, r.params, ds.X, dtype), ds.Y)["correct"]
+                    scores(probabilities(device, r.params, ds, dtype), ds.Y)["correct"]
                     for ds in (train, test)
                 ]
                 add(
@@ -311,8 +310,9 @@ def floor(args) -> dict:
     cpu = get_device("cpu")
     out = []
     for dtype in args.dtypes:
-        config = TrainConfig(dtype=dtype, solver="direct", iterations=args.iterations)
-        config.log_every = args.iterations
+        config = TrainConfig(
+            dtype=dtype, solver="direct", iterations=args.iterations, log_every=args.iterations
+        )
         solver = solver_for(cpu, config, train)[0]
         X, W = solver.shard.X, solver.params[0].W  # X: the rows seen as columns
         dZ = np.random.default_rng(0).standard_normal((W.shape[0], X.shape[1])).astype(dtype)

@@ -180,7 +180,7 @@ def trained_model(tmp_path_factory, course_data) -> Path:
 
     cpu = get_device("cpu")
     train, _ = course_data
-    result = fit(cpu, TrainConfig(dtype="float64"), train.X, train.Y)
+    result = fit(cpu, TrainConfig(dtype="float64"), train)
     path = tmp_path_factory.mktemp("model") / "reference.safetensors"
     models.save_model(path, models.Model(params_to_host(cpu, result.params), {"note": "test"}))
     return path

@@ -119,7 +119,7 @@ def single_process(course_data, **options):
     train, _ = course_data
     cpu = backends.get_device("cpu")
     cfg = TrainConfig(dtype="float64", iterations=50, solver="direct", log_every=10, **options)
-    r = fit(cpu, cfg, train.X, train.Y)
+    r = fit(cpu, cfg, train)
     return r, params_to_host(cpu, r.params)
 
 
@@ -414,7 +414,7 @@ def test_gram_on_several_ranks_equals_one_process(tmp_path, course_data, n, opti
     train, _ = course_data
     cpu = backends.get_device("cpu")
     config = TrainConfig(dtype="float64", layers=(12288, 6, 4, 1), iterations=30, **options)
-    one = fit(cpu, config, train.X, train.Y)
+    one = fit(cpu, config, train)
     assert rel_err([c for _, c in doc["costs"]], [c for _, c in one.costs]) <= 1e-12
     for (W, b), (W0, b0) in zip(
         load_model(tmp_path / "d.safetensors").params, params_to_host(cpu, one.params)

@@ -48,9 +48,7 @@ def test_the_log_interval_never_changes_the_run(device, course_data):
     """Validation, early stopping, Adam, mini-batches and dropout, read every 1, 7 and 100
     iterations: the same parameters bit for bit, the same validations, the same stop."""
     train, _ = course_data
-    runs = [
-        fit(device, TrainConfig(**OBSERVED, log_every=k), train.X, train.Y) for k in (1, 7, 100)
-    ]
+    runs = [fit(device, TrainConfig(**OBSERVED, log_every=k), train) for k in (1, 7, 100)]
     first = runs[0]
     assert first.stopped_early and first.iterations_done < OBSERVED["iterations"]
     assert [i for i, _ in first.costs] == list(range(first.iterations_done))
@@ -70,10 +68,10 @@ def test_an_extended_resume_is_the_uninterrupted_run(tmp_path, course_data):
     train, _ = course_data
     cpu = backends.get_device("cpu")
     recipe = dict(OBSERVED, patience=1, batch_size=None, keep_prob=1.0, log_every=5)
-    whole = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train.X, train.Y)
+    whole = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train)
     ck = str(tmp_path / "ck.safetensors")
-    fit(cpu, TrainConfig(**{**recipe, "iterations": 5}), train.X, train.Y, checkpoint=ck)
-    resumed = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train.X, train.Y, resume=ck)
+    fit(cpu, TrainConfig(**{**recipe, "iterations": 5}), train, checkpoint=ck)
+    resumed = fit(cpu, TrainConfig(**{**recipe, "iterations": 60}), train, resume=ck)
     assert not whole.stopped_early and whole.iterations_done == resumed.iterations_done == 60
     assert resumed.val_costs == whole.val_costs and resumed.costs == whole.costs
     assert resumed.best_iteration == whole.best_iteration
@@ -88,10 +86,12 @@ def test_divergence_does_not_depend_on_when_the_cost_is_read(course_data, lr, la
     cpu = backends.get_device("cpu")
     outcomes = []
     for log_every in (1, 10, 50):
-        config = TrainConfig(layers=layers, learning_rate=lr, iterations=60, log_every=log_every)
-        config.optimizer = "adam" if lr < 1 else "gd"
+        optimizer = "adam" if lr < 1 else "gd"
+        config = TrainConfig(
+            layers=layers, learning_rate=lr, iterations=60, log_every=log_every, optimizer=optimizer
+        )
         try:
-            outcomes.append(params_to_host(cpu, fit(cpu, config, train.X, train.Y).params))
+            outcomes.append(params_to_host(cpu, fit(cpu, config, train).params))
         except TrainingDiverged as e:
             outcomes.append(str(e))
     if lr < 1:

@@ -120,7 +120,7 @@ def test_model_moves_between_devices(tmp_path, device, course_data):
     """Trained on one device, saved, loaded and used on another: the probabilities of an
     independent forward pass of the saved file."""
     train, test = course_data
-    result = fit(device, TrainConfig(iterations=40, dtype="float64"), train.X, train.Y)
+    result = fit(device, TrainConfig(iterations=40, dtype="float64"), train)
     models.save_model(
         tmp_path / "dev.safetensors", models.Model(params_to_host(device, result.params))
     )

@@ -353,7 +353,7 @@ def test_malformed_checkpoints_are_clean_errors(tmp_path, capsys, course_data):
     train, _ = course_data
     ck = tmp_path / "ck.safetensors"
     cfg = TrainConfig(layers=(12288, 3, 1), iterations=4, optimizer="adam", dtype="float64")
-    fit(get_device("cpu"), cfg, train.X, train.Y, checkpoint=str(ck), checkpoint_every=2)
+    fit(get_device("cpu"), cfg, train, checkpoint=str(ck), checkpoint_every=2)
     tensors = load_file(str(ck))
     from safetensors import safe_open
 
@@ -395,7 +395,7 @@ def test_config_coerces_numpy_scalars_so_float32_stays_float32(course_data):
         l2=np.float64(0.1),
         dtype="float32",
     )
-    r = fit(get_device("cpu"), cfg, train.X, train.Y)
+    r = fit(get_device("cpu"), cfg, train)
     assert type(cfg.learning_rate) is float and type(cfg.iterations) is int
     assert all(W.dtype == np.float32 for W, _ in params_to_host(get_device("cpu"), r.params))
 

@@ -111,7 +111,7 @@ def test_solver_and_option_match_the_independent_reference(
         solver=solver,
         **{"log_every": 3, **OPTIONS[option]},
     )
-    got = fit(device, config, train.X, train.Y)
+    got = fit(device, config, train)
     assert got.solver == solver
     tol = FLOAT64 if dtype == "float64" else RTOL[dtype]
     assert [i for i, _ in got.costs] == [i for i, _ in expected["costs"]]
@@ -145,8 +145,8 @@ def test_gram_equals_direct_over_the_whole_reference_recipe(device, course_data)
     """2500 iterations of the reference recipe in float64: the Gram iterates are the direct
     algorithm's, cost by cost and weight by weight."""
     train, _ = course_data
-    direct = fit(device, TrainConfig(dtype="float64", solver="direct"), train.X, train.Y)
-    gram = fit(device, TrainConfig(dtype="float64", solver="gram"), train.X, train.Y)
+    direct = fit(device, TrainConfig(dtype="float64", solver="direct"), train)
+    gram = fit(device, TrainConfig(dtype="float64", solver="gram"), train)
     assert rel_err([c for _, c in gram.costs], [c for _, c in direct.costs]) <= 1e-10
     for (W, b), (W0, b0) in zip(
         params_to_host(device, gram.params), params_to_host(device, direct.params)
@@ -164,12 +164,11 @@ def test_gram_keeps_its_accumulating_state_in_float64(course_data, dtype):
     config = TrainConfig(
         layers=SMALL, iterations=3, solver="gram", dtype=dtype, optimizer="momentum"
     )
-    r = fit(cpu, config, train.X, train.Y)
+    r = fit(cpu, config, train)
     assert r.params[0].W.dtype == np.dtype(dtype)
-    from gpucat.data.sources import as_source
     from gpucat.training.loop import solver_for
 
-    s = solver_for(cpu, config, as_source(train.X, train.Y))[0]
+    s = solver_for(cpu, config, train)[0]
     assert s.Z0.dtype == s.C.dtype == s.V.dtype == np.float64
     assert s.G.dtype == np.dtype(dtype)
     # XᵀX summed in 1024-feature blocks against one product: float64 rounding apart, then
@@ -235,7 +234,7 @@ def test_explicit_gram_on_too_many_examples_is_one_message(monkeypatch, course_d
     train, _ = course_data
     monkeypatch.setattr(backends.Device, "free_memory", lambda self: 2**20)  # 1 MiB free
     with pytest.raises(GpucatError, match="--solver gram needs .* use --solver direct"):
-        fit(backends.get_device("cpu"), TrainConfig(solver="gram"), train.X, train.Y)
+        fit(backends.get_device("cpu"), TrainConfig(solver="gram"), train)
 
 
 def test_logistic_regression_network_trains_with_direct(course_data):
@@ -244,8 +243,7 @@ def test_logistic_regression_network_trains_with_direct(course_data):
     result = fit(
         backends.get_device("cpu"),
         TrainConfig(layers=(12288, 1), iterations=20, log_every=19),
-        train.X,
-        train.Y,
+        train,
     )
     assert result.solver == "direct" and result.costs[-1][1] < result.costs[0][1]
 
@@ -257,10 +255,10 @@ def test_gram_resumes_bit_for_bit(tmp_path, course_data, options):
     train, _ = course_data
     cpu = backends.get_device("cpu")
     cfg = TrainConfig(layers=SMALL, iterations=40, log_every=7, solver="auto", **options)
-    whole = fit(cpu, cfg, train.X, train.Y)
+    whole = fit(cpu, cfg, train)
     ck = str(tmp_path / "ck.safetensors")
-    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 15}), train.X, train.Y, checkpoint=ck)
-    resumed = fit(cpu, cfg, train.X, train.Y, resume=ck)
+    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 15}), train, checkpoint=ck)
+    resumed = fit(cpu, cfg, train, resume=ck)
     assert whole.solver == resumed.solver == "gram"
     assert resumed.costs == whole.costs
     for (W, b), (W0, b0) in zip(
@@ -297,12 +295,12 @@ def test_the_loop_reads_only_what_the_solver_protocol_declares(
     train, _ = course_data
     cpu = backends.get_device("cpu")
     cfg = TrainConfig(layers=SMALL, iterations=12, log_every=5, solver=solver, **OPTIONS[option])
-    whole = fit(cpu, cfg, train.X, train.Y)
+    whole = fit(cpu, cfg, train)
     made = train_mod.make_solver
     monkeypatch.setattr(train_mod, "make_solver", lambda *a: DeclaredOnly(made(*a)))
     ck = str(tmp_path / "ck.safetensors")
-    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 7}), train.X, train.Y, checkpoint=ck)
-    resumed = fit(cpu, cfg, train.X, train.Y, resume=ck)
+    fit(cpu, TrainConfig(**{**cfg.to_dict(), "iterations": 7}), train, checkpoint=ck)
+    resumed = fit(cpu, cfg, train, resume=ck)
     assert resumed.costs == whole.costs and resumed.val_costs == whole.val_costs
     for (W, b), (W0, b0) in zip(
         params_to_host(cpu, resumed.params), params_to_host(cpu, whole.params)

@@ -77,13 +77,13 @@ def test_cli_reproduces_published_run(independent_run):
 def test_full_reference_run_same_accuracies_on_every_backend(device, course_data, independent_run):
     train, test = course_data
     config = TrainConfig(dtype="float64")
-    result = fit(device, config, train.X, train.Y)
+    result = fit(device, config, train)
     c = [c for _, c in result.costs]
     c_ref = [c for _, c in independent_run["costs"]]
     # 2500 iterations compound rounding differences; 1e-9 is still far below what prints
     assert rel_err(c, c_ref) <= 1e-9
     acc_train, acc_test = (
-        scores(probabilities(device, result.params, ds.X, "float64"), ds.Y)["accuracy"]
+        scores(probabilities(device, result.params, ds, "float64"), ds.Y)["accuracy"]
         for ds in (train, test)
     )
     assert (acc_train, acc_test) == (
@@ -97,7 +97,7 @@ def test_50_iterations_same_cost_trajectory(device, dtype, course_data):
     tolerance, cost by cost."""
     train, _ = course_data
     _, expected = ref.train(train.X, train.Y, [12288, 20, 7, 5, 1], 0.0075, 50, log_every=1)
-    got = fit(device, TrainConfig(iterations=50, log_every=1, dtype=dtype), train.X, train.Y)
+    got = fit(device, TrainConfig(iterations=50, log_every=1, dtype=dtype), train)
     assert [i for i, _ in got.costs] == list(range(50))
     assert rel_err([c for _, c in got.costs], [c for _, c in expected]) <= RTOL[dtype]
 
@@ -107,7 +107,7 @@ def test_divergence_is_reported_not_returned(course_data):
 
     train, _ = course_data
     with pytest.raises(TrainingDiverged, match="smaller --learning-rate"):
-        fit(b.get_device("cpu"), TrainConfig(learning_rate=1e4, iterations=300), train.X, train.Y)
+        fit(b.get_device("cpu"), TrainConfig(learning_rate=1e4, iterations=300), train)
 
 
 def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(device, course_data):
@@ -117,7 +117,7 @@ def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(de
     init = network.init_params([12288, 20, 7, 5, 1], 1)
     init[0][0][3, 100] = np.nan
     with pytest.raises(TrainingDiverged) as e:
-        fit(device, TrainConfig(iterations=5), train.X, train.Y, init=init)
+        fit(device, TrainConfig(iterations=5), train, init=init)
     assert "the training loss reached nan at iteration 0" in str(e.value)
 
 

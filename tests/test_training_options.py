@@ -67,11 +67,11 @@ def test_resume_is_bit_identical(tmp_path, course_data):
     cpu = backends.get_device("cpu")
     train, _ = course_data
     cfg = TrainConfig(layers=SMALL, iterations=45, dtype="float64", log_every=5, **EVERYTHING)
-    whole = fit(cpu, cfg, train.X, train.Y)
+    whole = fit(cpu, cfg, train)
     ck = tmp_path / "ck.safetensors"
     short = TrainConfig(**{**cfg.to_dict(), "iterations": 20})
-    fit(cpu, short, train.X, train.Y, checkpoint=str(ck), checkpoint_every=7)
-    resumed = fit(cpu, cfg, train.X, train.Y, resume=str(ck))
+    fit(cpu, short, train, checkpoint=str(ck), checkpoint_every=7)
+    resumed = fit(cpu, cfg, train, resume=str(ck))
     for (W, b), (W0, b0) in zip(
         params_to_host(cpu, resumed.params), params_to_host(cpu, whole.params)
     ):
@@ -86,13 +86,13 @@ def test_resume_refuses_a_different_recipe(tmp_path, course_data):
     train, _ = course_data
     cfg = TrainConfig(layers=SMALL, iterations=10, dtype="float64")
     ck = tmp_path / "ck.safetensors"
-    fit(cpu, cfg, train.X, train.Y, checkpoint=str(ck))
+    fit(cpu, cfg, train, checkpoint=str(ck))
     other = TrainConfig(layers=SMALL, iterations=10, dtype="float64", learning_rate=0.1)
     with pytest.raises(GpucatError, match="learning_rate=0.0075"):
-        fit(cpu, other, train.X, train.Y, resume=str(ck))
+        fit(cpu, other, train, resume=str(ck))
     other = TrainConfig(layers=SMALL, iterations=10, dtype="float64", validate_every=5)
     with pytest.raises(GpucatError, match="validate_every=100"):
-        fit(cpu, other, train.X, train.Y, resume=str(ck))
+        fit(cpu, other, train, resume=str(ck))
 
 
 def test_validation_split_is_stratified_and_seeded(course_data):
@@ -120,7 +120,7 @@ def test_early_stopping_restores_the_best_parameters(course_data):
         patience=3,
         validate_every=20,
     )
-    r = fit(cpu, cfg, train.X, train.Y)
+    r = fit(cpu, cfg, train)
     assert r.stopped_early and r.iterations_done < 3000
     best = min(r.val_costs, key=lambda t: t[1])
     assert r.best_iteration == best[0]
@@ -156,7 +156,7 @@ def test_mirrored_rows_flip_left_right():
 )
 def test_bad_options_are_clear_errors(bad, message):
     with pytest.raises(GpucatError, match=message):
-        TrainConfig(**bad).check()
+        TrainConfig(**bad)
 
 
 def test_a_checkpoint_written_before_the_fixed_layout_still_resumes(tmp_path, course_data):

@@ -163,7 +163,6 @@ def run(args: argparse.Namespace) -> None:
     from gpucat.training.reducers import LOCAL
 
     config = _config(args)
-    config.check()
     check_writable(args.out, args.plot, args.checkpoint)
     if args.plot:
         from gpucat.frontends.plots import _pyplot

@@ -73,6 +73,20 @@ class Dataset(Source):
     divisor: float = 255.0  # 255 for 8-bit pixels, 1 for features already scaled
     chunk_rows: int = 1  # images its file compresses together (the sampler's layout)
 
+    @classmethod
+    def from_arrays(cls, data, labels=None, origin: str = "arrays") -> Dataset:
+        """The one way arrays become examples (the Python API, CatClassifier, tests): one
+        example a row, images (m, 64, 64, 3) or rows (m, n_features), with labels (m,) of 0
+        and 1 (None: unlabelled); integer pixels are divided by their full scale
+        (``divisor_for``), floats are taken as already scaled."""
+        rows = np.asarray(data)
+        m = rows.shape[0] if rows.ndim else 0
+        rows = rows.reshape(m, -1)
+        if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
+            raise GpucatError(f"{origin}: inputs must be finite numbers, got dtype {rows.dtype}.")
+        Y = None if labels is None else check_labels(np.asarray(labels).reshape(-1), m, origin)
+        return cls(rows, Y, origin, divisor=divisor_for(rows.dtype))
+
     @property
     def m(self) -> int:
         return self.rows.shape[0]

@@ -27,22 +27,13 @@ from typing import Any
 import numpy as np
 
 from gpucat.backends import Device
-from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES, Dataset
+from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES
 from gpucat.errors import GpucatError
 
 SHUFFLE, DROPOUT, SPLIT = 1, 2, 3  # random streams (host_rng): shuffles, masks, validation
 WINDOW = 2048  # examples a shuffle window holds when the data is read in compressed chunks
 CHUNK = 1024  # examples per pass when a cost or a prediction runs over a whole set (50 MB float32)
 DEVICE_SHARE = 0.25  # a GPU keeps uint8 examples resident when they take at most this share
-
-
-def as_source(X, Y=None):
-    """A data source from a source (returned as it is) or from host arrays X (n_x, m) of
-    inputs already scaled and Y (1, m): examples as rows, divisor 1."""
-    if Y is None:
-        return X
-    X = np.asarray(X)
-    return Dataset(X.T, np.asarray(Y, dtype=np.float64).reshape(1, -1), "arrays", divisor=1.0)
 
 
 def host_rng(seed: int, stream: int, counter: int) -> np.random.Generator:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from gpucat.backends import Device, available_devices, get_device
 from gpucat.config import TrainConfig
 from gpucat.data.course import load_course_data
-from gpucat.data.dataset import Dataset, divisor_for
+from gpucat.data.dataset import Dataset
 from gpucat.errors import GpucatError
 from gpucat.modelfiles.model import Model
 
@@ -35,17 +33,9 @@ def _dataset(data, labels, what: str) -> Dataset:
         from gpucat.data.inputs import load_input
 
         return load_input(data, require_labels=True)
-    from gpucat.data.dataset import check_labels
-
-    rows = np.asarray(data)
-    m = rows.shape[0] if rows.ndim else 0
-    rows = rows.reshape(m, -1)
     if labels is None:
         raise GpucatError(f"{what}: arrays need their labels (0 for non-cat, 1 for cat).")
-    if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
-        raise GpucatError(f"{what}: inputs must be finite numbers, got dtype {rows.dtype}.")
-    Y = check_labels(np.asarray(labels).reshape(-1), m, what)
-    return Dataset(rows, Y, what, divisor=divisor_for(rows.dtype))
+    return Dataset.from_arrays(data, labels, what)
 
 
 def train_model(
@@ -62,7 +52,6 @@ def train_model(
     from gpucat.nn.network import params_to_host
 
     config = TrainConfig(**recipe)
-    config.check()
     if data is None:
         train_set, test_set = load_course_data()
     else:

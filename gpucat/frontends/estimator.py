@@ -229,7 +229,6 @@ class CatClassifier(*_BASES):
         Y = self._labels(y)
         try:
             config = self._config()
-            config.check()
             chosen = self._device()
             data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=divisor_for(X.dtype))
             result = fit(chosen, config, data)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpucat.backends import Device
-from gpucat.data.sources import CHUNK, as_source
+from gpucat.data.sources import CHUNK
 from gpucat.errors import GpucatError
 from gpucat.modelfiles.model import Model
 from gpucat.nn import network
@@ -24,9 +24,7 @@ def columns(device: Device, source, dtype: str, reducer=LOCAL):
 
 
 def probabilities(device: Device, params: list[Layer], source, dtype: str) -> np.ndarray:
-    """P(cat) for every example of a source (or of host columns X), on the host, shape (m,)."""
-    if isinstance(source, np.ndarray):
-        source = as_source(source, np.zeros(source.shape[1]))
+    """P(cat) for every example of a source, on the host, shape (m,)."""
     out = [
         device.to_host(network.predict_proba(device, params, X)).reshape(-1)
         for X, _ in columns(device, source, dtype)

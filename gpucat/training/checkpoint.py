@@ -97,7 +97,6 @@ def load_checkpoint(path: str | os.PathLike):
         raise GpucatError(f"{path}: unknown checkpoint format; {hint}")
     try:
         config = TrainConfig.from_dict(meta["config"])
-        config.check()
         recorded = dict(meta["progress"])
         recorded.pop("layout", None)  # NumPy's product layout, chosen by timing before 0.1.0
         progress = Progress(**recorded)

@@ -28,7 +28,7 @@ import numpy as np
 from gpucat.backends import Device
 from gpucat.config import OBSERVERS, TrainConfig
 from gpucat.data import streaming
-from gpucat.data.sources import DeviceShard, TrainingSet, as_source, split_training
+from gpucat.data.sources import DeviceShard, TrainingSet, split_training
 from gpucat.data.streaming import make_shard
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.nn import network
@@ -236,8 +236,6 @@ def solver_for(
     this source (a resumed run's ``progress`` keeps its solver), its memory
     checked, its data and parameters on the device, ready to ``step`` (``close`` it after);
     benchmarks use it to time iterations alone."""
-    config.check()
-    source = as_source(source)
     check_data(config, source)
     train, val_rows = split_training(source, config.validation, config.flip, config.seed)
     M = train.size
@@ -265,8 +263,7 @@ def solver_for(
 def fit(
     device: Device,
     config: TrainConfig,
-    X,
-    Y=None,
+    source,
     *,
     reducer=LOCAL,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -278,8 +275,8 @@ def fit(
 ) -> TrainResult:
     """Train; the result's params are on the device.
 
-    ``X`` is a data source (a ``Dataset``, see sources.py), or host inputs X (n_x, m) with
-    labels Y (1, m). ``reducer`` makes this one process of a data-parallel run
+    ``source`` is a data source: a ``Dataset`` in memory (``Dataset.from_arrays`` makes one
+    of arrays), or a file streamed from disk (data/streaming.py). ``reducer`` makes this one process of a data-parallel run
     (distributed.py); every process then holds the same parameters throughout.
     ``on_log(i, cost, validation_cost)`` reports each log point and each validation (the
     other value None), ``on_step(i)`` each finished iteration (a progress bar).
@@ -287,8 +284,6 @@ def fit(
     SIGINT or SIGTERM arrive (then ``Interrupted`` is raised); ``resume`` continues from
     one and ends exactly where an uninterrupted run with these settings would.
     """
-    config.check()
-    source = as_source(X, Y)
     if checkpoint_every and not checkpoint:
         raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
     progress, best, opt_state = Progress(), None, None

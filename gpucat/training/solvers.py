@@ -394,7 +394,6 @@ def choose_solver(
     and pays (fewer examples than inputs, G in a quarter of free memory, the data not
     streamed from disk), else direct. Only the recipe and the data decide: checkpoints and
     resuming observe a run, and a resumed run keeps its checkpoint's solver."""
-    config.check()  # an unknown solver, or an explicit gram that cannot run the recipe
     name, why = config.solver, config.gram_refusal()
     if name != "auto":
         return name
