@@ -136,7 +136,7 @@ def test_checkpoint_alone_writes_one_at_the_end_that_resumes(tmp_path):
     common = ["--device", "cpu", "--layers", "12288,4,1", "--batch-size", "64"]
     a = run_gpucat("train", *common, "--iterations", "9", "--checkpoint", str(ck))
     assert a.returncode == 0, a.stderr
-    assert load_checkpoint(ck)[4].next_iteration == 9
+    assert load_checkpoint(ck).state.next_iteration == 9
     b = run_gpucat("train", "--resume", str(ck), "--iterations", "20", "--out", str(tmp_path / "r"))
     c = run_gpucat("train", *common, "--iterations", "20", "--out", str(tmp_path / "w"))
     assert b.returncode == 0 and c.returncode == 0, b.stderr + c.stderr
@@ -144,7 +144,7 @@ def test_checkpoint_alone_writes_one_at_the_end_that_resumes(tmp_path):
         load_model(tmp_path / "r").params, load_model(tmp_path / "w").params
     ):
         np.testing.assert_array_equal(W, W0)
-    assert load_checkpoint(ck)[4].next_iteration == 20  # the resumed run kept writing it
+    assert load_checkpoint(ck).state.next_iteration == 20  # the resumed run kept writing it
 
 
 DRIVER = """
@@ -192,7 +192,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_one(tmp_path, device, s
     assert proc.wait(timeout=120) == 130, err
     assert "interrupted at iteration" in err and f"--resume {ck}" in err
     assert not (tmp_path / "x").exists()  # no model from an interrupted run
-    done = load_checkpoint(ck)[4].next_iteration
+    done = load_checkpoint(ck).state.next_iteration
     assert stop < done < 90, (stop, done)
     resumed = start_training(["--resume", str(ck), "--out", str(tmp_path / "r")], env)
     whole = start_training([*recipe, "--out", str(tmp_path / "w")], env)
@@ -234,7 +234,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_one_readable(tmp_p
         time.sleep(float(rng.uniform(0.05, 0.6)))
         proc.kill()
         proc.wait()
-        progress = load_checkpoint(ck)[4]  # raises on a torn file
+        progress = load_checkpoint(ck).state  # raises on a torn file
         assert progress.next_iteration >= 1
 
 

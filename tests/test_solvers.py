@@ -360,5 +360,5 @@ def test_a_gram_checkpoint_mid_run_saves_w1_then_and_the_run_goes_on_unchanged(
         np.testing.assert_array_equal(W, W0)
         np.testing.assert_array_equal(b, b0)
     four = fit(cpu, TrainConfig(iterations=4, **recipe), train)
-    saved = load_checkpoint(str(kept))[1]
+    saved = load_checkpoint(str(kept)).params
     np.testing.assert_array_equal(saved[0][0], params_to_host(cpu, four.params)[0][0])

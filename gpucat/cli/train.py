@@ -23,13 +23,18 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def add(sub) -> None:
-    from gpucat.config import TrainConfig, kind
-
     t = sub.add_parser("train", help="train the cat classifier (defaults: the reference recipe)")
     t.set_defaults(run=run)
     add_device(t)
-    # Recipe flags are recorded only when given (SUPPRESS), so that --resume can tell a flag
-    # the user typed from a default.
+    _add_recipe(t)
+    _add_run(t)
+
+
+def _add_recipe(t) -> None:
+    """One flag per TrainConfig knob, recorded only when given (SUPPRESS), so that --resume
+    can tell a flag the user typed from a default."""
+    from gpucat.config import TrainConfig, kind
+
     recipe = t.add_argument_group("recipe (defaults: the reference recipe)")
     for f in fields(TrainConfig):
         default, meta = f.default, f.metadata
@@ -42,6 +47,10 @@ def add(sub) -> None:
         else:
             kw["type"] = {"layers": _layers, "float": float, "int": int}[kind(f)]
         recipe.add_argument(f"--{f.name.replace('_', '-')}", default=argparse.SUPPRESS, **kw)
+
+
+def _add_run(t) -> None:
+    """The flags of a run besides its recipe: processes, checkpoints, data, what to save."""
     t.add_argument(
         "--distributed",
         action="store_true",
@@ -153,7 +162,7 @@ def _config(args):
     if args.resume:
         from gpucat.training.checkpoint import load_checkpoint
 
-        return TrainConfig.from_dict({**load_checkpoint(args.resume)[0], **given})
+        return TrainConfig.from_dict({**load_checkpoint(args.resume).config, **given})
     return TrainConfig(**given)
 
 

@@ -21,40 +21,45 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gpucat.backends import Device
-from gpucat.config import OBSERVERS, TrainConfig
+from gpucat.config import TrainConfig
 from gpucat.data import streaming
 from gpucat.data.sources import DeviceShard, TrainingSet, split_training
 from gpucat.data.streaming import make_shard
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.nn import network
-from gpucat.nn.network import Layer, params_to_device, params_to_host
-from gpucat.training.checkpoint import Progress, load_checkpoint, save_checkpoint
+from gpucat.nn.network import Layer, params_to_device
+from gpucat.training import checkpoint as checkpoints
+from gpucat.training.checkpoint import RunState
 from gpucat.training.reducers import LOCAL
 from gpucat.training.solvers import check_memory, choose_solver, make_solver
 
 
 @dataclass
 class TrainResult:
-    """Trained parameters (on the device), the logged costs and the training wall time."""
+    """A finished run: its parameters (on the device; the best validation's when validation
+    chose them), its RunState (the logged costs, validations, where it stopped), the training
+    wall time, and what it trained on."""
 
     params: list[Layer]
-    costs: list[tuple[int, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    solver: str = "direct"
-    val_costs: list[tuple[int, float]] = field(default_factory=list)
-    best_iteration: int | None = None
-    stopped_early: bool = False
-    iterations_done: int = 0
-    first_iteration: int = 0  # where this run started: > 0 after --resume
-    reduce_how: str = "one process"
-    cost_kind: str = ""  # what a logged cost is (cost_kind)
-    train: TrainingSet | None = None  # the examples trained on (held-out ones excluded)
-    validation: TrainingSet | None = None  # the held-out examples
+    state: RunState
+    seconds: float
+    first_iteration: int  # where this run started: > 0 after --resume
+    reduce_how: str  # how sums crossed processes
+    cost_kind: str  # what a logged cost is (cost_kind)
+    train: TrainingSet  # the examples trained on (held-out ones excluded)
+    validation: TrainingSet | None  # the held-out examples
+
+    solver = property(lambda self: self.state.solver)
+    costs = property(lambda self: [tuple(c) for c in self.state.costs])
+    val_costs = property(lambda self: [tuple(c) for c in self.state.val_costs])
+    best_iteration = property(lambda self: self.state.best_iteration)
+    stopped_early = property(lambda self: self.state.stopped_early)
+    iterations_done = property(lambda self: self.state.next_iteration)
 
     @property
     def ms_per_iteration(self) -> float:
@@ -114,19 +119,16 @@ class CostLog:
     whatever the log interval), judged by ``diverged`` against the first iteration's and
     reported with the first iteration it happened at; the losses since the last log point,
     whose mean a mini-batch log point reports (summed once, there, so that when they were
-    read cannot change the rounding); and the logged (iteration, cost) pairs. ``state()``
-    is what a checkpoint keeps of it, and a resumed run starts from that."""
+    read cannot change the rounding); and the logged (iteration, cost) pairs. All but the
+    device buffer lives in the run's RunState, which a checkpoint keeps."""
 
     SIZE = 256
 
-    def __init__(self, device: Device, reducer, dtype: str, first: int, lr: float, saved: Progress):
-        self.device, self.reducer, self.lr = device, reducer, lr
+    def __init__(self, device: Device, reducer, dtype: str, lr: float, state: RunState):
+        self.device, self.reducer, self.lr, self.state = device, reducer, lr, state
         self.buffer = device.zeros((self.SIZE,), dtype)
-        self.first, self.sizes = first, []  # the iteration in buffer[0]; batch sizes since
+        self.first, self.sizes = state.next_iteration, []  # the iteration in buffer[0]; sizes
         self.last: dict[int, float] = {}  # the summed losses of the block read last
-        self.costs = [list(c) for c in saved.costs]
-        self.since_log, self.examples_since_log = list(saved.since_log[0]), saved.since_log[1]
-        self.first_loss = saved.first_loss
 
     def record(self, i: int, loss, size: int) -> None:
         self.buffer[i - self.first] = loss
@@ -143,18 +145,19 @@ class CostLog:
         self.last = {self.first + k: v for k, v in enumerate(sums)}
         sizes, self.sizes = self.sizes, []
         self.first += len(sizes)
+        state = self.state
         for (i, total), size in zip(self.last.items(), sizes):
             mean = total / size
-            if self.first_loss is None:
-                self.first_loss = mean
-            if diverged(mean, self.first_loss):
+            if state.first_loss is None:
+                state.first_loss = mean
+            if diverged(mean, state.first_loss):
                 raise TrainingDiverged(
                     f"training diverged: the training loss reached {mean:.6g} at iteration {i} "
-                    f"(it started at {self.first_loss:.6g}) with learning rate {self.lr:g}; try "
-                    "a smaller --learning-rate (e.g. 10x smaller). No model was saved."
+                    f"(it started at {state.first_loss:.6g}) with learning rate {self.lr:g}; "
+                    "try a smaller --learning-rate (e.g. 10x smaller). No model was saved."
                 )
-        self.since_log.extend(sums)
-        self.examples_since_log += sum(sizes)
+        state.since_log[0].extend(sums)
+        state.since_log[1] += sum(sizes)
 
     def log(
         self, i: int, M: int, full_batch: bool, exact: float | None, penalty: float, grid: bool
@@ -163,25 +166,18 @@ class CostLog:
         (iteration i's for a full batch, else the batches' since the last log point), plus
         the L2 ``penalty``; on the log grid the next mean starts afresh. Returns the cost."""
         self.read()
+        since, examples = self.state.since_log
         if exact is not None:
             cost = exact
         elif full_batch:
             cost = self.last[i] / M
         else:
-            cost = math.fsum(self.since_log) / self.examples_since_log
+            cost = math.fsum(since) / examples
         cost += penalty
         if grid:
-            self.since_log, self.examples_since_log = [], 0
-        self.costs.append([i, cost])
+            self.state.since_log = [[], 0]
+        self.state.costs.append([i, cost])
         return cost
-
-    def state(self) -> dict:
-        """What a checkpoint keeps (Progress's fields of the same names)."""
-        return {
-            "costs": [list(c) for c in self.costs],
-            "since_log": [list(self.since_log), self.examples_since_log],
-            "first_loss": self.first_loss,
-        }
 
 
 def cost_kind(config: TrainConfig, full_batch: bool) -> str:
@@ -230,10 +226,10 @@ def solver_for(
     source,
     reducer=LOCAL,
     init: list[tuple[np.ndarray, np.ndarray]] | None = None,
-    progress: Progress | None = None,
+    state: RunState | None = None,
 ):
     """(solver, training set, validation rows): the solver ``fit`` runs for this recipe on
-    this source (a resumed run's ``progress`` keeps its solver), its memory
+    this source (a resumed run's ``state`` keeps its solver), its memory
     checked, its data and parameters on the device, ready to ``step`` (``close`` it after);
     benchmarks use it to time iterations alone."""
     check_data(config, source)
@@ -244,7 +240,7 @@ def solver_for(
     full_batch = config.batch_size is None or config.batch_size >= M
     streamed = streaming.is_streamed(device, train, m, full_batch)
     free = device.free_memory()
-    chosen = progress and progress.solver
+    chosen = state and state.solver
     name = chosen or choose_solver(config, free, M, m, train, device, streamed)
     check_memory(name, config, M, m, train, device, streamed, free)
     examples = name != "gram"  # the Gram solver reads X itself
@@ -276,178 +272,154 @@ def fit(
     """Train; the result's params are on the device.
 
     ``source`` is a data source: a ``Dataset`` in memory (``Dataset.from_arrays`` makes one
-    of arrays), or a file streamed from disk (data/streaming.py). ``reducer`` makes this one process of a data-parallel run
-    (distributed.py); every process then holds the same parameters throughout.
-    ``on_log(i, cost, validation_cost)`` reports each log point and each validation (the
-    other value None), ``on_step(i)`` each finished iteration (a progress bar).
-    ``checkpoint`` is written at the end, every ``checkpoint_every`` iterations, and when
-    SIGINT or SIGTERM arrive (then ``Interrupted`` is raised); ``resume`` continues from
-    one and ends exactly where an uninterrupted run with these settings would.
+    of arrays), or a file streamed from disk (data/streaming.py). ``reducer`` makes this one
+    process of a data-parallel run (distributed.py); every process then holds the same
+    parameters throughout. ``on_log(i, cost, validation_cost)`` reports each log point and
+    each validation (the other value None), ``on_step(i)`` each finished iteration (a
+    progress bar). ``checkpoint`` is written at the end, every ``checkpoint_every``
+    iterations, and when SIGINT or SIGTERM arrive (then ``Interrupted`` is raised); ``resume``
+    continues from one and ends exactly where an uninterrupted run with these settings would.
     """
     if checkpoint_every and not checkpoint:
         raise GpucatError("--checkpoint-every needs a --checkpoint FILE to write to.")
-    progress, best, opt_state = Progress(), None, None
-    host_init = init or network.init_params(list(config.layers), config.seed)
-    if resume:
-        saved, host_init, opt_state, best_host, progress = load_checkpoint(resume)
-        check_resume(config, saved, resume)
-    solver, train, val_rows = solver_for(device, config, source, reducer, host_init, progress)
-    M, full_batch = train.size, solver.full_batch
-    with closing(solver), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
-        val = (
-            _Validation(device, source, val_rows, reducer, config.dtype) if val_rows.size else None
-        )
-        if resume:
-            _load_optimizer_state(solver, device, config, opt_state, resume)
-            best = params_to_device(device, best_host, config.dtype) if best_host else None
-        progress.solver = solver.name
-        first_iteration, lr = progress.next_iteration, config.learning_rate
-        log = CostLog(device, reducer, config.dtype, progress.next_iteration, lr, progress)
-
-        def save():
-            log.read()  # a diverged run writes no checkpoint
-            if reducer.is_root:
-                _write_checkpoint(checkpoint, device, config, solver, best, progress, log)
-
-        device.synchronize()
-        start_time = time.perf_counter()
-        i = progress.next_iteration
-        while i < config.iterations and not progress.stopped_early:
+    run = _Run(device, config, source, reducer, init, resume)
+    with closing(run.solver), _Signals() as signals, np.errstate(over="ignore", invalid="ignore"):
+        run.start(checkpoint)
+        while run.state.next_iteration < config.iterations and not run.state.stopped_early:
             if signals.caught is not None:
-                if checkpoint:
-                    save()
-                raise Interrupted(i, checkpoint)
-            if val is not None and i % config.validate_every == 0:
-                best = _validate(val, device, solver, progress, i, best, on_log)
-            log_point = config.is_log_point(i)
-            exact = _exact_cost(solver, reducer, config, M) if log_point else None
-            squares = solver.squared_weights() if log_point and config.l2 else 0.0
-            size = solver.batch_size(i)
-            log.record(i, solver.step(i), size)
-            if log_point:
-                # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
-                penalty = config.l2 / (2 * M) * squares if config.l2 else 0.0
-                cost = log.log(i, M, full_batch, exact, penalty, i % config.log_every == 0)
-                if on_log:
-                    on_log(i, cost, None)
-            progress.next_iteration = i + 1
+                run.save()
+                raise Interrupted(run.state.next_iteration, checkpoint)
+            run.iteration(on_log)
             if on_step:
-                on_step(i)
-            if config.patience and progress.bad_validations >= config.patience:
-                progress.stopped_early = True
-            if checkpoint_every and (i + 1) % checkpoint_every == 0:
-                save()
-            i += 1
-        log.read()
-        _check_finite(device, solver.parameters(), progress.next_iteration, lr)
-        if checkpoint:
-            save()
-        params = solver.parameters()
-        if val is not None and not progress.stopped_early:
-            # the final parameters compete too (iteration number: one past the last update);
-            # not recorded in the checkpoint: an extended run validates on its own grid
-            if val.cost(params) < (progress.best_cost or math.inf):
-                progress.best_iteration, best = progress.next_iteration, None
-        device.synchronize()
+                on_step(run.state.next_iteration - 1)
+            if checkpoint_every and run.state.next_iteration % checkpoint_every == 0:
+                run.save()
+        return run.end()
+
+
+class _Run:
+    """One call of ``fit``: set up from the recipe (or a checkpoint), iterated, ended."""
+
+    def __init__(self, device: Device, config: TrainConfig, source, reducer, init, resume):
+        self.device, self.config, self.source, self.reducer = device, config, source, reducer
+        self.state, saved = RunState(), None
+        host_init = init or network.init_params(list(config.layers), config.seed)
+        if resume:
+            saved = checkpoints.load_checkpoint(resume)
+            checkpoints.check_resume(config, saved.config, resume)
+            host_init, self.state = saved.params, saved.state
+        solver, self.train, self.val_rows = solver_for(
+            device, config, source, reducer, host_init, self.state
+        )
+        self.solver, self.best, self.val = solver, None, None
+        try:
+            if self.val_rows.size:
+                self.val = _Validation(device, source, self.val_rows, reducer, config.dtype)
+            if saved is not None:
+                checkpoints.restore_optimizer(solver, device, config.dtype, saved.optimizer, resume)
+                if saved.best:
+                    self.best = params_to_device(device, saved.best, config.dtype)
+        except BaseException:
+            solver.close()  # its data, a streamed shard's thread
+            raise
+        self.state.solver = solver.name
+        self.first_iteration, self.M = self.state.next_iteration, self.train.size
+        self.log = CostLog(device, reducer, config.dtype, config.learning_rate, self.state)
+
+    def start(self, checkpoint: str | None) -> None:
+        """The clock starts once the device has finished setting up."""
+        self.checkpoint = checkpoint
+        self.device.synchronize()
+        self.started = time.perf_counter()
+
+    def iteration(self, on_log) -> None:
+        """Validate when due, take one step, log when due, judge early stopping."""
+        state, c, solver = self.state, self.config, self.solver
+        i = state.next_iteration
+        if self.val is not None and i % c.validate_every == 0:
+            self.validate(i, on_log)
+        log_point = c.is_log_point(i)
+        exact = self.exact_cost() if log_point else None
+        squares = solver.squared_weights() if log_point and c.l2 else 0.0
+        size = solver.batch_size(i)
+        self.log.record(i, solver.step(i), size)
+        if log_point:
+            # (λ/2M)·Σ‖W‖² of the parameters the loss was computed with
+            penalty = c.l2 / (2 * self.M) * squares if c.l2 else 0.0
+            grid = i % c.log_every == 0
+            cost = self.log.log(i, self.M, solver.full_batch, exact, penalty, grid)
+            if on_log:
+                on_log(i, cost, None)
+        state.next_iteration = i + 1
+        if c.patience and state.bad_validations >= c.patience:
+            state.stopped_early = True
+
+    def end(self) -> TrainResult:
+        """Read the last losses, check the parameters, write the checkpoint; the final
+        parameters compete with the best validated ones (iteration number: one past the
+        last update; not in the checkpoint: an extended run validates on its own grid)."""
+        self.log.read()
+        _check_finite(self.device, self.solver.parameters(), self.state, self.config)
+        self.save()
+        params, state = self.solver.parameters(), self.state
+        if self.val is not None and not state.stopped_early:
+            if self.val.cost(params) < (state.best_cost or math.inf):
+                state.best_iteration, self.best = state.next_iteration, None
+        self.device.synchronize()
         return TrainResult(
-            params=params if best is None else best,  # the best validation cost's, if any
-            costs=[tuple(c) for c in log.costs],
-            seconds=time.perf_counter() - start_time,
-            solver=solver.name,
-            val_costs=[tuple(c) for c in progress.val_costs],
-            best_iteration=progress.best_iteration,
-            stopped_early=progress.stopped_early,
-            iterations_done=progress.next_iteration,
-            first_iteration=first_iteration,
-            reduce_how=reducer.how,
-            cost_kind=cost_kind(config, full_batch),
-            train=TrainingSet(source, train.rows),
-            validation=TrainingSet(source, val_rows) if val_rows.size else None,
+            params=params if self.best is None else self.best,
+            state=state,
+            seconds=time.perf_counter() - self.started,
+            first_iteration=self.first_iteration,
+            reduce_how=self.reducer.how,
+            cost_kind=cost_kind(self.config, self.solver.full_batch),
+            train=TrainingSet(self.source, self.train.rows),
+            validation=TrainingSet(self.source, self.val_rows) if self.val_rows.size else None,
         )
 
+    def save(self) -> None:
+        """Write the checkpoint, if the run has one (rank 0), once every pending loss has
+        been read: a diverged run writes none."""
+        if not self.checkpoint:
+            return
+        self.log.read()
+        if self.reducer.is_root:
+            checkpoints.save_checkpoint(
+                self.checkpoint, self.device, self.config, self.solver, self.best, self.state
+            )
 
-def _validate(val, device, solver, progress: Progress, i: int, best, on_log):
-    """Validation at iteration i (parameters before its update): track the best and count
-    the validations since; returns the best parameters (a device copy) or None."""
-    current = solver.parameters()
-    cost = val.cost(current)
-    progress.val_costs.append([i, cost])
-    if progress.best_cost is None or cost < progress.best_cost:
-        progress.best_cost, progress.best_iteration, progress.bad_validations = cost, i, 0
-        copy = device.copy
-        best = [Layer(copy(p.W), copy(p.b)) for p in current]
-    else:
-        progress.bad_validations += 1
-    if on_log:
-        on_log(i, None, cost)
-    return best
+    def validate(self, i: int, on_log) -> None:
+        """Validation at iteration i (parameters before its update): the best so far kept (a
+        device copy), the bad validations in a row counted."""
+        current, state = self.solver.parameters(), self.state
+        cost = self.val.cost(current)
+        state.val_costs.append([i, cost])
+        if state.best_cost is None or cost < state.best_cost:
+            state.best_cost, state.best_iteration, state.bad_validations = cost, i, 0
+            copy = self.device.copy
+            self.best = [Layer(copy(p.W), copy(p.b)) for p in current]
+        else:
+            state.bad_validations += 1
+        if on_log:
+            on_log(i, None, cost)
+
+    def exact_cost(self) -> float | None:
+        """With --full-cost (where the training pass does not compute it already), the mean
+        loss over the whole training set without dropout, before this iteration's update."""
+        c, solver = self.config, self.solver
+        if not c.full_cost or (solver.full_batch and c.keep_prob >= 1):
+            return None
+        local = self.device.scalar(solver.exact_loss())
+        return self.reducer.sum_scalars(local)[0] / self.M
 
 
-def _exact_cost(solver, reducer, config, M) -> float | None:
-    """With --full-cost (where the training pass does not compute it already), the mean
-    loss over the whole training set without dropout, before this iteration's update."""
-    if not config.full_cost or (solver.full_batch and config.keep_prob >= 1):
-        return None
-    local = solver.device.scalar(solver.exact_loss())
-    return reducer.sum_scalars(local)[0] / M
-
-
-def _check_finite(device: Device, params: list[Layer], iterations: int, lr: float) -> None:
+def _check_finite(device: Device, params: list[Layer], state: RunState, config) -> None:
     """Non-finite parameters after the last update are divergence too: Σ 0·p is NaN when
     any p is (one host read)."""
     total = sum(device.xp.sum(a * 0.0) for p in params for a in (p.W, p.b))
     if not math.isfinite(device.scalar(total)):
         raise TrainingDiverged(
-            f"training diverged: the parameters are not finite after iteration {iterations - 1} "
-            f"(learning rate {lr:g}); try a smaller --learning-rate. No model was saved."
-        )
-
-
-def _load_optimizer_state(solver, device, config, state: dict, path: str) -> None:
-    try:
-        solver.load_optimizer_state(
-            {
-                # per-parameter state in the training dtype; the solver's own (Gram's) as saved
-                k: device.asarray(v, None if k.startswith("solver.") else config.dtype)
-                if isinstance(v, np.ndarray)
-                else v
-                for k, v in state.items()
-            }
-        )
-    except (KeyError, TypeError, ValueError) as e:
-        raise GpucatError(
-            f"{path}: its optimizer state is incomplete ({type(e).__name__}: {e}); pass a "
-            "checkpoint written by `gpucat train --checkpoint FILE` with this recipe."
-        ) from None
-
-
-def _write_checkpoint(path, device, config: TrainConfig, solver, best, progress, log) -> None:
-    """The checkpoint: the loop's Progress with the cost log's state, written as a copy (the
-    end's own log point left out: a longer run would not log there)."""
-    host = lambda a: device.to_host(a) if not isinstance(a, (int, float)) else a  # noqa: E731
-    kept = log.state()
-    costs = kept.pop("costs")
-    last = config.iterations - 1
-    if costs and costs[-1][0] == last and last % config.log_every:
-        costs = costs[:-1]  # the end's own log point: a longer run would not log there
-    save_checkpoint(
-        path,
-        config.to_dict(),
-        params_to_host(device, solver.parameters()),
-        {k: host(v) for k, v in solver.optimizer_state().items()},
-        params_to_host(device, best) if best else None,
-        Progress(**{**progress.__dict__, **kept, "costs": costs}),
-    )
-
-
-def check_resume(config: TrainConfig, saved: dict, path: str) -> None:
-    """A resumed run must use the recipe it was started with; what only observes it (the
-    length, the log interval, --full-cost) may change."""
-    now = config.to_dict()
-    diff = [k for k in now if k not in OBSERVERS and now[k] != saved.get(k)]
-    if diff:
-        shown = ", ".join(f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in diff)
-        raise GpucatError(
-            f"{path}: this checkpoint was made with a different recipe: {shown}; resume with "
-            "the same settings, or start afresh without --resume."
+            f"training diverged: the parameters are not finite after iteration "
+            f"{state.next_iteration - 1} (learning rate {config.learning_rate:g}); try a "
+            "smaller --learning-rate. No model was saved."
         )
