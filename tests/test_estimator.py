@@ -13,7 +13,7 @@ import pytest
 from gpucat import CatClassifier
 
 import reference_impl as ref
-from conftest import rel_err, same_device_in
+from conftest import data_dir, rel_err, same_device_in
 
 CHECK = """
 import json, sys
@@ -157,21 +157,58 @@ def test_pipeline_cross_val_score_and_a_scikit_learn_data_set(course_data):
     assert cross_val_score(model, X, y, cv=5).mean() > 0.9
 
 
-def test_works_without_scikit_learn():
-    code = (
-        "import sys; sys.modules['sklearn'] = None\n"
-        "import numpy as np; from gpucat import CatClassifier\n"
-        "rng = np.random.default_rng(0); X = rng.integers(0, 256, (12, 12288), dtype=np.uint8)\n"
-        "y = np.array(['no', 'yes'] * 6)\n"
-        "c = CatClassifier(hidden_layers=(3,), iterations=5, device='cpu').fit(X, y)\n"
-        "assert CatClassifier.__mro__[1] is object\n"
-        "assert c.get_params()['iterations'] == 5 and c.set_params(l2=0.5).l2 == 0.5\n"
-        "try:\n    c.fit(X, np.arange(12))\nexcept ValueError as e:\n    print('refused:', 'binary' in str(e))\n"
-        "print(c.predict(X).shape, set(c.predict(X)) <= {'no', 'yes'}, 0 <= c.score(X, y) <= 1)\n"
-    )
+def test_without_scikit_learn_it_says_what_to_install():
+    code = "import sys; sys.modules['sklearn'] = None\nfrom gpucat import CatClassifier\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:2] == ["refused: True", "(12,) True True"]
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and last.startswith("ImportError: CatClassifier needs scikit-learn")
+    assert last.endswith("): pip install 'gpucat[sklearn]'")
+
+
+def test_its_parameters_are_the_recipes_knobs_with_their_defaults():
+    """Spelled out in __init__ as scikit-learn asks, and no other: each TrainConfig knob but
+    the layers and the seed, with TrainConfig's default (so the two cannot drift apart)."""
+    from dataclasses import fields
+
+    from gpucat.config import REFERENCE_LAYERS, TrainConfig
+
+    params = CatClassifier().get_params()
+    knobs = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("layers", "seed")}
+    assert params == {
+        **knobs,
+        "hidden_layers": REFERENCE_LAYERS[1:-1],
+        "device": "auto",
+        "random_state": TrainConfig().seed,
+        "pos_label": None,
+    }
+
+
+def test_every_front_end_leaves_the_same_model(tmp_path, course_data, capsys):
+    """`gpucat train --out`, gpucat.train_model and CatClassifier train the same run from the
+    same data and leave the same model: parameters and metadata alike (the device and the
+    time taken apart)."""
+    import gpucat
+    from gpucat.cli import main
+
+    train, _ = course_data
+    recipe = dict(layers=(12288, 3, 1), iterations=20, log_every=10, learning_rate=0.01)
+    argv = ["train", "--device", "cpu", "--layers", "12288,3,1", "--iterations", "20"]
+    argv += ["--log-every", "10", "--learning-rate", "0.01", "--out", str(tmp_path / "m.st")]
+    assert main([*argv, "--train", str(data_dir() / "train_catvnoncat.h5"), "--json"]) == 0
+    capsys.readouterr()
+    saved = gpucat.load_model(tmp_path / "m.st")
+    api = gpucat.train_model(train.images, train.Y.ravel(), device="cpu", **recipe)
+    clf = CatClassifier(
+        hidden_layers=(3,), iterations=20, log_every=10, learning_rate=0.01, device="cpu"
+    ).fit(train.images, train.Y.ravel().astype(int))
+    for model in (api, clf.model_):
+        assert model.metadata["recipe"] == saved.metadata["recipe"]
+        timed = ("seconds", "ms_per_iteration")
+        mine = {k: v for k, v in model.metadata["result"].items() if k not in timed}
+        assert mine == {k: v for k, v in saved.metadata["result"].items() if k not in timed}
+        for (W, b), (W0, b0) in zip(model.params, saved.params):
+            np.testing.assert_array_equal(W, W0)
+            np.testing.assert_array_equal(b, b0)
 
 
 def test_a_dead_network_is_a_warning_and_an_attribute(course_data):

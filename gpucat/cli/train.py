@@ -223,12 +223,12 @@ def run(args: argparse.Namespace) -> None:
         if bar is not None:
             bar.close()
     if reducer.is_root:
-        _report(args, config, device, result, {**summary, "threads": threads})
+        _report(args, config, device, result, summary, threads)
 
 
-def _report(args, config, device, result, summary) -> None:
-    from gpucat.modelfiles import model as models
-    from gpucat.nn.network import params_to_host
+def _report(args, config, device, result, summary, threads) -> None:
+    from gpucat.frontends.report import to_model
+    from gpucat.modelfiles.model import save_model
 
     if result.stopped_early:
         print(
@@ -254,11 +254,7 @@ def _report(args, config, device, result, summary) -> None:
         f"({summary['ms_per_iteration']:.3f} ms/iteration, device synchronized)"
     )
     if args.out:
-        result_meta = {
-            k: summary[k] for k in ("train_accuracy", "test_accuracy", "final_cost") if k in summary
-        }
-        meta = {"recipe": config.to_dict(), "device": device.label, "result": result_meta}
-        models.save_model(args.out, models.Model(params_to_host(device, result.params), meta))
+        save_model(args.out, to_model(device, config, result, summary))
         print(f"Saved model to {args.out}")
     if args.plot:
         from gpucat.frontends.plots import plot_costs
@@ -276,4 +272,5 @@ def _report(args, config, device, result, summary) -> None:
             "not a model: --out saves one)"
         )
     if args.json:
-        print(json.dumps({**summary, "model": args.out, "checkpoint": checkpoint}))
+        doc = {**summary, "threads": threads, "model": args.out, "checkpoint": checkpoint}
+        print(json.dumps(doc))

@@ -48,8 +48,7 @@ def train_model(
     pair. ``recipe``: TrainConfig's knobs (``iterations``, ``learning_rate``, ``dtype``, ...;
     the default is the reference recipe). ``model.metadata["result"]`` is the run's record:
     costs, accuracies, device, time per iteration."""
-    from gpucat.frontends.report import run_recipe
-    from gpucat.nn.network import params_to_host
+    from gpucat.frontends.report import run_recipe, to_model
 
     config = TrainConfig(**recipe)
     if data is None:
@@ -62,5 +61,4 @@ def train_model(
         )
     chosen = device if isinstance(device, Device) else get_device(device)
     result, summary = run_recipe(chosen, config, train_set, test_set)
-    meta = {"recipe": config.to_dict(), "device": chosen.label, "result": summary}
-    return Model(params_to_host(chosen, result.params), meta)
+    return to_model(chosen, config, result, summary)

@@ -11,45 +11,34 @@ float *images* must already lie in [0, 1]. y holds any two labels (numbers or st
 probability of ``pos_label_``: ``pos_label`` when given, else the label "cat" (any case),
 else the larger label (1 of 0/1).
 
-With scikit-learn installed the class is a real BaseEstimator / ClassifierMixin, validates
-its input with scikit-learn's own helpers and passes ``check_estimator``; without it, the
-same API stands alone with plain checks.
+The class is a scikit-learn BaseEstimator / ClassifierMixin (scikit-learn is its
+requirement: ``pip install 'gpucat[sklearn]'``), validates its input with scikit-learn's
+own helpers and passes ``check_estimator``. It trains as `gpucat train` and
+``gpucat.train_model`` do (frontends/report.py): ``model_`` is the same Model they save.
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from dataclasses import fields
 
 import numpy as np
 
-from gpucat.config import REFERENCE_LAYERS, TrainConfig
-from gpucat.data.dataset import IMAGE_SHAPE, Dataset, divisor_for
-from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning, GpucatError
-
-try:  # scikit-learn stays optional: without it the class stands alone with the same API
+try:
     from sklearn.base import BaseEstimator, ClassifierMixin
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
     from sklearn.utils.validation import check_is_fitted, validate_data
+except ImportError as e:
+    raise ImportError(
+        f"CatClassifier needs scikit-learn ({e}): pip install 'gpucat[sklearn]'"
+    ) from None
 
-    _BASES: tuple = (ClassifierMixin, BaseEstimator)
-    HAVE_SKLEARN = True
-except ImportError:
-    _BASES = (object,)
-    HAVE_SKLEARN = False
+from gpucat.config import TrainConfig
+from gpucat.data.dataset import IMAGE_SHAPE, Dataset
+from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning, GpucatError
 
-# The parameters: the network's hidden layers, every knob of TrainConfig but the layers and
-# the seed (so a knob added there is a parameter here too), where to train, the seed, and
-# which label means "cat".
-_RECIPE = {f.name: f.default for f in fields(TrainConfig) if f.name not in ("layers", "seed")}
-_PARAMS = {
-    "hidden_layers": REFERENCE_LAYERS[1:-1],
-    **_RECIPE,
-    "device": "auto",
-    "random_state": 1,
-    "pos_label": None,
-}
+# every knob of TrainConfig but the layers and the seed is a parameter of the same name
+RECIPE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("layers", "seed"))
 
 
 def _flatten_images(X):
@@ -79,63 +68,60 @@ def positive_label(classes: np.ndarray, pos_label=None):
     return named[0] if named else classes[-1]
 
 
-def _check_plain(X, y=None):
-    """The validation scikit-learn would do, for when it is not installed."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"X must be a non-empty 2-D array (n_samples, n_features), got {X.shape}.")
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool) or np.iscomplexobj(X):
-        raise ValueError(f"X must hold real numbers, got dtype {X.dtype}.")
-    if not np.isfinite(X).all():
-        raise ValueError("X contains NaN or infinity.")
-    if y is None:
-        return X
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.ravel()
-    if y.ndim != 1 or y.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} samples but y has shape {y.shape}.")
-    return X, y
-
-
-class CatClassifier(*_BASES):
+class CatClassifier(ClassifierMixin, BaseEstimator):
     """An L-layer binary classifier (ReLU hidden layers, sigmoid output) trained by gpucat;
     every parameter but ``hidden_layers``, ``device``, ``random_state`` (``--seed``; None:
     a fresh seed, kept in ``seed_``) and ``pos_label`` is a TrainConfig knob and a `gpucat
-    train` flag of the same name."""
+    train` flag of the same name, with the same default."""
 
-    def __init__(self, **params):
-        unknown = sorted(set(params) - set(_PARAMS))
-        if unknown:
-            raise TypeError(
-                f"CatClassifier got unknown parameters {unknown}; valid: {list(_PARAMS)}"
-            )
-        for name, default in _PARAMS.items():
-            setattr(self, name, params.get(name, default))
-
-    # scikit-learn reads the parameters from __init__'s signature: spell them out there
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        + [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-            for name, default in _PARAMS.items()
-        ]
-    )
-
-    if not HAVE_SKLEARN:  # get_params / set_params as scikit-learn defines them
-
-        def get_params(self, deep: bool = True) -> dict:
-            return {n: getattr(self, n) for n in _PARAMS}
-
-        def set_params(self, **params):
-            valid = self.get_params()
-            for k, v in params.items():
-                if k not in valid:
-                    raise ValueError(
-                        f"invalid parameter {k!r} for CatClassifier; valid: {sorted(valid)}"
-                    )
-                setattr(self, k, v)
-            return self
+    def __init__(
+        self,
+        hidden_layers=(20, 7, 5),
+        *,
+        learning_rate=0.0075,
+        iterations=2500,
+        dtype="float64",
+        log_every=100,
+        solver="auto",
+        batch_size=None,
+        optimizer="gd",
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=1e-8,
+        lr_decay=0.0,
+        l2=0.0,
+        keep_prob=1.0,
+        flip=False,
+        validation=0.0,
+        validate_every=100,
+        patience=None,
+        full_cost=False,
+        device="auto",
+        random_state=1,
+        pos_label=None,
+    ):
+        self.hidden_layers = hidden_layers
+        self.learning_rate = learning_rate
+        self.iterations = iterations
+        self.dtype = dtype
+        self.log_every = log_every
+        self.solver = solver
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.lr_decay = lr_decay
+        self.l2 = l2
+        self.keep_prob = keep_prob
+        self.flip = flip
+        self.validation = validation
+        self.validate_every = validate_every
+        self.patience = patience
+        self.full_cost = full_cost
+        self.device = device
+        self.random_state = random_state
+        self.pos_label = pos_label
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -156,33 +142,19 @@ class CatClassifier(*_BASES):
 
     def _validate(self, X, y=None, reset: bool = True):
         X = _flatten_images(X)
-        if HAVE_SKLEARN:
-            if y is None and reset:
-                return validate_data(self, X, y=None, reset=reset)  # "requires y" error
-            kw = dict(dtype="numeric", accept_sparse=False, ensure_min_samples=1)
-            if y is None:
-                return validate_data(self, X, reset=reset, **kw)
-            return validate_data(self, X, y, reset=reset, **kw)
         if y is None and reset:
-            raise ValueError("CatClassifier requires y to be passed, but the target y is None.")
-        out = _check_plain(X, y)
-        X = out[0] if y is not None else out
-        if reset:
-            self.n_features_in_ = X.shape[1]
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but CatClassifier is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return out
+            return validate_data(self, X, y=None, reset=reset)  # "requires y" error
+        kw = dict(dtype="numeric", accept_sparse=False, ensure_min_samples=1)
+        if y is None:
+            return validate_data(self, X, reset=reset, **kw)
+        return validate_data(self, X, y, reset=reset, **kw)
 
     def _labels(self, y) -> np.ndarray:
         """y as 0/1 floats, 1 for the positive label; ``classes_`` = the two labels, sorted."""
-        if HAVE_SKLEARN:
-            check_classification_targets(y)
-            kind = type_of_target(y)
-            if kind not in ("binary", "multiclass"):
-                raise ValueError(f"CatClassifier needs binary class labels; y is {kind}.")
+        check_classification_targets(y)
+        kind = type_of_target(y)
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"CatClassifier needs binary class labels; y is {kind}.")
         classes = np.unique(y)
         if classes.size > 2:
             raise ValueError(
@@ -208,7 +180,7 @@ class CatClassifier(*_BASES):
         return r
 
     def _config(self) -> TrainConfig:
-        recipe = {k: getattr(self, k) for k in _RECIPE}
+        recipe = {k: getattr(self, k) for k in RECIPE}
         layers = (self.n_features_in_, *tuple(self.hidden_layers), 1)
         return TrainConfig(layers=layers, seed=self._seed(), **recipe)
 
@@ -220,22 +192,20 @@ class CatClassifier(*_BASES):
     # --- the estimator API ---------------------------------------------------------------
 
     def fit(self, X, y):
-        """Train from the seed's initial weights (``random_state``) on (X, y)."""
-        from gpucat.nn.inference import dead_layers
-        from gpucat.nn.network import params_to_host
-        from gpucat.training.loop import fit
+        """Train from the seed's initial weights (``random_state``) on (X, y), as `gpucat
+        train` does: ``model_`` is the Model it would save."""
+        from gpucat.frontends.report import run_recipe, to_model
 
         X, y = self._validate(X, y, reset=True)
         Y = self._labels(y)
         try:
             config = self._config()
             chosen = self._device()
-            data = Dataset(X, Y.reshape(1, -1), "CatClassifier.fit", divisor=divisor_for(X.dtype))
-            result = fit(chosen, config, data)
-            dead = dead_layers(chosen, result.params, result.train, config.dtype)
+            data = Dataset.from_arrays(X, Y, "CatClassifier.fit")
+            result, summary = run_recipe(chosen, config, data)
         except GpucatError as e:
             raise ValueError(str(e)) from None
-        self.dead_layers_ = dead  # hidden layers inactive for every training example
+        dead = summary["dead_layers"]  # hidden layers inactive for every training example
         if dead:
             warnings.warn(
                 f"every unit of hidden layer {dead[0]} is inactive for every training example, "
@@ -243,8 +213,10 @@ class CatClassifier(*_BASES):
                 DeadNetworkWarning,
                 stacklevel=2,
             )
+        self.model_ = to_model(chosen, config, result, summary)
+        self.dead_layers_ = dead
         self.seed_ = config.seed  # random_state=seed_ repeats this fit
-        self.params_ = params_to_host(chosen, result.params)
+        self.params_ = self.model_.params
         self.device_ = chosen.label  # where it trained: device="auto" picks a usable GPU
         self.costs_ = result.costs
         self.validation_costs_ = result.val_costs
@@ -257,13 +229,10 @@ class CatClassifier(*_BASES):
         from gpucat.nn.inference import probabilities
         from gpucat.nn.network import params_to_device
 
-        if HAVE_SKLEARN:
-            check_is_fitted(self)
-        elif not hasattr(self, "params_"):
-            raise GpucatError("this CatClassifier is not fitted yet; call fit(X, y) first.")
+        check_is_fitted(self)
         X = self._validate(X, reset=False)
         chosen = self._device()
-        data = Dataset(X, None, "CatClassifier.predict", divisor=divisor_for(X.dtype))
+        data = Dataset.from_arrays(X, None, "CatClassifier.predict")
         p = probabilities(
             chosen, params_to_device(chosen, self.params_, "float64"), data, "float64"
         )
@@ -276,10 +245,3 @@ class CatClassifier(*_BASES):
         pos = self.classes_ == self.pos_label_
         cat = proba[:, np.flatnonzero(pos)[0]] > 0.5  # as `gpucat evaluate` thresholds
         return np.where(cat, self.classes_[pos][0], self.classes_[~pos][0])
-
-    if not HAVE_SKLEARN:
-
-        def score(self, X, y, sample_weight=None) -> float:
-            """Mean accuracy."""
-            hits = (self.predict(X) == np.asarray(y).reshape(-1)).astype(np.float64)
-            return float(np.average(hits, weights=sample_weight))

@@ -1,6 +1,7 @@
-"""A run's report: the JSON-ready record of a fit (``summarize``), and the reference recipe's
-whole job, training then scoring (``run_recipe``), as the command line, the Python API and
-`gpucat compare` do it."""
+"""A run's report: the JSON-ready record of a fit (``summarize``), the reference recipe's
+whole job, training then scoring (``run_recipe``), and the model a run leaves (``to_model``):
+one path from training to a model for the command line, the Python API, CatClassifier and
+`gpucat compare`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Callable
 from gpucat.backends import Device
 from gpucat.config import TrainConfig
 from gpucat.errors import TrainingDiverged
+from gpucat.modelfiles.model import Model
 from gpucat.nn.inference import dead_layers, score
+from gpucat.nn.network import params_to_host
 from gpucat.training.loop import TrainResult, fit
 from gpucat.training.reducers import LOCAL
 
@@ -66,3 +69,10 @@ def run_recipe(
             {f"{name}_accuracy": correct / n, f"{name}_correct": correct, f"{name}_examples": n}
         )
     return result, summary
+
+
+def to_model(device: Device, config: TrainConfig, result: TrainResult, summary: dict) -> Model:
+    """The trained model as every front end saves it: the parameters on the host, and as
+    metadata the recipe, the device and the run's record (``summarize``'s, scored)."""
+    meta = {"recipe": config.to_dict(), "device": device.label, "result": summary}
+    return Model(params_to_host(device, result.params), meta)
