@@ -26,7 +26,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 RTOL = {"float64": 1e-12, "float32": 1e-5}
 
 # On a GPU machine a CuPy parameter that cannot run is a broken install, not a pass:
-# GPUCAT_REQUIRE_GPU=1 (set by scripts/gpu_check.sh) turns it into a failure, and refuses the
+# GPUCAT_REQUIRE_GPU=1 (set by checks/gpu_check.sh) turns it into a failure, and refuses the
 # stand-in.
 REQUIRE_GPU = os.environ.get("GPUCAT_REQUIRE_GPU", "") not in ("", "0")
 # Without a usable GPU, CuPy's parameter runs on the stand-in (tests/cupy_standin), and its

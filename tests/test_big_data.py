@@ -15,7 +15,7 @@ from PIL import Image
 
 from gpucat.backends import get_device
 from gpucat.config import TrainConfig
-from gpucat.data import h5, sources, streaming
+from gpucat.data import batches, h5, shards, streaming
 from gpucat.data.dataset import Dataset, Source
 from gpucat.data.h5 import load_h5
 from gpucat.data.inputs import load_folder, load_input
@@ -78,26 +78,26 @@ def test_chunk_aware_shuffle_takes_whole_chunks_a_window_at_a_time(monkeypatch):
     (mirrored copies included) fall in one window of 4 chunks; a pure function of (seed,
     epoch, layout): the same on every process; data read row by row is shuffled whole, as
     before."""
-    monkeypatch.setattr(sources, "WINDOW", 64)
+    monkeypatch.setattr(batches, "WINDOW", 64)
     data = Dataset(np.zeros((300, 12288), np.uint8), np.zeros((1, 300)), "x", chunk_rows=16)
-    train = sources.TrainingSet(data, np.arange(3, 298), flip=True)  # as after a split
-    M = train.size
+    train = batches.TrainingSet(data, np.arange(3, 298), flip=True)  # as after a split
+    M = train.n_examples
 
-    def batches(start, stop, chunk_rows=16):
+    def batches_of(start, stop, chunk_rows=16):
         data.chunk_rows = chunk_rows
-        shard = sources.DeviceShard(
+        shard = shards.DeviceShard(
             get_device("cpu"),
-            sources.TrainingSet(data, train.rows, True),
+            batches.TrainingSet(data, train.source_rows, True),
             start,
             stop,
             "float32",
             False,
             False,
         )
-        return sources.Batches(shard, M, 50, seed=3)
+        return batches.Batches(shard, M, 50, seed=3)
 
-    one, other = batches(0, M), batches(200, M)
-    chunk = train.rows[np.arange(M) % train.rows.size] // 16
+    one, other = batches_of(0, M), batches_of(200, M)
+    chunk = train.source_rows[np.arange(M) % train.source_rows.size] // 16
     for epoch in range(3):
         order = one.order(epoch)
         np.testing.assert_array_equal(np.sort(order), np.arange(M))
@@ -110,14 +110,14 @@ def test_chunk_aware_shuffle_takes_whole_chunks_a_window_at_a_time(monkeypatch):
                 window = {c} if len(window) == 4 else window | {c}
             left[c] -= 1
     assert not np.array_equal(one.order(0), one.order(1))
-    whole = batches(0, M, chunk_rows=1).order(2)
-    np.testing.assert_array_equal(whole, sources.host_rng(3, sources.SHUFFLE, 2).permutation(M))
+    whole = batches_of(0, M, chunk_rows=1).order(2)
+    np.testing.assert_array_equal(whole, batches.host_rng(3, batches.SHUFFLE, 2).permutation(M))
 
 
 def test_gzip_chunks_are_decompressed_once_an_epoch(tmp_path, course_data, monkeypatch):
     """The sampler takes a chunk's examples within one window and the source decodes the next
     windows ahead: over 3 epochs no chunk is decompressed more than once an epoch."""
-    monkeypatch.setattr(sources, "WINDOW", 64)
+    monkeypatch.setattr(batches, "WINDOW", 64)
     source = H5Source(
         course_h5(tmp_path / "g.h5", course_data, copies=4, layout="gzip, 16 a chunk")
     )
@@ -140,7 +140,7 @@ def test_gzip_chunks_are_decompressed_once_an_epoch(tmp_path, course_data, monke
 def test_h5_source_reads_any_selection_in_order(tmp_path, course_data):
     path = course_h5(tmp_path / "c.h5", course_data)
     whole, lazy = load_h5(path), H5Source(path)
-    assert (lazy.n, lazy.n_features) == (209, 12288)
+    assert (lazy.n_examples, lazy.n_features) == (209, 12288)
     np.testing.assert_array_equal(lazy.labels(), whole.labels())
     for idx in ([5, 3, 3, 200, 0], list(range(17, 80)), [208], [7, 6, 5, 4]):
         rows, y = lazy.read(np.array(idx))
@@ -185,8 +185,8 @@ def test_streamed_mini_batches_on_every_device(tmp_path, course_data, monkeypatc
     numbers as the examples held in memory on NumPy."""
     path = course_h5(tmp_path / "c.h5", course_data, layout="gzip, 16 a chunk")
     monkeypatch.setattr(type(device), "free_memory", lambda self: 8 * 2**20)
-    train = sources.TrainingSet(H5Source(path), np.arange(209))
-    assert streaming.is_streamed(device, train, 209, full_batch=False)
+    train = batches.TrainingSet(H5Source(path), np.arange(209))
+    assert shards.is_streamed(device, train, 209, full_batch=False)
     cfg = TrainConfig(layers=(12288, 5, 1), iterations=12, batch_size=32, log_every=4)
     streamed = fit(device, cfg, H5Source(path))
     cpu = get_device("cpu")
@@ -204,14 +204,14 @@ def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data,
     reads = []
     real = source.read
     monkeypatch.setattr(source, "read", lambda idx: reads.append(len(idx)) or real(idx))
-    train = sources.TrainingSet(source, np.arange(209))
+    train = batches.TrainingSet(source, np.arange(209))
     assert isinstance(
-        streaming.make_shard(get_device("cpu"), train, 0, 209, "float32", False),
-        streaming.StreamedShard,
+        shards.make_shard(get_device("cpu"), train, 0, 209, "float32", False),
+        shards.StreamedShard,
     )
     assert not isinstance(
-        streaming.make_shard(get_device("cpu"), train, 0, 209, "float32", True),
-        streaming.StreamedShard,
+        shards.make_shard(get_device("cpu"), train, 0, 209, "float32", True),
+        shards.StreamedShard,
     )
     reads.clear()
     cfg = TrainConfig(
@@ -232,14 +232,14 @@ def test_cpu_mini_batches_stream_and_read_each_batch_once(tmp_path, course_data,
 def test_streamed_memory_stays_a_few_batches(tmp_path, course_data, monkeypatch):
     """Host memory of a streamed run is a few batches and chunks: it does not grow with the
     data set (4x the images, the same peak), while loading the file whole would."""
-    monkeypatch.setattr(sources, "CHUNK", 128)
+    monkeypatch.setattr(shards, "CHUNK", 128)
     cfg = TrainConfig(
         layers=(12288, 6, 1), iterations=20, batch_size=64, log_every=10, dtype="float32"
     )
     peaks, sizes = [], []
     for copies in (4, 16):
         source = H5Source(course_h5(tmp_path / f"{copies}.h5", course_data, copies=copies))
-        sizes.append(source.n * source.n_features)
+        sizes.append(source.n_examples * source.n_features)
         tracemalloc.start()
         try:
             result = fit(get_device("cpu"), cfg, source)
@@ -562,3 +562,28 @@ def test_the_source_protocols_defaults(course_data):
         Bare().read(np.arange(2))
     with pytest.raises(NotImplementedError):
         Bare().labels()
+
+
+def test_closing_a_source_lets_go_of_its_threads_and_files(tmp_path, course_data):
+    """close() ends the reading threads and closes the descriptors (as leaving a ``with``
+    block does); a later read opens them again and reads the same images."""
+    import threading
+
+    path = course_h5(tmp_path / "c.h5", course_data, layout="gzip, 16 a chunk")
+    idx = np.array([200, 3, 17])
+    before = set(threading.enumerate())
+    with H5Source(path) as source:
+        first = source.read(idx)[0]
+        readers = [t for t in set(threading.enumerate()) - before if "gpucat-chunks" in t.name]
+        assert readers
+    assert not any(t.is_alive() for t in readers)
+    np.testing.assert_array_equal(source.read(idx)[0], first)
+    source.close()
+    plain = H5Source(course_h5(tmp_path / "p.h5", course_data, layout="contiguous"))
+    plain.read(idx)
+    fd = plain._fd
+    plain.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    np.testing.assert_array_equal(plain.images[3], course_data[0].images[3])
+    assert type(plain.images) is type(source.images)  # one class, not one made per access

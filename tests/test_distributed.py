@@ -79,8 +79,8 @@ def test_cuda_awareness_is_the_mpi_librarys_own_answer(monkeypatch):
 
 
 def mpi_check(*args: str) -> dict:
-    """scripts/mpi_check.py's JSON (it exits non-zero when the check fails)."""
-    script = Path(__file__).resolve().parent.parent / "scripts" / "mpi_check.py"
+    """checks/mpi_check.py's JSON (it exits non-zero when the check fails)."""
+    script = Path(__file__).resolve().parent.parent / "checks" / "mpi_check.py"
     env = {**os.environ, "GPUCAT_DATA_DIR": str(data_dir())}
     out = subprocess.run(
         [sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=300
@@ -92,7 +92,7 @@ def mpi_check(*args: str) -> dict:
 def test_mpiexec_on_one_gpu_equals_one_process(tmp_path):
     """Two ranks sharing the one GPU (their sums staged through pinned host memory, or passed
     as device buffers to a CUDA-aware MPI) against one process on that GPU, float64, 50
-    iterations: equal to 1e-10 (scripts/mpi_check.py, which gpu_check.sh runs too). Without
+    iterations: equal to 1e-10 (checks/mpi_check.py, which gpu_check.sh runs too). Without
     a GPU, each rank runs the CuPy stand-in, its sums staged through pinned host memory."""
     if CUPY == "cupy":
         doc = mpi_check("--device", "gpu", "--processes", "2")

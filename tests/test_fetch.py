@@ -102,7 +102,7 @@ def test_download_and_verify(tmp_path, serve, monkeypatch):
     for name in (TRAIN_FILE, TEST_FILE):
         assert sha256(dest / name) == fetch.SHA256[name]
     train, test = load_course_data(dest)
-    assert (train.m, test.m) == (209, 50)
+    assert (train.n_examples, test.n_examples) == (209, 50)
 
 
 def test_corrupted_download_is_rejected_and_not_kept(tmp_path, serve):

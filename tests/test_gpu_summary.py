@@ -1,4 +1,4 @@
-"""scripts/gpu_summary.py judges a GPU check's outputs: a recorded passing run passes, and
+"""checks/gpu_summary.py judges a GPU check's outputs: a recorded passing run passes, and
 each way a run can fall short fails (or, for the speed goals, is reported without failing)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gpu_summary  # scripts/ is on the tests' path (pyproject.toml)
+import gpu_summary  # checks/ is on the tests' path (pyproject.toml)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -260,7 +260,7 @@ def test_only_gpu_skips_fail_the_tests_line(tmp_path):
 def gpu_check(tmp_path, **env) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GPUCAT_")}
     return subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(tmp_path / "out")],
+        ["bash", str(ROOT / "checks" / "gpu_check.sh"), str(tmp_path / "out")],
         capture_output=True,
         text=True,
         env={**clean, "GPUCAT_GPU_VENV": str(tmp_path / "venv"), **env},

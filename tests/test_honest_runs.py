@@ -107,7 +107,7 @@ def test_divergence_does_not_depend_on_when_the_cost_is_read(course_data, lr, la
 def test_train_accuracy_counts_the_training_examples_only(tmp_path, course_data):
     """With 30 % held out, the training accuracy is over the 146 examples trained on, and the
     validation accuracy over the 63 held out, each equal to a count made from the model."""
-    from gpucat.data.sources import stratified_split
+    from gpucat.data.batches import stratified_split
 
     model = tmp_path / "m.safetensors"
     out = run_gpucat(

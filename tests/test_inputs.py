@@ -265,10 +265,10 @@ def test_labelled_and_unlabelled_folders(tmp_path):
         for f in files:
             shutil.copy(data_file(f"photos/{f}"), tmp_path / "lab" / sub / f)
     ds = load_input(tmp_path / "lab", require_labels=True)
-    assert ds.m == 3 and ds.Y.tolist() == [[1.0, 0.0, 0.0]]
+    assert ds.n_examples == 3 and ds.Y.tolist() == [[1.0, 0.0, 0.0]]
     assert ds.names == ["cat/chelsea.png", "non-cat/coffee.png", "non-cat/rocket.jpg"]
     un = load_input(data_file("photos"))
-    assert un.Y is None and un.m == 4
+    assert un.Y is None and un.n_examples == 4
 
 
 def test_predict_real_photos_on_every_backend(device, trained_model):
@@ -430,7 +430,7 @@ def test_a_csv_keeps_whole_pixels_as_uint8_and_fractions_as_float32(tmp_path, mo
     p.write_text(csv_text(rows[:1]))
     one = inputs.load_csv(p)
     assert one.rows.shape == (1, 12288) and one.rows.dtype == np.uint8
-    assert (one.source, one.names, one.divisor) == (str(p), ["x.csv:row2"], 255.0)
+    assert (one.origin, one.names, one.divisor) == (str(p), ["x.csv:row2"], 255.0)
     np.testing.assert_array_equal(one.X[:, 0], np.array(rows[0][:-1]) / 255.0)
     rows[2][5] = 12.5
     p.write_text(csv_text(rows))
@@ -482,11 +482,11 @@ def test_one_image_and_one_sided_folders_as_data(tmp_path):
     Image.fromarray(images[0]).save(tmp_path / "a.png")
     one = load_input(tmp_path / "a.png")
     assert one.rows.shape == (1, 12288) and one.Y is None
-    assert (one.source, one.names) == (str(tmp_path / "a.png"), ["a.png"])
+    assert (one.origin, one.names) == (str(tmp_path / "a.png"), ["a.png"])
     np.testing.assert_array_equal(one.rows[0], load_image(tmp_path / "a.png").reshape(-1))
     (tmp_path / "cat").write_text("not a folder")
     loose = load_input(tmp_path)
-    assert loose.Y is None and loose.names == ["a.png"] and loose.source == str(tmp_path)
+    assert loose.Y is None and loose.names == ["a.png"] and loose.origin == str(tmp_path)
     only = tmp_path / "only"
     (only / "Cat").mkdir(parents=True)
     for k in (1, 2):

@@ -5,7 +5,7 @@ wheel lacks; these tests do not.
 
 The wheel is built here (pip, build isolation), or taken from GPUCAT_WHEEL (the nox sessions
 pass the one they built). Its dependencies come from the package index pip is set up for;
-where there is none (a GPU machine), scripts/gpu_check.sh deselects these tests (marker
+where there is none (a GPU machine), checks/gpu_check.sh deselects these tests (marker
 ``installed``)."""
 
 from __future__ import annotations
@@ -49,7 +49,9 @@ def test_the_wheel_holds_every_module_and_both_course_files(wheel):
     for name in (TRAIN_FILE, TEST_FILE):
         assert f"gpucat/course_data/{name}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert not [n for n in names if n.startswith(("tests/", "data/", "scripts/"))]
+    assert not [
+        n for n in names if n.startswith(("tests/", "data/", "scripts/", "checks/", "benchmarks/"))
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -87,7 +87,9 @@ def test_folders_skip_hidden_and_other_files_but_not_broken_images(tmp_path, cap
     (cat / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (cat / "notes.txt").write_text("not an image")
     ds = load_input(folder, require_labels=True)
-    assert ds.m == 6 and not any(n.startswith("Cat/.") or n.endswith(".txt") for n in ds.names)
+    assert ds.n_examples == 6 and not any(
+        n.startswith("Cat/.") or n.endswith(".txt") for n in ds.names
+    )
     (cat / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     fails_with(
         capsys, ["train", "--train", str(folder)], str(cat / "broken.png"), "not a readable image"
@@ -171,9 +173,9 @@ def test_the_scale_of_a_gray_image_is_read_from_its_values(tmp_path, values, mod
     Image.fromarray(np.repeat(column[:, None], 3, axis=1)).save(tmp_path / "g.tif")
     with Image.open(tmp_path / "g.tif") as im:
         assert im.mode == mode
-        from gpucat.data.inputs import _as_rgb8
+        from gpucat.data.inputs import as_rgb8
 
-        got = np.asarray(_as_rgb8(im))[:, 0, 0]
+        got = np.asarray(as_rgb8(im))[:, 0, 0]
     assert got.tolist() == expected
 
 

@@ -318,7 +318,7 @@ def test_the_memory_check_counts_the_uint8_copy_beside_the_floats(
     is allocated, with the one message; a little more is enough."""
     train, _ = course_data
     config = TrainConfig(dtype=dtype, solver="direct", iterations=1)
-    n_x, M, size = 12288, train.m, np.dtype(dtype).itemsize
+    n_x, M, size = 12288, train.n_examples, np.dtype(dtype).itemsize
     weights = sum(a * b for a, b in zip(config.layers[:-1], config.layers[1:])) * 2 * size
     floats_only = n_x * M * size + weights + n_x * M // 2
     with pytest.raises(GpucatError, match=r"--solver direct needs .* GiB .* is free"):

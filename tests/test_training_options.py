@@ -9,7 +9,7 @@ from test_solvers import OPTIONS
 
 from gpucat import backends
 from gpucat.config import TrainConfig
-from gpucat.data.sources import mirrored_rows, stratified_split
+from gpucat.data.batches import mirrored_rows, stratified_split
 from gpucat.errors import GpucatError
 from gpucat.nn.network import Layer, params_to_host
 from gpucat.nn.optim import Adam, Momentum

@@ -131,7 +131,7 @@ class Device:
     def share_node(self, ranks: int) -> str:
         """Share the node with the other ``ranks`` processes on it (a data-parallel run): the
         CPU's BLAS threads split among them (N ranks each running a BLAS with all cores
-        oversubscribe the machine: measured here 53 ms instead of 4.8 ms an iteration)."""
+        oversubscribe the machine, many times slower: docs/performance.md)."""
         threads = max(1, (os.cpu_count() or 1) // ranks)
         from threadpoolctl import threadpool_limits
 

@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> None:
         raise GpucatError(f"--iterations must be at least 1, got {args.iterations}.")
     check_writable(args.plot, args.json_out)
     if args.plot:
-        from gpucat.frontends.plots import _pyplot
+        from gpucat.frontends.plots import pyplot
 
-        _pyplot()  # a missing matplotlib is reported before measuring, not after
+        pyplot()  # a missing matplotlib is reported before measuring, not after
     (sweep if args.sweep else recipe)(args)
 
 

@@ -57,10 +57,13 @@ def evaluate(args: argparse.Namespace) -> None:
     check_writable(args.mislabeled)
     model, device = _model_and_device(args)
     ds = load_input(args.data, require_labels=True, stream=True)
-    p = model_probabilities(device, model, ds, args.dtype, args.model)
+    try:
+        p = model_probabilities(device, model, ds, args.dtype, args.model)
+    finally:
+        ds.close()  # pictures for --mislabeled are read again when asked for
     s = scores(p, ds.Y)
     print(f"Model: {args.model} ({'-'.join(map(str, model.layer_sizes))})")
-    print(f"Data: {ds.source} ({ds.m} examples), device: {device.label}")
+    print(f"Data: {ds.origin} ({ds.n_examples} examples), device: {device.label}")
     print(f"Accuracy: {s['accuracy']:.4f} ({s['correct']}/{s['n']})")
     print(
         f"Confusion (cat = positive): TP {s['true_positives']}, TN {s['true_negatives']}, "
@@ -73,7 +76,7 @@ def evaluate(args: argparse.Namespace) -> None:
         print(f"Saved {n} mislabeled images to {args.mislabeled}")
     if args.json:
         labels = [int(y) for y in ds.Y.reshape(-1)]
-        extra = {"model": args.model, "data": ds.source, "device": device.label}
+        extra = {"model": args.model, "data": ds.origin, "device": device.label}
         extra.update(probabilities=p.tolist(), labels=labels, names=ds.names)
         print(json.dumps({**s, **extra, "predicted": [int(v > 0.5) for v in p]}))
 
@@ -83,7 +86,7 @@ def _shown(given: str, ds, k: int) -> str:
     folder's images under the folder as given, a file's entries as FILE[name or index]."""
     if Path(given).is_dir() and ds.names:
         return str(Path(given) / ds.names[k])
-    if ds.m == 1 and ds.names == [Path(given).name]:
+    if ds.n_examples == 1 and ds.names == [Path(given).name]:
         return given
     return f"{given}[{ds.names[k] if ds.names else k}]"
 

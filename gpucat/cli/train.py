@@ -166,30 +166,36 @@ def _config(args):
     return TrainConfig(**given)
 
 
+def _where(args: argparse.Namespace):
+    """(device, reducer, BLAS threads or None): one process on the device asked for, or
+    with --distributed one rank of an MPI run."""
+    from gpucat.training.reducers import LOCAL
+
+    if not args.distributed:
+        return get_device(args.device), LOCAL, None
+    from gpucat.training.distributed import setup
+
+    reducer, device, threads = setup(args.device, on_fallback=note)
+    if reducer.size == 1:
+        note(
+            "--distributed, but this is the only process: run it as `mpiexec -n N gpucat "
+            "train --distributed` (if you did, mpiexec and mpi4py belong to different MPI "
+            "libraries); training as one process."
+        )
+    return device, reducer, threads
+
+
 def run(args: argparse.Namespace) -> None:
     from gpucat.frontends.report import run_recipe
     from gpucat.training.loop import check_data
-    from gpucat.training.reducers import LOCAL
 
     config = _config(args)
     check_writable(args.out, args.plot, args.checkpoint)
     if args.plot:
-        from gpucat.frontends.plots import _pyplot
+        from gpucat.frontends.plots import pyplot
 
-        _pyplot()  # a missing matplotlib is reported before training, not after
-    reducer, threads = LOCAL, None
-    if args.distributed:
-        from gpucat.training.distributed import setup
-
-        reducer, device, threads = setup(args.device, on_fallback=note)
-        if reducer.size == 1:
-            note(
-                "--distributed, but this is the only process: run it as `mpiexec -n N gpucat "
-                "train --distributed` (if you did, mpiexec and mpi4py belong to different MPI "
-                "libraries); training as one process."
-            )
-    else:
-        device = get_device(args.device)
+        pyplot()  # a missing matplotlib is reported before training, not after
+    device, reducer, threads = _where(args)
     say = print if reducer.is_root else (lambda *a, **k: None)  # rank 0 alone speaks
     train_set, test_set = _training_data(args, can_fetch=not args.distributed)
     check_data(config, train_set)  # before the run is announced
@@ -197,7 +203,7 @@ def run(args: argparse.Namespace) -> None:
     say(
         f"Training {'-'.join(map(str, config.layers))} on {where}, {config.dtype}, "
         f"{config.iterations} iterations, learning rate {config.learning_rate:g}, "
-        f"{train_set.m} examples from {train_set.source}",
+        f"{train_set.n_examples} examples from {train_set.origin}",
         flush=True,
     )
     bar = _progress_bar(args, config, reducer)
@@ -222,6 +228,9 @@ def run(args: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+        for source in (train_set, test_set):  # a file streamed from disk: its reading threads
+            if source is not None:
+                source.close()
     if reducer.is_root:
         _report(args, config, device, result, summary, threads)
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from gpucat.data.dataset import Dataset
-from gpucat.data.h5 import FETCH_HINT, _sniff_not_hdf5, load_h5
+from gpucat.data.h5 import FETCH_HINT, load_h5, not_hdf5_reason
 from gpucat.errors import GpucatError
 
 TRAIN_FILE = "train_catvnoncat.h5"
@@ -52,7 +52,7 @@ def check_course_file(path: Path) -> None:
         raise GpucatError(f"{path}: no such file; {FETCH_HINT}.")
     digest = sha256_of(path)
     if digest != SHA256[path.name]:
-        why = _sniff_not_hdf5(path)
+        why = not_hdf5_reason(path)
         raise GpucatError(
             f"{path} {why or 'is not the published course file'} (SHA-256 {digest[:12]}..., "
             f"expected {SHA256[path.name][:12]}...); delete it and {FETCH_HINT}, or train on "

@@ -27,7 +27,7 @@ FETCH_HINT = (
 )
 
 
-def _sniff_not_hdf5(path: Path) -> str | None:
+def not_hdf5_reason(path: Path) -> str | None:
     """Why a file that should be HDF5 is not, or None when its signature is right."""
     with open(path, "rb") as f:
         head = f.read(512)
@@ -52,7 +52,7 @@ def read_h5(path: str | os.PathLike, read):
     path = Path(path)
     if not path.is_file():
         raise GpucatError(f"{path}: no such file; {FETCH_HINT}.")
-    why = _sniff_not_hdf5(path)
+    why = not_hdf5_reason(path)
     if why:
         raise GpucatError(f"{path} {why}; delete it and {FETCH_HINT}.")
     try:
@@ -139,10 +139,10 @@ def storage(x) -> tuple[str, Any]:
 
 
 def read_unit(kind: str, how, n: int) -> int:
-    """Images the sampler takes together (sources.Batches): a compressed chunk's; in a plain
+    """Images the sampler takes together (batches.Batches): a compressed chunk's; in a plain
     file of more than BLOCKED_FROM images, a block of BLOCK adjacent ones, read in one call,
-    so that an epoch reads the disk nearly in order (from a cold disk, 64-image blocks read
-    7x faster than single images here: docs/performance.md); else 1, shuffled whole."""
+    so that an epoch reads the disk nearly in order (from a cold disk, blocks read several
+    times faster than single images: docs/performance.md); else 1, shuffled whole."""
     if kind in ("gzip", "chunks"):
         return how
     return BLOCK if kind == "plain" and n > BLOCKED_FROM else 1

@@ -118,7 +118,7 @@ def _first_bad_cell(path: Path, block, n_cols: int) -> str:
 _WIDE_MODES = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0, "I": 65535.0}
 
 
-def _as_rgb8(im):
+def as_rgb8(im):
     """Any Pillow image -> 8-bit RGB by what its values mean, never by clipping: 16-bit and
     32-bit integer gray scaled from 0..65535, float gray from [0, 1] (or from 0..255, or
     0..65535, when its values exceed 1, or 255), transparency (alpha, associated alpha,
@@ -147,7 +147,7 @@ def _as_rgb8(im):
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Any image Pillow reads -> RGB uint8 (64, 64, 3): EXIF-upright, 8-bit by what its
-    values mean (``_as_rgb8``), center-cropped to a square, then resized with a Lanczos
+    values mean (``as_rgb8``), center-cropped to a square, then resized with a Lanczos
     filter. A file that is not a readable image, or a decompression bomb, is a GpucatError."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -156,7 +156,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise GpucatError(f"{path}: no such file.")
     try:
         with Image.open(path) as im:
-            im = _as_rgb8(ImageOps.exif_transpose(im))
+            im = as_rgb8(ImageOps.exif_transpose(im))
             im = ImageOps.fit(im, IMAGE_SHAPE[:2], Image.Resampling.LANCZOS)
             return np.asarray(im, dtype=np.uint8)
     except Image.DecompressionBombError as e:

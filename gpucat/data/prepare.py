@@ -91,8 +91,8 @@ def _h5_blocks(data, block: int = 4096):
         yield 0, data.images
         return
     block = -(-block // data.chunk_rows) * data.chunk_rows
-    for a in range(0, data.n, block):
-        yield a, data.read(np.arange(a, min(a + block, data.n)))[0]
+    for a in range(0, data.n_examples, block):
+        yield a, data.read(np.arange(a, min(a + block, data.n_examples)))[0]
 
 
 def _images(paths: list[str], jobs: int | None):

@@ -1,10 +1,8 @@
-"""Streaming: training examples read from disk as training asks for them.
+"""Streaming: a data source that stays on disk.
 
-``H5Source`` is a course-layout h5 file of uint8 images that stays on disk and reads the
-examples asked for by the fastest path its layout allows; ``StreamedShard`` hands a
-process's block of them out batch by batch, reading the next batch in a background thread
-while this one trains; ``make_shard`` decides, for a run, whether its examples stream
-(``is_streamed``) or sit on the device (sources.DeviceShard).
+``H5Source`` is a course-layout h5 file of uint8 images that reads the examples asked for
+by the fastest path its layout allows; shards.StreamedShard hands a process's block of
+them out batch by batch, the next batch read in a background thread while this one trains.
 """
 
 from __future__ import annotations
@@ -13,20 +11,12 @@ import functools
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from gpucat.backends import Device, memory_available
+from gpucat.backends import memory_available
 from gpucat.data.dataset import IMAGE_SHAPE, N_FEATURES, Source, check_labels
 from gpucat.data.h5 import ROW, load_h5, read_h5, read_unit, storage, stored_names
-from gpucat.data.sources import (
-    DEVICE_SHARE,
-    WINDOW,
-    DeviceShard,
-    Shard,
-    TrainingSet,
-)
 from gpucat.errors import GpucatError
 
 ALIGN = 4096  # O_DIRECT reads: offset, length and buffer on this boundary
@@ -43,13 +33,14 @@ class H5Source(Source):
       a known byte offset, read with os.preadv straight into the batch (a run of adjacent
       images in one call), no HDF5 call, the GIL let go; the page cache does the rest. (A
       memory map reads faster, but the kernel maps the page cache's large folios around
-      each image into the process: 1 GB resident after 600 batches of a 1.2 GB file.)
+      each image into the process, whose resident memory then grows toward the file's
+      size: docs/performance.md.)
     - compressed chunks of ``chunk_rows`` images, and a large plain file's blocks
       (``read_unit``): each whole, read in worker threads that let go of the GIL (gzip: the
       raw chunk inflated by zlib-ng; other filters through h5py; a block with O_DIRECT,
       past the page cache) and kept in a cache of a few
       shuffle windows, so that the sampler, which takes a chunk's images together
-      (sources.Batches), reads each chunk once an epoch; ``will_need`` starts on the next
+      (batches.Batches), reads each chunk once an epoch; ``will_need`` starts on the next
       windows' chunks ahead of time.
 
     The labels (8 bytes an example) are read and checked up front."""
@@ -59,7 +50,7 @@ class H5Source(Source):
     streams = True
 
     def __init__(self, path: str | os.PathLike):
-        self.path, self.source = Path(path), str(path)
+        self.path, self.origin = Path(path), str(path)
 
         def header(f, x, y):
             stored = storage(x) if x.dtype == np.uint8 and x.ndim == 4 else ("h5py", None)
@@ -73,9 +64,9 @@ class H5Source(Source):
         if shape[0] == 0:
             raise GpucatError(f"{path}: the file holds no images.")
         self.Y = check_labels(labels, shape[0], self.path)
-        self.n = self.m = shape[0]
+        self.n_examples = shape[0]
         kind, how = self.storage
-        self.chunk_rows = read_unit(kind, how, self.n)
+        self.chunk_rows = read_unit(kind, how, self.n_examples)
         if kind == "plain" and int(how.max()) + ROW > self.path.stat().st_size:
             raise GpucatError(f"{path}: the file ends before its last image; it is truncated.")
         self._setup()
@@ -189,7 +180,7 @@ class H5Source(Source):
 
     def _decode(self, c: int) -> np.ndarray:
         k = self.chunk_rows
-        lo, hi = c * k, min(c * k + k, self.n)
+        lo, hi = c * k, min(c * k + k, self.n_examples)
         if self.storage[0] == "plain":
             return self._block(lo, hi)
         zlib = _zlib()
@@ -208,7 +199,7 @@ class H5Source(Source):
 
     def _runs(self, idx: np.ndarray) -> np.ndarray:
         """Through h5py, one slice per run of consecutive examples (h5py's own point
-        selection is ~20x slower on a file of many chunks)."""
+        selection is many times slower on a file of many chunks)."""
 
         def read(rows, lo):
             with self._lock:
@@ -228,20 +219,36 @@ class H5Source(Source):
         return self._file[self._x]
 
     @property
-    def images(self):
+    def images(self) -> Pictures:
         """Pictures by index, read when asked for (for --mislabeled)."""
-        source = self
+        return Pictures(self)
 
-        class _Lazy:
-            def __getitem__(self, k):
-                return source.read(np.array([k]))[0].reshape(IMAGE_SHAPE)
+    def close(self, wait: bool = True) -> None:
+        """Let go of the file's descriptors and the threads that read it (``wait``: until
+        their reads are done); a later read opens them again."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self._cache.clear()
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            for attr in ("_fd", "_direct"):
+                fd, self.__dict__[attr] = getattr(self, attr), None
+                if fd is not None and fd is not False:
+                    os.close(fd)
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
-        return _Lazy()
+    def __enter__(self) -> H5Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __del__(self):
-        for fd in (getattr(self, "_fd", None), getattr(self, "_direct", None)):
-            if fd is not None and fd is not False:
-                os.close(fd)
+        if "_lock" in self.__dict__:  # made whole (a refused file never was)
+            self.close(wait=False)
 
     def __getstate__(self):  # open files, threads and locks do not pickle: made anew
         drop = ("_file", "_fd", "_direct", "_pool", "_lock", "_cache")
@@ -250,6 +257,16 @@ class H5Source(Source):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._setup()
+
+
+class Pictures:
+    """An H5Source's pictures by index, each read when asked for."""
+
+    def __init__(self, source: H5Source):
+        self.source = source
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.source.read(np.array([k]))[0].reshape(IMAGE_SHAPE)
 
 
 def _aligned(n: int) -> np.ndarray:
@@ -275,8 +292,8 @@ def _open_direct(path: Path):
 
 @functools.cache
 def _zlib():
-    """zlib-ng (a dependency: it inflates these chunks 1.7x faster), else zlib where its
-    wheels are missing."""
+    """zlib-ng (a dependency: it inflates these chunks faster, docs/performance.md), else
+    zlib where its wheels are missing."""
     try:
         from zlib_ng import zlib_ng
 
@@ -293,93 +310,3 @@ def open_h5(path: str | os.PathLike):
         return H5Source(path)
     except GpucatError:
         return load_h5(path)  # other layouts and dtypes: checked and explained there
-
-
-def is_streamed(device: Device, train: TrainingSet, m: int, full_batch: bool) -> bool:
-    """Whether a block of m training positions is read from disk batch by batch: when the
-    source stays on disk and training is in mini-batches, always where device memory is host
-    memory (the CPU), on a GPU when the uint8 block exceeds a quarter of its free memory."""
-    if full_batch or not train.source.streams:
-        return False
-    return device.host_memory or m * train.source.n_features > DEVICE_SHARE * device.free_memory()
-
-
-def make_shard(
-    device: Device, train: TrainingSet, start: int, stop: int, dtype, full_batch, examples=True
-):
-    """This process's block of training positions on the device: resident (a float copy for
-    full-batch training, else uint8; only the labels when ``examples`` is False: the Gram
-    solver reads X itself), or streamed from the source batch by batch (``is_streamed``)."""
-    if examples and is_streamed(device, train, stop - start, full_batch):
-        return StreamedShard(device, train, start, stop, dtype)
-    return DeviceShard(device, train, start, stop, dtype, full_batch, examples)
-
-
-class StreamedShard(Shard):
-    """A block of training positions read from its source as training asks for it: each
-    mini-batch's rows (uint8) are read from disk, the next batch's in a background thread
-    while this one trains (on NumPy also converted to floats there: NumPy lets go of the GIL
-    in its copies and conversions), so memory holds a few batches whatever the data set's
-    size. Only the labels stay resident."""
-
-    streams = True
-
-    def __init__(self, device: Device, train: TrainingSet, start: int, stop: int, dtype: str):
-        from concurrent.futures import ThreadPoolExecutor
-
-        super().__init__(device, train, start, stop, dtype)
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpucat-prefetch")
-        self._ahead: tuple[np.ndarray, Any] | None = None
-        self._blas = _leave_a_core()
-        if train.chunk_rows > 1:  # the chunks of two windows ahead and of the one in use
-            train.source.keep_chunks(4 * -(-WINDOW // train.chunk_rows))
-
-    def _rows(self, local: np.ndarray) -> np.ndarray:
-        return self.train.read(np.asarray(local) + self.start)[0]
-
-    def _staged(self, local: np.ndarray, after: np.ndarray | None = None) -> Any:
-        """The rows of ``local`` read and staged for the device (device.stage_rows: on NumPy
-        already converted), in the reading thread; ``after``: the examples that follow, whose
-        chunks the source may start on."""
-        if after is not None and after.size:
-            self.train.will_need(after + self.start)
-        return self.device.stage_rows(self._rows(local), self.dtype, self.divisor)
-
-    def prefetch(self, local: np.ndarray, after: np.ndarray | None = None) -> None:
-        """Start reading these examples (the next batch) in the background, and tell the
-        source which come after them (``after``), all in the reading thread."""
-        if local.size or (after is not None and after.size):
-            self._ahead = (np.array(local), self._reader.submit(self._staged, local, after))
-
-    def batch(self, local: np.ndarray) -> tuple[Any, Any]:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and np.array_equal(ahead[0], local):
-            staged = ahead[1].result()
-        else:
-            staged = self._staged(local)
-        d = self.device
-        X = d.staged_columns(staged, self.dtype, self.divisor)
-        return X, d.xp.take(self.Y, d.asarray(np.asarray(local)), axis=1)
-
-    def _piece(self, a: int, b: int) -> Any:
-        return self.device.to_columns(self._rows(np.arange(a, b)), self.dtype, self.divisor)
-
-    def close(self) -> None:
-        self._reader.shutdown(wait=True)
-        if self._blas is not None:
-            self._blas.restore_original_limits()
-
-
-def _leave_a_core():
-    """While batches are read (and decompressed) in the background, BLAS gets one thread
-    fewer than the machine has cores, at least one: a mini-batch step gains little from the
-    last BLAS thread, and a BLAS thread fighting the readers for a core stalls its partners
-    (2 cores, batch 256: 8.7 ms a step from a contiguous file with one BLAS thread, 12.8
-    with two; docs/performance.md). Returns the limits to restore, or None."""
-    import os
-
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    now = max((d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"), default=1)
-    fewer = max(1, min(now, (os.cpu_count() or 1) - 1))
-    return threadpool_limits(fewer, user_api="blas") if fewer < now else None

@@ -12,7 +12,9 @@ from gpucat.errors import GpucatError
 from gpucat.files import atomic_write
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot drawing to files (the Agg backend), or a GpucatError naming the
+    extra that installs it."""
     try:
         import matplotlib
 
@@ -37,7 +39,7 @@ def plot_costs(
     path: str | os.PathLike, series: dict[str, Sequence[Sequence[float]]], title: str
 ) -> None:
     """Cost against iteration, one line per label."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for label, costs in series.items():
         it, c = zip(*costs)
@@ -53,7 +55,7 @@ def plot_costs(
 
 def plot_device_comparison(path: str | os.PathLike, rows: list[dict]) -> None:
     """Left: cost curves per device and dtype; right: milliseconds per iteration."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")
     labels = [f"{r['backend']} {r['dtype']} {r['solver']}" for r in rows]
     for label, r in zip(labels, rows):
@@ -80,7 +82,7 @@ def plot_mislabeled(
     max_images: int = 24,
 ) -> int:
     """A grid of the misclassified images with predicted and true class; returns their count."""
-    plt = _pyplot()
+    plt = pyplot()
     predicted = probabilities > 0.5
     wrong = np.flatnonzero(predicted != (labels > 0.5))
     shown = wrong[:max_images]
@@ -108,7 +110,7 @@ def plot_sweep(path: str | os.PathLike, result: dict) -> None:
     """Left: ms per iteration against examples (log-log), one line per device and dtype, at
     the first width swept; right: the GFLOP/s achieved against examples, each device's peak
     in that dtype as a dashed line of the same colour."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = result["rows"]
     width = rows[0]["width"] if rows else None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")

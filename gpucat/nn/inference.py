@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpucat.backends import Device
-from gpucat.data.sources import CHUNK
+from gpucat.data.shards import CHUNK
 from gpucat.errors import GpucatError
 from gpucat.modelfiles.model import Model
 from gpucat.nn import network
@@ -17,7 +17,7 @@ from gpucat.training.reducers import LOCAL
 
 def columns(device: Device, source, dtype: str, reducer=LOCAL):
     """This process's contiguous part of a source, as device columns, chunk by chunk."""
-    a, b = reducer.block(source.n, allow_empty=True)
+    a, b = reducer.block(source.n_examples, allow_empty=True)
     for lo in range(a, b, CHUNK):
         rows, y = source.read(np.arange(lo, min(lo + CHUNK, b)))
         yield device.to_columns(rows, dtype, source.divisor), y
@@ -40,7 +40,7 @@ def model_probabilities(
     n_in = model.layer_sizes[0]
     if n_in != source.n_features:
         raise GpucatError(
-            f"{model_name}: the model takes {n_in} inputs per example but {source.source} has "
+            f"{model_name}: the model takes {n_in} inputs per example but {source.origin} has "
             f"{source.n_features} (64x64 RGB images); use a model trained on this kind of data."
         )
     return probabilities(device, params_to_device(device, model.params, dtype), source, dtype)
@@ -55,7 +55,7 @@ def score(device: Device, params: list[Layer], source, dtype: str, reducer=LOCAL
         correct += scores(p, y)["correct"]
         bad += int(np.sum(~np.isfinite(p)))
     correct, bad = reducer.sum_scalars(correct, bad)
-    return int(correct), source.n, int(bad)
+    return int(correct), source.n_examples, int(bad)
 
 
 def dead_layers(device: Device, params: list[Layer], source, dtype: str, reducer=LOCAL):

@@ -4,7 +4,7 @@ One safetensors file (written atomically: a temporary file, fsync, rename, so a 
 while writing leaves the previous checkpoint whole): the parameters, the optimizer's state,
 the best parameters so far (early stopping), and as metadata the recipe, the next
 iteration, the logged costs and the early-stopping state. The random
-streams are counter-based (sources.host_rng), so the iteration number is their whole state.
+streams are counter-based (batches.host_rng), so the iteration number is their whole state.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ on one process or many.
 
 Three seams lead into it: the *solver* says how an iteration is computed (solvers.py), the
 *reducer* how sums cross processes (reducers.py: the identity here, MPI in
-distributed.py), the *data source* how examples arrive (sources.py). Every loss that
+distributed.py), the *data source* how examples arrive (data/batches.py, data/shards.py). Every loss that
 crosses processes travels as a sum with its count; means are taken after the reduction.
 
 Observing a run never changes it: how often costs are read (``log_every``), progress bars,
@@ -27,9 +27,8 @@ import numpy as np
 
 from gpucat.backends import Device
 from gpucat.config import TrainConfig
-from gpucat.data import streaming
-from gpucat.data.sources import DeviceShard, TrainingSet, split_training
-from gpucat.data.streaming import make_shard
+from gpucat.data.batches import TrainingSet, split_training
+from gpucat.data.shards import DeviceShard, is_streamed, make_shard
 from gpucat.errors import GpucatError, TrainingDiverged
 from gpucat.nn import network
 from gpucat.nn.network import Layer, params_to_device
@@ -195,7 +194,7 @@ class _Validation:
     every process with the global count, so a process holding none adds nothing."""
 
     def __init__(self, device, source, rows: np.ndarray, reducer, dtype: str):
-        self.device, self.reducer, self.n = device, reducer, rows.size
+        self.device, self.reducer, self.n_examples = device, reducer, rows.size
         a, b = reducer.block(rows.size, allow_empty=True)
         self.part = None
         if b > a:  # small parts as one float copy, large ones as uint8 converted per chunk
@@ -208,7 +207,7 @@ class _Validation:
             d = self.device
             local = d.scalar(network.loss_sum(d, params, self.part.chunks()))
         (total,) = self.reducer.sum_scalars(local)
-        return total / self.n
+        return total / self.n_examples
 
 
 def check_data(config: TrainConfig, source) -> None:
@@ -229,16 +228,16 @@ def solver_for(
     state: RunState | None = None,
 ):
     """(solver, training set, validation rows): the solver ``fit`` runs for this recipe on
-    this source (a resumed run's ``state`` keeps its solver), its memory
-    checked, its data and parameters on the device, ready to ``step`` (``close`` it after);
-    benchmarks use it to time iterations alone."""
+    this source (a resumed run's ``state`` keeps its solver), its memory checked, its data
+    and parameters on the device, ready to ``step`` (``close`` it after). The measurements'
+    hook for timing iterations alone (docs/python.md, "Hooks for measurement")."""
     check_data(config, source)
     train, val_rows = split_training(source, config.validation, config.flip, config.seed)
-    M = train.size
+    M = train.n_examples  # M training examples, m of them in this process's block
     start, stop = reducer.block(M)
     m = stop - start
     full_batch = config.batch_size is None or config.batch_size >= M
-    streamed = streaming.is_streamed(device, train, m, full_batch)
+    streamed = is_streamed(device, train, m, full_batch)
     free = device.free_memory()
     chosen = state and state.solver
     name = chosen or choose_solver(config, free, M, m, train, device, streamed)
@@ -323,7 +322,7 @@ class _Run:
             solver.close()  # its data, a streamed shard's thread
             raise
         self.state.solver = solver.name
-        self.first_iteration, self.M = self.state.next_iteration, self.train.size
+        self.first_iteration, self.M = self.state.next_iteration, self.train.n_examples
         self.log = CostLog(device, reducer, config.dtype, config.learning_rate, self.state)
 
     def start(self, checkpoint: str | None) -> None:
@@ -373,7 +372,7 @@ class _Run:
             first_iteration=self.first_iteration,
             reduce_how=self.reducer.how,
             cost_kind=cost_kind(self.config, self.solver.full_batch),
-            train=TrainingSet(self.source, self.train.rows),
+            train=TrainingSet(self.source, self.train.source_rows),
             validation=TrainingSet(self.source, self.val_rows) if self.val_rows.size else None,
         )
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from gpucat.backends import Array, Device
 from gpucat.config import TrainConfig
-from gpucat.data.sources import DROPOUT, Batches, host_rng
+from gpucat.data.batches import DROPOUT, Batches, host_rng
 from gpucat.errors import GpucatError
 from gpucat.nn import network
 from gpucat.nn.network import Layer
@@ -98,7 +98,7 @@ class DirectSolver:
         rng = host_rng(c.seed, DROPOUT, i)
         return [
             self.device.asarray(
-                ((rng.random((n, batch.size)) < c.keep_prob) / c.keep_prob)[:, batch.columns],
+                ((rng.random((n, batch.n_examples)) < c.keep_prob) / c.keep_prob)[:, batch.columns],
                 c.dtype,
             )
             for n in c.layers[1:-1]
@@ -114,7 +114,7 @@ class DirectSolver:
         lr, l2 = self.learning_rate(batch.epoch), c.l2 / self.M  # the L2 gradient: (λ/M)·W
         grads: list = [None] * len(p)
         emit = self._emitter(grads, lr, l2)
-        scale = (lr if self.apply_now else 1.0) / batch.size  # (lr times) the batch mean
+        scale = (lr if self.apply_now else 1.0) / batch.n_examples  # (lr times) the batch mean
         loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads)
         if not self.apply_now:
             self.opt.update(p, self._reduced(grads), lr, l2)
@@ -273,7 +273,7 @@ class GramSolver(DirectSolver):
             Z1 = (Z0 - Z1) if self.s == 1.0 else (self.s * Z0 - Z1)
             if c.dtype != "float64":
                 Z1 = xp.astype(Z1, getattr(xp, c.dtype))
-        scale = (lr if self.apply_now else 1.0) / batch.size
+        scale = (lr if self.apply_now else 1.0) / batch.n_examples
         loss = self._forward_backward(batch, self.masks(i, batch), scale, emit, grads, Z1)
         # this process's dZ1 in its columns of an (n_1, M) array: the sum over processes
         if dZ1 and whole and self.G.shape[1] == self.M:  # one process, full batch: dZ1 itself

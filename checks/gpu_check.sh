@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check in one command, for a machine with an NVIDIA GPU and no package registry:
 #
-#     bash scripts/gpu_wheels.sh          # beforehand, where PyPI is reachable: .whl/
-#     bash scripts/gpu_check.sh OUTDIR    # on the GPU machine, with .whl/ beside the code
+#     bash checks/gpu_wheels.sh          # beforehand, where PyPI is reachable: .whl/
+#     bash checks/gpu_check.sh OUTDIR    # on the GPU machine, with .whl/ beside the code
 #
 # The whole run ends within GPUCAT_CHECK_BUDGET seconds (default 480: 8 minutes): each step
 # runs under the smaller of its own limit and the time left before the deadline (less what
@@ -22,13 +22,13 @@
 #   sweep.json    gpucat compare --sweep: the step's time from 209 to 100,000 examples on
 #                 every device, against each one's peak, and where the GPU starts to pay
 #   steps.log     everything each step printed, with its limit and time
-#   summary.txt   PASS/FAIL per acceptance check (scripts/gpu_summary.py)
+#   summary.txt   PASS/FAIL per acceptance check (checks/gpu_summary.py)
 # GPUCAT_CHECK_DRY_RUN=1 prints each step's limit and their sum, runs nothing but the
 # summary, and exits 0 when the limits fit the budget; GPUCAT_CHECK_STEPS="environment tests"
 # runs only the steps named (environment, tests, compare, mpi, recipe, sweep). Exit status:
 # the summary's.
 set -uo pipefail
-out="$(mkdir -p "${1:?usage: bash scripts/gpu_check.sh OUTDIR}" && cd "$1" && pwd)"
+out="$(mkdir -p "${1:?usage: bash checks/gpu_check.sh OUTDIR}" && cd "$1" && pwd)"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 export PYTHONUNBUFFERED=1
@@ -49,7 +49,7 @@ summary() {
   [ -x "$py" ] || summarize=(python3)
   # (PYTHONPATH: the summary reads gpucat.compare from this tree even if the install failed)
   PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" timeout "$SUMMARY_S" "${summarize[@]}" \
-    scripts/gpu_summary.py "$out" | tee "$out/summary.txt"
+    checks/gpu_summary.py "$out" | tee "$out/summary.txt"
   local verdict=${PIPESTATUS[0]}
   [ -s "$out/summary.txt" ] || echo "FAIL: the summary could not be written" >"$out/summary.txt"
   echo "== done ($(($(date +%s) - t0)) s)" | tee -a "$log"
@@ -105,14 +105,14 @@ environment() {
   have="$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   if [ -n "$want" ] && [ "$want" != "$have" ]; then
     echo "gpu_check: .whl/ holds wheels for Python $want, this venv runs $have:" \
-      "run GPU_PYTHON_VERSION=$have bash scripts/gpu_wheels.sh where PyPI is reachable"
+      "run GPU_PYTHON_VERSION=$have bash checks/gpu_wheels.sh where PyPI is reachable"
     return 1
   fi
   if ls .whl/*.whl >/dev/null 2>&1; then
     "$py" -m pip install -q --no-index --no-deps --no-cache-dir .whl/*.whl || return 1
   fi
   source scripts/_gpu_extra.sh
-  "$py" scripts/check_requirements.py test $(gpu_extra)
+  "$py" checks/check_requirements.py test $(gpu_extra)
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
   "$py" -m gpucat info --json >"$out/env.json"
   "$py" -m gpucat info
@@ -144,8 +144,8 @@ step tests "tests (GPUCAT_REQUIRE_GPU=1)" 180 tests
 step compare "gpucat compare (every iteration's cost)" 45 \
   "$py" -m gpucat compare --log-every 1 --json-out "$out/compare.json"
 step mpi "mpiexec -n 2 on the GPU against one process" 45 \
-  "$py" scripts/mpi_check.py --device gpu --processes 2 --out "$out/mpi.json"
+  "$py" checks/mpi_check.py --device gpu --processes 2 --out "$out/mpi.json"
 step recipe "reference recipe, every solver against PyTorch CUDA" 70 \
-  "$py" scripts/benchmark.py recipe --devices gpu --runs 3 --out "$out/recipe.json"
+  "$py" benchmarks/recipe.py --devices gpu --runs 3 --out "$out/recipe.json"
 step sweep "gpucat compare --sweep (every device)" 50 \
   "$py" -m gpucat compare --sweep --examples 209,2000,20000,100000 --json-out "$out/sweep.json"

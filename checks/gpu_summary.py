@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Read what scripts/gpu_check.sh wrote to OUTDIR and print each acceptance check of the GPU
+"""Read what checks/gpu_check.sh wrote to OUTDIR and print each acceptance check of the GPU
 work with its measured value and PASS or FAIL (and the speed goals as GOAL met / missed).
 
-    python scripts/gpu_summary.py OUTDIR [--gpucat gpucat-cupy] [--torch torch-cuda]
+    python checks/gpu_summary.py OUTDIR [--gpucat gpucat-cupy] [--torch torch-cuda]
 
 ``--gpucat`` / ``--torch`` pick the rows to judge (on a CPU-only machine: gpucat-numpy and
 torch-cpu), so the same summary runs anywhere. Exit code 1 when a check fails; a missed

@@ -1,4 +1,4 @@
-"""The benchmark scripts' own logic, on a CPU-only machine."""
+"""The measurements' own logic (benchmarks/), on a CPU-only machine."""
 
 from __future__ import annotations
 
@@ -16,39 +16,36 @@ from conftest import data_dir
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_benchmark_timing_is_the_median_of_synchronized_repeats(monkeypatch):
-    """time_steps: the warm-up steps first, then each repeat's steps followed by a device
-    sync before the clock is read, and the median of the per-step times."""
-    import benchmark
+def test_step_timing_is_the_median_of_synchronized_repeats(monkeypatch):
+    """sweep.timed (gpucat's sweep and the PyTorch rows beside it): the warm-up steps first,
+    then each step followed by a device sync before the clock is read, and the median."""
+    from gpucat.frontends import sweep
 
     calls = []
-    clock = iter([0.0, 0.010, 1.0, 1.030, 2.0, 2.020])  # repeats of 5, 15 and 10 ms a step
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
-    ms = benchmark.time_steps(
-        lambda: calls.append("step"), lambda: calls.append("sync"), 3, 2, warmup=2
-    )
-    assert calls == ["step", "step", "sync"] + ["step", "step", "sync"] * 3
-    assert ms == pytest.approx(10.0)
+    clock = iter([0.0, 0.005, 1.0, 1.015, 2.0, 2.010])  # steps of 5, 15 and 10 ms
+    monkeypatch.setattr(sweep.time, "perf_counter", lambda: next(clock))
+    seconds = sweep.timed(lambda: calls.append("step"), lambda: calls.append("sync"), 3, warmup=2)
+    assert calls == ["step", "step", "sync"] + ["step", "sync"] * 3
+    assert seconds == pytest.approx(0.010)
 
 
 def test_benchmark_data_is_real_shaped_and_never_zeros():
-    import benchmark
+    import _common
 
-    X, Y = benchmark.synthetic(30)
+    X, Y = _common.synthetic(30)
     assert X.shape == (12288, 30) and 0 <= X.min() and X.max() <= 1 and X.std() > 0.2
     assert set(np.unique(Y)) == {0.0, 1.0}
     assert np.array_equal(X * 255, np.round(X * 255))  # pixels / 255, as the trainer sees them
 
 
 def test_recipe_benchmark_rows_on_cpu(tmp_path):
-    """`benchmark.py recipe`, which gpu_check.sh runs on a GPU, on the CPU: every solver in both
+    """benchmarks/recipe.py, which gpu_check.sh runs on a GPU, on the CPU: every solver in both
     dtypes, each checked against NumPy float64 from the same start."""
     out = tmp_path / "recipe.json"
     subprocess.run(
         [
             sys.executable,
-            str(ROOT / "scripts" / "benchmark.py"),
-            "recipe",
+            str(ROOT / "benchmarks" / "recipe.py"),
             "--devices",
             "cpu",
             "--iterations",

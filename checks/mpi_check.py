@@ -2,7 +2,7 @@
 """Data-parallel training on one device equals one process: run the reference recipe (float64)
 under `mpiexec -n N gpucat train --distributed` and in this process, compare costs and weights (norm-wise relative errors).
 
-    python scripts/mpi_check.py [--device gpu] [--processes 2] [--iterations 50] [--out F.json]
+    python checks/mpi_check.py [--device gpu] [--processes 2] [--iterations 50] [--out F.json]
 
 On a machine with one GPU every rank shares it. Prints one JSON object; exit code 1 when the
 largest relative difference exceeds --tolerance (1e-10: the ranks add their gradient sums

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Say in one line each which of gpucat's requirements this Python lacks or has too old.
 
-    python scripts/check_requirements.py [EXTRA ...]      (default: the test extra)
+    python checks/check_requirements.py [EXTRA ...]      (default: the test extra)
 
-For a machine set up without pip resolving anything (scripts/gpu_check.sh installs with
+For a machine set up without pip resolving anything (checks/gpu_check.sh installs with
 --no-deps): a missing package is named at the start, not found later as failing tests.
 Exit code 1 when something is missing.
 """

@@ -2,8 +2,8 @@
 """Mutation testing of chosen modules with mutmut: each module's mutants against the tests
 that cover it (MODULES), in a copy of this tree, so nothing here is written but the report.
 
-    bash scripts/mutation.sh gpucat/inputs.py gpucat/compare.py --report FILE.json
-    bash scripts/mutation.sh --all --report FILE.json       # every module in MODULES
+    bash checks/mutation.sh gpucat/data/inputs.py gpucat/frontends/compare.py --report FILE.json
+    bash checks/mutation.sh --all --report FILE.json       # every module in MODULES
 
 Prints each module's kill ratio and its survivors (the mutant's name and its changed lines);
 ``--report`` writes them as JSON. A survivor is either killed by a new test or listed, with
@@ -34,7 +34,8 @@ MODULES = {
     "gpucat/data/dataset.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
     "gpucat/data/h5.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
     "gpucat/data/course.py": ["tests/test_inputs.py", "tests/test_fetch.py"],
-    "gpucat/data/sources.py": ["tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
+    "gpucat/data/batches.py": ["tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
+    "gpucat/data/shards.py": ["tests/test_big_data.py", "tests/test_device_memory.py", "tests/test_properties.py"],
     "gpucat/data/streaming.py": ["tests/test_big_data.py"],
     "gpucat/training/loop.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
     "gpucat/training/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_cli.py"],
@@ -87,7 +88,7 @@ def prepare(work: Path, tree: Path, module: str, tests: list[str]) -> None:
     config = {
         "source_paths": ["gpucat"],
         "only_mutate": [module],
-        "also_copy": ["data/", "scripts/", "conftest.py"],
+        "also_copy": ["data/", "scripts/", "checks/", "benchmarks/", "conftest.py"],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x"],
     }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing (docs/testing.md): set up the virtual environment with the test extras and
-# mutmut, then run scripts/mutation.py (arguments go to it).
+# mutmut, then run checks/mutation.py (arguments go to it).
 GPUCAT_BASE_EXTRAS=test,mutation
 source "$(dirname "$0")/_venv.sh"
-exec python scripts/mutation.py "$@"
+exec python checks/mutation.py "$@"

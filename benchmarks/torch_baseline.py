@@ -1,6 +1,6 @@
 """PyTorch baseline of the reference recipe (same data, same initial weights).
 
-Used by benchmark.py as the yardstick: nn.Linear layers, ReLU, BCEWithLogitsLoss, plain
+The measurements' yardstick (recipe.py, sweep.py, floor.py): nn.Linear layers, ReLU, BCEWithLogitsLoss, plain
 SGD, full batch. ``graph=True`` (CUDA only) captures the whole training step (forward, loss,
 backward, SGD update) once as a CUDA graph and replays it: PyTorch's fastest way to run
 many small steps, and the strongest GPU anchor.
@@ -101,4 +101,21 @@ def train_torch(X, Y, layers, lr, iterations, dtype, device="cpu", graph=False, 
         "costs": costs,
         "train_accuracy": acc,
         "ms_per_iteration": 1000 * seconds / iterations,
+    }
+
+
+def time_torch(X, Y, sizes, dtype, repeats, device="cpu", graph=False) -> dict:
+    """PyTorch's full-batch step on the same data in memory, eager or replayed as a CUDA
+    graph: a row of ms per iteration, timed as gpucat's sweep times its own step."""
+    import torch
+
+    from gpucat.frontends.sweep import timed
+
+    step = make_step(*build(X, Y, sizes, 0.0075, dtype, device), graph=graph)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    return {
+        "impl": f"torch-{device}",
+        "solver": "cuda-graph" if graph else "eager",
+        "ms_per_iteration": 1000 * timed(step, sync, repeats, warmup=2),
+        "device": device,
     }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Download, where pip can reach PyPI, the wheels that scripts/gpu_check.sh installs on a GPU
+# Download, where pip can reach PyPI, the wheels that checks/gpu_check.sh installs on a GPU
 # machine without a package registry (x86-64 Linux; GPU_PYTHON_VERSION, default 3.12, must be
 # the machine's python3, and is written to DIR/PYTHON_VERSION, which gpu_check.sh compares
 # with its venv's): what the suite imports that such a machine lacks (pooch and platformdirs,
 # array-api-strict, sybil, threadpoolctl, zlib-ng), mpi4py with MPICH (the pair from PyPI, so that
 # the venv's mpiexec and mpi4py speak the same MPI, whatever MPI the machine's mpi4py was
 # built for). gpucat itself runs from the tree there: nothing is built.
-# Usage: bash scripts/gpu_wheels.sh [DIR]   (default: .whl/)
+# Usage: bash checks/gpu_wheels.sh [DIR]   (default: .whl/)
 set -euo pipefail
 dest="${1:-$(cd "$(dirname "$0")/.." && pwd)/.whl}"
 py="${GPU_PYTHON_VERSION:-3.12}"

@@ -1,0 +1,57 @@
+"""The shape the code keeps (docs: README, "How the code is laid out"): subpackages by
+concern, one level deep, a short top level, short functions, and scripts/ holding only the
+quickstart's commands and their helpers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "gpucat"
+LONGEST = 60  # lines a function may take, its docstring included
+
+
+def test_subpackages_one_level_deep_and_a_short_top_level():
+    subpackages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert len(set(subpackages) - {"cli"}) >= 4, subpackages
+    for sub in subpackages:  # one level deep
+        assert not [p for p in (PACKAGE / sub).iterdir() if (p / "__init__.py").exists()]
+    assert len(list(PACKAGE.glob("*.py"))) <= 12
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} {lines}")
+    assert not long, long
+
+
+def test_scripts_holds_the_quickstart_and_its_helpers():
+    files = sorted(p.name for p in (ROOT / "scripts").iterdir())
+    assert len(files) <= 6 and {"train.sh", "test.sh"} <= set(files), files
+    readme = (ROOT / "README.md").read_text()
+    for name in ("train.sh", "test.sh"):
+        assert f"bash scripts/{name}" in readme
+
+
+def test_every_file_a_command_runs_exists():
+    """Each `bash PATH` / `python PATH` in the pages' shell blocks names a file of the tree."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    missing = []
+    for page in pages:
+        inside = False
+        for line in page.read_text().splitlines():
+            if line.startswith("```"):
+                inside = line.strip() in ("```bash", "```sh")
+                continue
+            words = line.split("#")[0].split()
+            for runner, path in zip(words, words[1:]):
+                if inside and runner in ("bash", "python", "python3") and "/" in path:
+                    if not (ROOT / path).exists():
+                        missing.append(f"{page.name}: {path}")
+    assert not missing, missing
