@@ -131,10 +131,17 @@ def run(module: str, work: Path, tree: Path, jobs: int) -> dict:
     started = time.monotonic()
     log = work / "mutmut.log"
     with open(log, "w") as f:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
             cwd=work, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TERM": "dumb"},
         )  # fmt: skip
+    if not (work / "mutants" / f"{module}.meta").exists():
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise SystemExit(
+            f"mutation: mutmut made no results for {module} (exit {done.returncode}; "
+            f"{log}): {' / '.join(tail)}; run it as `bash checks/mutation.sh`, which installs "
+            "mutmut"
+        )
     mutants = results(work, module)
     known = equivalent()
     live = {n: r for n, r in mutants.items() if n not in known}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -12,6 +13,7 @@ from PIL import Image
 
 from gpucat.cli import main
 from gpucat.data.inputs import load_image, load_input
+from gpucat.errors import GpucatError
 from gpucat.modelfiles.model import load_model
 from gpucat.nn.inference import model_probabilities
 
@@ -438,6 +440,10 @@ def test_a_csv_keeps_whole_pixels_as_uint8_and_fractions_as_float32(tmp_path, mo
     mixed = inputs.load_csv(p)
     assert mixed.rows.dtype == np.float32 and mixed.rows[2, 5] == np.float32(12.5)
     assert mixed.names == ["x.csv:row2", "x.csv:row3", "x.csv:row4"]
+    rows[0][7] = 300  # a bad pixel in a full block (read before the file ends): named too
+    p.write_text(csv_text(rows))
+    with pytest.raises(GpucatError, match=rf"^{re.escape(str(p))}: row 2, column 7: pixel 300"):
+        inputs.load_csv(p)
     np.testing.assert_array_equal(mixed.Y, [[0.0, 1.0, 0.0]])
 
 

@@ -166,6 +166,7 @@ def test_wide_images_read_as_their_8bit_picture(tmp_path, gray8, kind):
         ([0.0, 255.0, 255.5], "F", [0, 1, 1]),  # above 255: the 0..65535 scale
         ([-0.5, 0.5, 1.0], "F", [0, 128, 255]),  # below 0: black, not a wrapped-around byte
         ([0, 32768, 70000], "I", [0, 128, 255]),  # 32-bit gray beyond 16 bits: white
+        ([0.0, 51529.0, 65535.0], "F", [0, 201, 255]),  # 16-bit values as floats: 257 a step
     ],
 )
 def test_the_scale_of_a_gray_image_is_read_from_its_values(tmp_path, values, mode, expected):
