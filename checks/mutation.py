@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # each module where users meet gpucat's edges, and the test files that cover it
 MODULES = {
     "gpucat/data/inputs.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
-    "gpucat/data/dataset.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
-    "gpucat/data/h5.py": ["tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
-    "gpucat/data/course.py": ["tests/test_inputs.py", "tests/test_fetch.py"],
-    "gpucat/data/batches.py": ["tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
-    "gpucat/data/shards.py": ["tests/test_big_data.py", "tests/test_device_memory.py", "tests/test_properties.py"],
+    "gpucat/data/dataset.py": ["tests/test_data_checks.py", "tests/test_inputs.py", "tests/test_own_data.py", "tests/test_api.py"],
+    "gpucat/data/h5.py": ["tests/test_data_checks.py", "tests/test_inputs.py", "tests/test_own_data.py", "tests/test_big_data.py"],
+    "gpucat/data/course.py": ["tests/test_data_checks.py", "tests/test_fetch.py"],
+    "gpucat/data/batches.py": ["tests/test_batches.py", "tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
+    "gpucat/data/shards.py": ["tests/test_batches.py", "tests/test_big_data.py", "tests/test_device_memory.py", "tests/test_properties.py"],
     "gpucat/data/streaming.py": ["tests/test_big_data.py"],
     "gpucat/training/loop.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
     "gpucat/training/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_cli.py"],

@@ -1,0 +1,182 @@
+"""The training set by position, the validation split, the batches and the shards that hold
+them: each index space (batches.py) at its edges, and what a shard hands the trainer."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from gpucat.backends import get_device
+from gpucat.data import shards
+from gpucat.data.batches import (
+    Batches,
+    TrainingSet,
+    mirrored_rows,
+    split_training,
+    stratified_split,
+)
+from gpucat.data.dataset import Dataset
+from gpucat.errors import GpucatError
+
+
+def pictures(n, labels=None, chunk_rows=1):
+    rows = np.random.default_rng(n).integers(1, 256, (n, 12288), dtype=np.uint8)
+    y = np.arange(n) % 2 if labels is None else np.asarray(labels)
+    return Dataset(rows, y.reshape(1, -1).astype(np.float64), "pics.h5", chunk_rows=chunk_rows)
+
+
+# -- the validation split ---------------------------------------------------------------
+
+
+def test_the_split_takes_a_rounded_share_of_each_class_in_order():
+    labels = np.array([0] * 7 + [1] * 5)
+    train, val = stratified_split(labels, 0.4, seed=2)
+    assert (labels[val] == 0).sum() == round(0.4 * 7) and (labels[val] == 1).sum() == round(0.4 * 5)
+    assert np.all(np.diff(val) > 0) and np.all(np.diff(train) > 0)
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(12))
+    assert train.dtype.kind == "i" and val.dtype.kind == "i"
+
+
+def test_a_split_that_takes_nothing_leaves_integer_indices():
+    train, val = stratified_split(np.array([0, 1, 1]), 0.01, seed=0)
+    assert val.size == 0 and train.dtype.kind == "i" and train.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("fraction", [0.01, 1.0])
+def test_a_split_that_empties_a_side_is_refused(fraction):
+    with pytest.raises(
+        GpucatError,
+        match=re.escape(f"--validation {fraction} leaves an empty training or validation set."),
+    ):
+        split_training(pictures(6), fraction, False, seed=0)
+
+
+def test_one_training_example_is_enough():
+    train, val = split_training(pictures(5, [0, 0, 1, 1, 1]), 0.75, False, seed=0)
+    assert train.n_examples == 1 and val.size == 4
+
+
+@pytest.mark.parametrize("validation", [0, 0.5])
+def test_flip_doubles_the_training_set_with_or_without_validation(validation):
+    data = pictures(8)
+    train, val = split_training(data, validation, True, seed=0)
+    assert train.flip and train.n_examples == 2 * (8 - val.size)
+    plain, _ = split_training(data, validation, False, seed=0)
+    assert not plain.flip and plain.n_examples == 8 - val.size
+    assert plain.labels().shape == (8 - val.size,)
+
+
+# -- the training set by position -------------------------------------------------------
+
+
+def test_flip_refuses_data_that_is_not_pictures():
+    data = Dataset(np.ones((3, 5)), np.zeros((1, 3)), "features", divisor=1.0)
+    with pytest.raises(
+        GpucatError,
+        match=re.escape("--flip mirrors 64x64 RGB images; this data has 5 features per example."),
+    ):
+        TrainingSet(data, np.arange(3), flip=True)
+
+
+def test_positions_past_the_originals_are_their_mirrored_copies():
+    data = pictures(4)
+    train = TrainingSet(data, np.array([1, 3]), flip=True)
+    rows, y = train.read(np.array([1, 2, 3]))
+    np.testing.assert_array_equal(rows[0], data.rows[3])  # the last original: as stored
+    np.testing.assert_array_equal(rows[1], mirrored_rows(data.rows[[1]])[0])  # the first copy
+    np.testing.assert_array_equal(rows[2], mirrored_rows(data.rows[[3]])[0])
+    assert y.tolist() == [1.0, 1.0, 1.0] and train.labels().tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert not np.array_equal(mirrored_rows(data.rows[[1]])[0], data.rows[1])
+
+
+# -- batches ----------------------------------------------------------------------------
+
+
+def shard_of(data, start=0, stop=None, full=False, examples=True, dtype="float64"):
+    train = TrainingSet(data, np.arange(data.n_examples))
+    stop = train.n_examples if stop is None else stop
+    return shards.DeviceShard(get_device("cpu"), train, start, stop, dtype, full, examples)
+
+
+def test_a_full_batch_is_the_process_block_by_position():
+    data = pictures(10)
+    batch = Batches(shard_of(data, 4, 10, full=True), 10, None, seed=1)(0)
+    assert batch.positions.tolist() == [4, 5, 6, 7, 8, 9] and batch.columns == slice(4, 10)
+    assert batch.n_examples == 10 and batch.X.shape == (12288, 6)
+    np.testing.assert_array_equal(batch.X, data.X[:, 4:10])
+
+
+def test_a_process_holding_none_of_a_batch_gets_no_examples():
+    data = pictures(10)
+    b = Batches(shard_of(data, 0, 5), 10, 4, seed=1)
+    for i in range(6):
+        batch = b(i)
+        mine = b.positions(i) < 5
+        assert batch.positions.tolist() == b.positions(i)[mine].tolist()
+        if not mine.any():
+            assert batch.X is None and batch.Y is None and batch.columns.size == 0
+            break
+    else:
+        pytest.fail("no batch without this process's examples in six: pick another seed")
+
+
+def test_chunks_of_two_are_shuffled_chunk_aware():
+    data = pictures(40, chunk_rows=2)
+    b = Batches(shard_of(data), 40, 8, seed=5)
+    order = b.order(0)
+    np.testing.assert_array_equal(np.sort(order), np.arange(40))
+    chunk = order // 2  # one window holds every chunk here: examples mixed across chunks
+    assert (np.diff(chunk) != 0).sum() > 20
+
+
+# -- shards -----------------------------------------------------------------------------
+
+
+def test_a_resident_block_gives_its_columns_batches_and_pieces():
+    data = pictures(7)
+    X = data.X
+    full = shard_of(data, full=True)
+    np.testing.assert_array_equal(full.batch(np.array([5, 0]))[0], X[:, [5, 0]])
+    (only,) = list(full.chunks(3))  # a float copy is whole already
+    np.testing.assert_array_equal(only[0], X)
+    rows = shard_of(data)  # uint8 rows, converted as asked
+    np.testing.assert_array_equal(rows.columns()[0], X)
+    pieces = list(rows.chunks(3))
+    assert [p[0].shape[1] for p in pieces] == [3, 3, 1]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in pieces], axis=1), X)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in pieces], axis=1), data.Y)
+    assert [p[0].shape[1] for p in rows.chunks()] == [7]  # CHUNK examples a piece
+    labels_only = shard_of(data, examples=False)
+    X0, Y0 = labels_only.columns()
+    assert X0 is None and Y0.tolist() == data.Y.tolist()
+
+
+def test_a_gpu_streams_a_block_above_its_share_of_free_memory():
+    data = pictures(4)
+    data.streams = True  # as a source on disk
+    train = TrainingSet(data, np.arange(4))
+    need = 4 * 12288
+    gpu = SimpleNamespace(host_memory=False, free_memory=lambda: need / shards.DEVICE_SHARE)
+    assert not shards.is_streamed(gpu, train, 4, full_batch=False)  # exactly its share
+    assert shards.is_streamed(gpu, train, 5, full_batch=False)
+    assert not shards.is_streamed(gpu, train, 5, full_batch=True)
+    cpu = SimpleNamespace(host_memory=True, free_memory=lambda: 1e18)
+    assert shards.is_streamed(cpu, train, 1, full_batch=False)
+    data.streams = False
+    assert not shards.is_streamed(cpu, train, 1, full_batch=False)
+
+
+def test_a_later_block_is_sized_by_its_own_examples(monkeypatch):
+    data = pictures(8)
+    data.streams = True
+    train = TrainingSet(data, np.arange(8))
+    seen = []
+    monkeypatch.setattr(shards, "is_streamed", lambda d, t, n, full: seen.append(n) or False)
+    shard = shards.make_shard(get_device("cpu"), train, 6, 8, "float32", False)
+    assert seen == [2] and isinstance(shard, shards.DeviceShard) and shard.dtype == "float32"
+    assert shard.U.shape == (2, 12288) and shard.X is None  # mini-batches: rows as stored
+    full = shards.make_shard(get_device("cpu"), train, 6, 8, "float32", True)
+    assert full.X.shape == (12288, 2) and full.X.dtype == np.float32
