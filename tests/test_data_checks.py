@@ -50,25 +50,46 @@ def test_arrays_are_divided_by_their_full_scale(dtype, divisor):
     assert Dataset.from_arrays(data, [0, 1]).divisor == divisor
 
 
+def test_arrays_are_examples_of_finite_numbers_with_a_label_each():
+    d = Dataset.from_arrays(images(3), np.array([[0], [1], [1]]))
+    assert d.origin == "arrays" and d.Y.tolist() == [[0.0, 1.0, 1.0]]
+    with pytest.raises(
+        GpucatError, match=re.escape("arrays: inputs must be examples, one a row; got one number.")
+    ):
+        Dataset.from_arrays(5)
+    nan = np.ones((2, 4))
+    nan[1, 2] = np.nan
+    for bad, dtype in ((nan, "float64"), (np.full((2, 4), "a"), "<U1")):
+        with pytest.raises(
+            GpucatError, match=re.escape(f"mine: inputs must be finite numbers, got dtype {dtype}.")
+        ):
+            Dataset.from_arrays(bad, origin="mine")
+    with pytest.raises(GpucatError, match=re.escape("mine: 3 images but 2 labels")):
+        Dataset.from_arrays(images(3), [0, 1], origin="mine")
+
+
 def test_integer_images_of_another_width_become_uint8_over_255():
+    binary = (images(2) % 2).astype(np.int16)  # 0 and 1 as integers: dark pixels, over 255
+    rows, divisor = as_rows(binary)
+    assert divisor == 255.0 and rows.dtype == np.uint8 and rows.max() == 1
     x = images(3, np.int16)
-    rows, divisor = as_rows(x, "f.h5")
+    rows, divisor = as_rows(x)
     assert rows.dtype == np.uint8 and rows.shape == (3, 12288) and divisor == 255.0
     np.testing.assert_array_equal(rows, x.reshape(3, -1))
 
 
 def test_float_images_are_scaled_by_what_they_hold():
     unit = np.linspace(0, 1, 3 * 12288).reshape(3, *SHAPE)  # largest value exactly 1.0
-    rows, divisor = as_rows(unit, "f.h5")
+    rows, divisor = as_rows(unit)
     assert divisor == 1.0 and rows.dtype == np.float64
     np.testing.assert_array_equal(rows, unit.reshape(3, -1))
     whole = images(2).astype(np.float32)  # whole numbers 0..255: stored as uint8, over 255
-    rows, divisor = as_rows(whole, "f.h5")
+    rows, divisor = as_rows(whole)
     assert divisor == 255.0 and rows.dtype == np.uint8 and rows.shape == (2, 12288)
     np.testing.assert_array_equal(rows, whole.reshape(2, -1))
     fraction = np.full((1, *SHAPE), 1.5)  # above 1, not whole: 0..255, kept as floats
     fraction[0, 0, 0, 0] = 2.0
-    rows, divisor = as_rows(fraction, "f.h5")
+    rows, divisor = as_rows(fraction)
     assert divisor == 255.0 and rows.dtype == np.float64 and rows.shape == (1, 12288)
 
 
@@ -143,6 +164,23 @@ def test_labels_are_checked_against_the_images_and_named(tmp_path):
         check_labels(np.array(["cat", "dog"]), 2, "l.h5")
     labels = check_labels(np.array([0, 1], np.uint8), 2, "l.h5")
     assert labels.dtype == np.float64 and labels.tolist() == [[0.0, 1.0]]
+
+
+def test_a_label_other_than_0_or_1_is_named_with_its_file(tmp_path):
+    path = write(tmp_path / "three.h5", images(3), np.array([0, 2, 1]))
+    with pytest.raises(
+        GpucatError,
+        match=re.escape(f"{path}: labels must be 0 (non-cat) or 1 (cat); found 2 at example 1."),
+    ):
+        load_h5(path)
+
+
+def test_only_uint8_images_are_shuffled_by_their_files_chunks(tmp_path):
+    x = images(8)
+    gz = dict(chunks=(4, *SHAPE), compression="gzip")
+    assert load_h5(write(tmp_path / "u8.h5", x, np.zeros(8), **gz)).chunk_rows == 4
+    floats = load_h5(write(tmp_path / "f32.h5", x.astype(np.float32), np.zeros(8), **gz))
+    assert floats.chunk_rows == 1  # read whole, never streamed: shuffled whole
 
 
 def test_labels_stored_as_a_column_are_read(tmp_path):

@@ -85,15 +85,13 @@ class Dataset(Source):
         and 1 (None: unlabelled); integer pixels are divided by their full scale
         (``divisor_for``), floats are taken as already scaled."""
         rows = np.asarray(data)
-        n_examples = rows.shape[0] if rows.ndim else 0
+        if rows.ndim == 0:
+            raise GpucatError(f"{origin}: inputs must be examples, one a row; got one number.")
+        n_examples = rows.shape[0]
         rows = rows.reshape(n_examples, -1)
         if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
             raise GpucatError(f"{origin}: inputs must be finite numbers, got dtype {rows.dtype}.")
-        Y = (
-            None
-            if labels is None
-            else check_labels(np.asarray(labels).reshape(-1), n_examples, origin)
-        )
+        Y = None if labels is None else check_labels(labels, n_examples, origin)
         return cls(rows, Y, origin, divisor=divisor_for(rows.dtype))
 
     @property
@@ -141,7 +139,7 @@ def divisor_for(dtype) -> float:
     return 1.0
 
 
-def as_rows(images: np.ndarray, path) -> tuple[np.ndarray, float]:
+def as_rows(images: np.ndarray) -> tuple[np.ndarray, float]:
     """Checked (m, 64, 64, 3) images -> (m, 12288) rows and their divisor: 8-bit values as
     uint8 / 255; floats already in [0, 1] as they are / 1 (never divided twice); other
     floats in 0..255 / 255."""

@@ -99,7 +99,7 @@ def load_h5(path: str | os.PathLike) -> Dataset:
     images, labels, names, chunk_rows = read_h5(path, read)
     images = check_images(images, Path(path))
     Y = check_labels(labels, images.shape[0], Path(path))
-    rows, divisor = as_rows(images, path)
+    rows, divisor = as_rows(images)
     return Dataset(rows, Y, str(path), names=names, divisor=divisor, chunk_rows=chunk_rows)
 
 
