@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gpucat.backends import get_device
-from gpucat.data import shards
+from gpucat.data import batches, shards
 from gpucat.data.batches import (
     Batches,
     TrainingSet,
@@ -130,6 +130,21 @@ def test_chunks_of_two_are_shuffled_chunk_aware():
     np.testing.assert_array_equal(np.sort(order), np.arange(40))
     chunk = order // 2  # one window holds every chunk here: examples mixed across chunks
     assert (np.diff(chunk) != 0).sum() > 20
+
+
+def test_a_window_takes_whole_chunks_rounded_up(monkeypatch):
+    """WINDOW 8 over chunks of 3: windows of 3 chunks (9 examples), each shuffled within, so
+    an epoch's last 3 examples are seldom one chunk (a window of 8 / 3 chunks would make
+    the last chunk a window of its own)."""
+    monkeypatch.setattr(batches, "WINDOW", 8)
+    b = Batches(shard_of(pictures(27, chunk_rows=3)), 27, 9, seed=4)
+    ends = []
+    for epoch in range(6):
+        chunk = b.order(epoch) // 3
+        for w in range(3):  # each run of 9 examples is 3 whole chunks
+            assert np.bincount(chunk[9 * w : 9 * w + 9]).tolist().count(3) == 3
+        ends.append(len(set(chunk[-3:].tolist())))
+    assert max(ends) > 1
 
 
 # -- shards -----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation): each class gives round(fraction * count) examples to
     validation, chosen by a seeded shuffle; both lists keep the original order."""
-    y = np.asarray(labels).reshape(-1) > 0.5
+    y = np.asarray(labels) > 0.5
     rng = host_rng(seed, SPLIT, 0)
     val = []
     for cls in (False, True):
@@ -147,7 +147,7 @@ class Batches:
         self.chunk = train.chunk_rows
         if self.chunk > 1 and not self.full:  # each position's chunk, numbered 0, 1, ...
             rows = train.rows_of(np.arange(n_examples)) // self.chunk
-            self._chunk_of = np.unique(rows, return_inverse=True)[1].reshape(-1)
+            self._chunk_of = np.unique(rows, return_inverse=True)[1]
             self.window = -(-WINDOW // self.chunk)  # chunks a window takes
 
     def order(self, epoch: int) -> np.ndarray:
