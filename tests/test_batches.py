@@ -195,3 +195,74 @@ def test_a_later_block_is_sized_by_its_own_examples(monkeypatch):
     assert shard.U.shape == (2, 12288) and shard.X is None  # mini-batches: rows as stored
     full = shards.make_shard(get_device("cpu"), train, 6, 8, "float32", True)
     assert full.X.shape == (12288, 2) and full.X.dtype == np.float32
+
+
+def streamed(data, start=0, stop=None, dtype="float32"):
+    train = TrainingSet(data, np.arange(data.n_examples))
+    stop = train.n_examples if stop is None else stop
+    return shards.StreamedShard(get_device("cpu"), train, start, stop, dtype)
+
+
+def test_a_streamed_block_gives_batches_and_pieces_in_its_dtype():
+    data = pictures(7)
+    shard = streamed(data, 2, 7)
+    try:
+        X, Y = shard.batch(np.array([4, 0]))
+        assert X.dtype == np.float32 and Y.dtype == np.float32
+        np.testing.assert_array_equal(X, data.X[:, [6, 2]].astype(np.float32))
+        pieces = list(shard.chunks(2))
+        assert [p[0].shape[1] for p in pieces] == [2, 2, 1]
+        np.testing.assert_array_equal(
+            np.concatenate([p[0] for p in pieces], axis=1), data.X[:, 2:7].astype(np.float32)
+        )
+    finally:
+        shard.close()
+
+
+def test_nothing_to_read_ahead_starts_no_read():
+    shard = streamed(pictures(3))
+    try:
+        shard.prefetch(np.array([], np.int64), None)
+        assert shard._ahead is None
+    finally:
+        shard.close()
+
+
+def test_closing_a_streamed_block_waits_for_its_reader_and_gives_blas_back(monkeypatch):
+    import threading
+    import time
+
+    restored = []
+    limits = SimpleNamespace(restore_original_limits=lambda: restored.append(True))
+    monkeypatch.setattr(shards, "_leave_a_core", lambda: limits)
+    shard = streamed(pictures(3))
+    slow = shard._staged
+    monkeypatch.setattr(shard, "_staged", lambda *a: time.sleep(0.3) or slow(*a))
+    shard.prefetch(np.array([0, 1]))
+    shard.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("gpucat-prefetch")]
+    assert restored == [True]  # BLAS gets back the threads streaming took
+
+
+@pytest.mark.parametrize(
+    "blas, cores, limit",
+    [(8, 4, 3), (8, None, 1), (2, 8, None), (1, 1, None), (None, 2, None)],
+)
+def test_streaming_leaves_blas_a_core_fewer(monkeypatch, blas, cores, limit):
+    """One BLAS thread fewer than the machine's cores, at least one, never more than BLAS
+    had (None: no BLAS found, or nothing to take away)."""
+    import threadpoolctl
+
+    pools = [{"user_api": "openmp", "num_threads": 16}]
+    pools += [] if blas is None else [{"user_api": "blas", "num_threads": blas}]
+    calls = []
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: pools)
+    monkeypatch.setattr(
+        threadpoolctl,
+        "threadpool_limits",
+        lambda n, user_api: calls.append((n, user_api)) or "limits",
+    )
+    monkeypatch.setattr(shards.os, "cpu_count", lambda: cores)
+    got = shards._leave_a_core()
+    assert calls == ([] if limit is None else [(limit, "blas")])
+    assert got == (None if limit is None else "limits")
