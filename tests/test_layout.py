@@ -55,3 +55,30 @@ def test_every_file_a_command_runs_exists():
                     if not (ROOT / path).exists():
                         missing.append(f"{page.name}: {path}")
     assert not missing, missing
+
+
+DEVICE_NAMES = {"numpy", "cupy", "cupy-standin", "strict", "array-api-strict", "cpu", "gpu", "cuda"}
+
+
+def test_no_code_outside_the_device_layer_asks_which_device_it_runs_on():
+    """A comparison of a device's or backend's name against a device's name belongs to
+    gpucat/backends only: elsewhere the device object answers (its data movement and
+    primitives)."""
+    asks = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.is_relative_to(PACKAGE / "backends"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            words = {
+                c.value
+                for side in sides
+                for c in ast.walk(side)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            }
+            about = " ".join(ast.unparse(s) for s in sides).lower()
+            if words & DEVICE_NAMES and any(w in about for w in ("device", "backend", ".xp")):
+                asks.append(f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}")
+    assert not asks, asks
