@@ -67,8 +67,6 @@ class H5Source(Source):
         self.n_examples = shape[0]
         kind, how = self.storage
         self.chunk_rows = read_unit(kind, how, self.n_examples)
-        if kind == "plain" and int(how.max()) + ROW > self.path.stat().st_size:
-            raise GpucatError(f"{path}: the file ends before its last image; it is truncated.")
         self._setup()
 
     def _setup(self):
