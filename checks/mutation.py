@@ -36,15 +36,15 @@ MODULES = {
     "gpucat/data/course.py": ["tests/test_data_checks.py", "tests/test_fetch.py"],
     "gpucat/data/batches.py": ["tests/test_batches.py", "tests/test_big_data.py", "tests/test_training_options.py", "tests/test_properties.py"],
     "gpucat/data/shards.py": ["tests/test_batches.py", "tests/test_big_data.py", "tests/test_device_memory.py", "tests/test_properties.py"],
-    "gpucat/data/streaming.py": ["tests/test_big_data.py"],
+    "gpucat/data/streaming.py": ["tests/test_streaming_edges.py", "tests/test_big_data.py"],
     "gpucat/training/loop.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
-    "gpucat/training/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_cli.py"],
-    "gpucat/modelfiles/model.py": ["tests/test_models.py", "tests/test_own_data.py"],
-    "gpucat/modelfiles/export.py": ["tests/test_models.py"],
-    "gpucat/frontends/estimator.py": ["tests/test_estimator.py"],
-    "gpucat/frontends/compare.py": ["tests/test_compare.py"],
-    "gpucat/cli/train.py": ["tests/test_cli.py"],
-    "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_inputs.py"],
+    "gpucat/training/checkpoint.py": ["tests/test_honest_runs.py", "tests/test_training_options.py", "tests/test_cli.py"],
+    "gpucat/modelfiles/model.py": ["tests/test_models.py", "tests/test_own_data.py", "tests/test_cli.py"],
+    "gpucat/modelfiles/export.py": ["tests/test_models.py", "tests/test_own_data.py"],
+    "gpucat/frontends/estimator.py": ["tests/test_estimator.py", "tests/test_api.py"],
+    "gpucat/frontends/compare.py": ["tests/test_compare.py", "tests/test_api.py"],
+    "gpucat/cli/train.py": ["tests/test_cli.py", "tests/test_honest_runs.py"],
+    "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_inputs.py", "tests/test_own_data.py"],
 }  # fmt: skip
 # mutmut's verdicts by the exit code of the tests a mutant ran (mutmut/stats.py); a mutant
 # whose tests fail, time out or crash is killed, any other is not
