@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from gpucat.data import streaming
 from gpucat.data.dataset import N_FEATURES
 from gpucat.data.streaming import H5Source
 from gpucat.errors import GpucatError
@@ -95,3 +96,116 @@ def test_a_source_sent_to_another_process_reads_the_same(tmp_path, kw):
         got, y = copy.read(np.array([9, 0, 5]))
         np.testing.assert_array_equal(got, rows[[9, 0, 5]])
         assert y.tolist() == [1.0, 0.0, 1.0] and copy.origin == str(path)
+
+
+def test_uint8_images_of_another_size_are_refused(tmp_path):
+    path = tmp_path / "small.h5"
+    with h5py.File(path, "w") as f:
+        f["train_set_y"] = np.array([0, 1])
+        f["train_set_x"] = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(
+        GpucatError,
+        match=re.escape(
+            f"{path}: streaming needs uint8 images (m, 64, 64, 3), found uint8 (2, 32, 32, 3)."
+        ),
+    ):
+        H5Source(path)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"chunks": (4, 64, 64, 3), "compression": "lzf"},  # a filter other than gzip: h5py
+        {"chunks": (4, 64, 64, 3), "compression": "gzip"},  # gzip: inflated here
+        {"chunks": (2, 32, 64, 3)},  # chunks that cut images: h5py, a run at a time
+    ],
+)
+def test_each_layout_reads_uint8_rows_in_the_order_asked(tmp_path, kw):
+    path, rows = write(tmp_path / "c.h5", 10, **kw)
+    with H5Source(path) as source:
+        got, _ = source.read(np.array([9, 9, 0, 4, 5, 6]))
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, rows[[9, 9, 0, 4, 5, 6]])
+
+
+def test_a_gzip_chunk_stored_unfiltered_is_read_as_it_is(tmp_path):
+    """HDF5 marks a chunk its filter skipped (bit 0 of the filter mask): the bytes are the
+    images themselves."""
+    path, rows = write(tmp_path / "g.h5", 8, chunks=(4, 64, 64, 3), compression="gzip")
+    with h5py.File(path, "r+") as f:
+        f["train_set_x"].id.write_direct_chunk((4, 0, 0, 0), rows[4:8].tobytes(), filter_mask=1)
+    with H5Source(path) as source:
+        np.testing.assert_array_equal(source.read(np.arange(8))[0], rows)
+
+
+def test_a_file_damaged_after_opening_names_itself(tmp_path):
+    path, _ = write(tmp_path / "d.h5", 4, chunks=(2, 32, 64, 3))
+    source = H5Source(path)
+    path.write_bytes(b"not HDF5 any more")
+    with pytest.raises(GpucatError, match=re.escape(f"{path}: cannot be read as HDF5")):
+        source.read(np.array([0]))
+    source.close()
+
+
+def test_a_one_byte_read_at_the_end_is_a_whole_read(tmp_path):
+    path, rows = write(tmp_path / "b.h5", 2)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with H5Source(path) as source:
+            last = np.empty(1, np.uint8)
+            source._pread(fd, last, os.path.getsize(path) - 1, 1)
+        assert last[0] == rows[-1, -1]
+    finally:
+        os.close(fd)
+
+
+def test_aligned_buffers_for_direct_reads():
+    for n in (1, 4096, 5000):
+        buf = streaming._aligned(n)
+        assert buf.dtype == np.uint8 and buf.ctypes.data % streaming.ALIGN == 0
+        assert buf.size == -(-n // streaming.ALIGN) * streaming.ALIGN
+
+
+def test_a_file_system_refusing_o_direct_reads_through_the_cache(tmp_path, monkeypatch):
+    path, _ = write(tmp_path / "r.h5", 2)
+
+    def refuse(*a):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(streaming.os, "open", refuse)
+    assert streaming._open_direct(path) is False
+
+
+def test_closing_a_source_refused_o_direct_closes_only_its_own_files(tmp_path, monkeypatch):
+    path, _ = write(tmp_path / "n.h5", 2)
+    source = H5Source(path)
+    source.read(np.array([0]))
+    source._direct = False  # as after the file system refused O_DIRECT
+    closed, real = [], os.close
+    monkeypatch.setattr(streaming.os, "close", lambda fd: closed.append(fd) or real(fd))
+    own = source._fd
+    source.close()
+    assert closed == [own]  # False is no descriptor (it would be 0: standard input)
+
+
+def test_a_dropped_source_lets_go_of_its_files_and_a_refused_one_says_nothing(
+    tmp_path, monkeypatch
+):
+    import gc
+    import sys
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    path, _ = write(tmp_path / "k.h5", 2)
+    source = H5Source(path)
+    source.read(np.array([1]))
+    fd = source._fd
+    del source
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    bad, _ = write(tmp_path / "f.h5", 2, dtype=np.float32)
+    with pytest.raises(GpucatError):
+        H5Source(bad)
+    gc.collect()
+    assert unraisable == []
