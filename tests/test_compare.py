@@ -39,19 +39,76 @@ def test_compare_json_and_plot_on_every_usable_backend(tmp_path, course_data):
     assert png.stat().st_size > 10_000
 
 
-def test_compare_from_python_on_the_strict_device(course_data):
+def test_compare_from_python_on_the_strict_device(course_data, monkeypatch, tmp_path):
     """The function behind the command, with devices named: the strict stand-in device
-    gives NumPy's costs from the same start."""
+    gives NumPy's costs from the same start, in the dtype, solver, iterations and data
+    folder asked for."""
+    folder = data_dir()
+    monkeypatch.setenv("GPUCAT_DATA_DIR", str(tmp_path / "not-here"))
     devices = [get_device("cpu"), get_device("strict")]
     seen = []
     result = compare_mod.compare(
-        iterations=12, dtypes=["float64"], log_every=4, devices=devices, on_row=seen.append
+        iterations=12,
+        dtypes=["float32"],
+        solver="direct",
+        log_every=4,
+        data_dir=folder,
+        devices=devices,
+        on_row=seen.append,
     )
     assert [r["backend"] for r in result["rows"]] == ["numpy", "strict"]
     assert len(seen) == 2 and seen[-1] is result
-    assert result["max_cost_deviation"] <= RTOL["float64"]
+    assert result["max_cost_deviation"] <= RTOL["float32"]
+    assert result["reference"] == "NumPy, same dtype"
     numpy_row, strict_row = result["rows"]
     assert strict_row["train_correct"] == numpy_row["train_correct"]
+    _, test = course_data
+    for r in result["rows"]:
+        assert r["dtype"] == "float32" and r["solver"] == "direct"
+        assert [i for i, _ in r["costs"]] == [0, 4, 8, 11]
+        assert 0 <= r["test_correct"] <= test.n_examples < r["train_correct"]
+
+
+def test_compare_defaults_to_the_reference_recipe_and_nothing_asked_is_nothing_run():
+    import inspect
+
+    from gpucat.config import TrainConfig
+
+    defaults = inspect.signature(compare_mod.compare).parameters
+    recipe = TrainConfig()
+    assert defaults["iterations"].default == recipe.iterations
+    assert defaults["log_every"].default == recipe.log_every
+    assert defaults["solver"].default == recipe.solver
+    assert defaults["dtypes"].default == ("float64", "float32")
+    empty = compare_mod.compare(dtypes=[], data_dir=data_dir())
+    assert empty == {"rows": [], "max_cost_deviation": 0.0, "reference": "NumPy, same dtype"}
+
+
+def test_the_table_shows_each_run_and_the_largest_deviation():
+    rows = [
+        {"device": "CPU (a processor whose name is longer than the column is wide)",
+         "dtype": "float64", "solver": "gram", "ms_per_iteration": 0.1714, "seconds": 0.4286,
+         "final_cost": 0.0884401, "train_accuracy": 0.98564, "test_accuracy": 0.8,
+         "max_cost_deviation": 0.0},
+        {"device": "GPU", "dtype": "float32", "solver": "direct", "ms_per_iteration": 12.5,
+         "seconds": 31.25, "final_cost": 0.08844, "train_accuracy": 1.0, "test_accuracy": 0.78,
+         "max_cost_deviation": 2.5e-6},
+    ]  # fmt: skip
+    lines = compare_mod.table({"rows": rows, "max_cost_deviation": 2.5e-6}).splitlines()
+    assert lines[0].split() == [
+        "device", "dtype", "solver", "ms/iter", "seconds", "final", "cost", "train", "test",
+        "dev.", "vs", "ref",
+    ]  # fmt: skip
+    assert lines[1] == "-" * len(lines[0])
+    assert lines[2] == (
+        f"{rows[0]['device'][:44]} float64  gram        0.171    0.429    0.088440  0.9856"
+        "   0.80    0.00e+00"
+    )
+    assert lines[3] == (
+        f"{'GPU':44} float32  direct     12.500   31.250    0.088440  1.0000   0.78    2.50e-06"
+    )
+    assert lines[4] == "largest relative cost deviation from NumPy in the same dtype: 2.50e-06"
+    assert len(lines[2]) == len(lines[0])
 
 
 def row(device, dtype, costs):
