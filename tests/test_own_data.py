@@ -4,6 +4,7 @@ they show, strict model and checkpoint files, ONNX export, the original program'
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -431,6 +432,69 @@ def test_onnx_export_runs_in_onnxruntime_like_evaluate(
     got = session.run(["p_cat"], {inputs: feed})[0]
     assert got.shape == (50, 1)
     assert np.abs(got.ravel() - np.array(expected)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("inputs, dtype", [("images", "float32"), ("features", "float64")])
+def test_onnx_graph_declares_its_interface(tmp_path, trained_model, inputs, dtype):
+    """What another runtime reads before running the graph: producer, opset and IR version,
+    the input's and output's names, element types and shapes (N examples), the description,
+    and the Gemm taking W transposed."""
+    import onnx
+
+    import gpucat
+    from gpucat.modelfiles.export import OPSET, export_onnx
+
+    export_onnx(models.load_model(trained_model), tmp_path / "m.onnx", inputs, dtype)
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert (proto.producer_name, proto.producer_version) == ("gpucat", gpucat.__version__)
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)] and OPSET == 17
+    assert proto.ir_version <= 9 and proto.graph.name == "gpucat"
+
+    def interface(value):
+        t = value.type.tensor_type
+        return value.name, t.elem_type, [d.dim_param or d.dim_value for d in t.shape.dim]
+
+    ftype = {"float32": onnx.TensorProto.FLOAT, "float64": onnx.TensorProto.DOUBLE}[dtype]
+    (graph_input,), (output,) = proto.graph.input, proto.graph.output
+    if inputs == "images":
+        assert interface(graph_input) == ("images", onnx.TensorProto.UINT8, ["N", 64, 64, 3])
+        assert proto.doc_string == (
+            "P(cat) for 64x64 RGB images: uint8 (N, 64, 64, 3), height-width-channel, "
+            "divided by 255 inside."
+        )
+    else:
+        assert interface(graph_input) == ("features", ftype, ["N", 12288])
+        assert proto.doc_string == (
+            "P(cat) for 64x64 RGB images: float (N, 12288): pixels flattened "
+            "height-width-channel, divided by 255."
+        )
+    assert interface(output) == ("p_cat", ftype, ["N", 1])
+    gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == 4 and all(
+        [(a.name, a.i) for a in n.attribute] == [("transB", 1)] for n in gemms
+    )
+
+
+def test_onnx_export_defaults_and_refusals(trained_model, monkeypatch):
+    import sys
+
+    from gpucat.modelfiles.export import to_onnx
+
+    model = models.load_model(trained_model)
+    proto = to_onnx(model)  # raw pictures in, float32 out
+    assert proto.graph.input[0].name == "images"
+    assert proto.graph.output[0].type.tensor_type.elem_type == 1  # FLOAT
+    with pytest.raises(
+        GpucatError, match=re.escape("--input must be one of images, features, got 'pixels'.")
+    ):
+        to_onnx(model, "pixels")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(GpucatError) as e:
+        to_onnx(model)
+    assert str(e.value) == (
+        "ONNX export needs the onnx package, which is not installed: "
+        "pip install 'gpucat[onnx]' (or pip install onnx)."
+    )
 
 
 def test_onnx_export_of_a_broken_model_is_a_clean_error(tmp_path, capsys):
