@@ -209,3 +209,16 @@ def test_a_dropped_source_lets_go_of_its_files_and_a_refused_one_says_nothing(
         H5Source(bad)
     gc.collect()
     assert unraisable == []
+
+
+def test_closing_waits_for_decodes_in_flight(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    path, _ = write(tmp_path / "w.h5", 8, chunks=(4, 64, 64, 3), compression="gzip")
+    source = H5Source(path)
+    slow = source._decode
+    monkeypatch.setattr(source, "_decode", lambda c: time.sleep(0.3) or slow(c))
+    source.will_need(np.arange(8))  # both chunks started, not waited for
+    source.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("gpucat-chunks")]
