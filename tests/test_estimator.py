@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,99 @@ def test_a_label_spelled_cat_in_any_case_is_the_positive_class(course_data, cat,
     p_cat = clf.predict_proba(X)[:, list(clf.classes_).index(cat)]
     np.testing.assert_allclose(p_cat, numeric.predict_proba(X)[:, 1], rtol=1e-12)
     assert set(clf.predict(X)) <= {cat, other}
+
+
+def small(n=40, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    return X, (X[:, 0] > 0).astype(int)
+
+
+def test_pos_label_names_what_the_network_outputs():
+    """pos_label=0: the network learns P(0), the columns stay in classes_ order, each row sums
+    to one; a label that is not one of y's is refused."""
+    X, y = small()
+    kw = dict(hidden_layers=(4,), iterations=60, learning_rate=0.1, device="cpu")
+    ones = CatClassifier(**kw).fit(X, y)
+    zeros = CatClassifier(**kw, pos_label=0).fit(X, 1 - y)  # the same 0/1 targets
+    assert zeros.pos_label_ == 0 and ones.pos_label_ == 1
+    p0, p1 = zeros.predict_proba(X), ones.predict_proba(X)
+    np.testing.assert_array_equal(p0[:, 0], p1[:, 1])
+    np.testing.assert_array_equal(p0.sum(axis=1), np.ones(len(X)))
+    np.testing.assert_array_equal(zeros.predict(X), 1 - ones.predict(X))
+    with pytest.raises(ValueError, match=re.escape("pos_label=5 is not one of the labels [0, 1].")):
+        CatClassifier(**kw, pos_label=5).fit(X, y)
+
+
+def test_a_probability_of_exactly_one_half_is_not_a_cat():
+    X, y = small()
+    clf = CatClassifier(hidden_layers=(4,), iterations=5, device="cpu").fit(
+        X, np.where(y, "cat", "dog")
+    )
+    clf.params_ = [(np.zeros_like(W), np.zeros_like(b)) for W, b in clf.params_]  # sigmoid(0)
+    np.testing.assert_array_equal(clf.predict_proba(X), np.full((len(X), 2), 0.5))
+    assert set(clf.predict(X)) == {"dog"}  # above one half is a cat, as `gpucat evaluate` says
+
+
+def test_probabilities_are_computed_in_float64_whatever_the_training_dtype():
+    X, y = small()
+    clf = CatClassifier(hidden_layers=(4,), iterations=30, learning_rate=0.1, dtype="float32",
+                        device="cpu").fit(X, y)  # fmt: skip
+    (W1, b1), (W2, b2) = [(W.astype(np.float64), b.astype(np.float64)) for W, b in clf.params_]
+    z = W2 @ np.maximum(W1 @ X.T + b1, 0) + b2
+    expected = 1 / (1 + np.exp(-z.ravel()))
+    assert rel_err(clf.predict_proba(X)[:, 1], expected) <= 1e-12
+
+
+def test_random_state_seeds_as_scikit_learn_does():
+    X, y = small()
+    kw = dict(hidden_layers=(4,), iterations=2, device="cpu")
+    assert CatClassifier(**kw, random_state=7).fit(X, y).seed_ == 7
+    a = CatClassifier(**kw, random_state=np.random.RandomState(3)).fit(X, y).seed_
+    b = CatClassifier(**kw, random_state=np.random.RandomState(3)).fit(X, y).seed_
+    assert a == b and isinstance(a, int)
+    kept = np.random.get_state()  # noqa: NPY002
+    try:  # None: a fresh seed from NumPy's global generator, as scikit-learn draws one
+        np.random.seed(11)  # noqa: NPY002
+        c = CatClassifier(**kw, random_state=None).fit(X, y).seed_
+        np.random.seed(11)  # noqa: NPY002
+        assert CatClassifier(**kw, random_state=None).fit(X, y).seed_ == c
+    finally:
+        np.random.set_state(kept)  # noqa: NPY002
+    draws = [CatClassifier(random_state=np.random.RandomState(k))._seed() for k in range(20)]
+    assert len(set(draws)) == 20 and all(0 <= d < 2**32 for d in draws)
+
+
+def test_scikit_learn_tags_say_binary_dense_no_nan_and_when_a_run_is_too_short():
+    tags = CatClassifier().__sklearn_tags__()
+    assert tags.classifier_tags.multi_class is False
+    assert tags.input_tags.sparse is False and tags.input_tags.allow_nan is False
+    assert tags.classifier_tags.poor_score is False  # the recipe: 0.0075 x 2500
+    for lr, n, poor in ((0.01, 50, True), (0.01, 100, False), (0.005, 100, True)):
+        tags = CatClassifier(learning_rate=lr, iterations=n).__sklearn_tags__()
+        assert tags.classifier_tags.poor_score is poor
+
+
+def test_images_and_lists_are_taken_and_float_images_must_be_scaled():
+    rng = np.random.default_rng(0)
+    X, y = small()
+    kw = dict(hidden_layers=(4,), iterations=2, device="cpu")
+    assert CatClassifier(**kw).fit(X.tolist(), y.tolist()).n_features_in_ == 5
+    images = rng.random((4, 64, 64, 3)).astype(np.float32)
+    images[0, 0, 0, 0] = 1.0  # 1.0 is the top of [0, 1]
+    assert CatClassifier(**kw).fit(images, [0, 1, 0, 1]).n_features_in_ == 12288
+    images[1, 2, 3, 1] = 1.5
+    with pytest.raises(ValueError) as e:
+        CatClassifier(**kw).fit(images, [0, 1, 0, 1])
+    assert str(e.value) == (
+        "float images must hold values in [0, 1]; pass 8-bit pixels as uint8 (they are "
+        "divided by 255) or divide them yourself."
+    )
+
+
+def test_fit_needs_labels_and_many_classes_are_listed_five_at_most():
+    X, _ = small(14)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        CatClassifier(device="cpu").fit(X, None)
+    with pytest.raises(ValueError, match=re.escape("holds 7 classes ([0, 1, 2, 3, 4]);")):
+        CatClassifier(device="cpu").fit(X, np.arange(14) % 7)

@@ -140,7 +140,7 @@ class CatClassifier(ClassifierMixin, BaseEstimator):
 
     # --- input ---------------------------------------------------------------------------
 
-    def _validate(self, X, y=None, reset: bool = True):
+    def _validate(self, X, y=None, *, reset: bool):
         X = _flatten_images(X)
         if y is None and reset:
             return validate_data(self, X, y=None, reset=reset)  # "requires y" error
