@@ -344,3 +344,17 @@ def test_fit_needs_labels_and_many_classes_are_listed_five_at_most():
         CatClassifier(device="cpu").fit(X, None)
     with pytest.raises(ValueError, match=re.escape("holds 7 classes ([0, 1, 2, 3, 4]);")):
         CatClassifier(device="cpu").fit(X, np.arange(14) % 7)
+
+
+def test_sparse_input_is_refused_and_one_sample_is_enough_to_predict():
+    from scipy import sparse
+
+    X, y = small()
+    clf = CatClassifier(hidden_layers=(4,), iterations=2, device="cpu").fit(X, y)
+    assert clf.predict(X[:1]).shape == (1,)
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        clf.predict(sparse.csr_matrix(X))
+    with pytest.raises(TypeError, match="Sparse data was passed"):
+        CatClassifier(iterations=2, device="cpu").fit(sparse.csr_matrix(X), y)
+    with pytest.raises(ValueError, match="could not convert|dtype='numeric'|numeric"):
+        clf.predict(np.full((2, 5), "a"))

@@ -141,13 +141,12 @@ class CatClassifier(ClassifierMixin, BaseEstimator):
     # --- input ---------------------------------------------------------------------------
 
     def _validate(self, X, y=None, *, reset: bool):
+        """Checked (X, y) for fit (a y of None is scikit-learn's "requires y" error), checked
+        X for prediction: dense numbers, at least one sample (validate_data's defaults)."""
         X = _flatten_images(X)
-        if y is None and reset:
-            return validate_data(self, X, y=None, reset=reset)  # "requires y" error
-        kw = dict(dtype="numeric", accept_sparse=False, ensure_min_samples=1)
-        if y is None:
-            return validate_data(self, X, reset=reset, **kw)
-        return validate_data(self, X, y, reset=reset, **kw)
+        if reset:
+            return validate_data(self, X, y, reset=True)
+        return validate_data(self, X, reset=False)
 
     def _labels(self, y) -> np.ndarray:
         """y as 0/1 floats, 1 for the positive label; ``classes_`` = the two labels, sorted."""
