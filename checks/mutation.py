@@ -39,7 +39,7 @@ MODULES = {
     "gpucat/data/streaming.py": ["tests/test_streaming_edges.py", "tests/test_big_data.py"],
     "gpucat/training/loop.py": ["tests/test_train.py", "tests/test_training_options.py", "tests/test_honest_runs.py"],
     "gpucat/training/checkpoint.py": ["tests/test_checkpoints.py", "tests/test_honest_runs.py", "tests/test_training_options.py", "tests/test_cli.py"],
-    "gpucat/modelfiles/model.py": ["tests/test_models.py", "tests/test_own_data.py", "tests/test_cli.py"],
+    "gpucat/modelfiles/model.py": ["tests/test_modelfiles.py", "tests/test_models.py", "tests/test_own_data.py", "tests/test_cli.py"],
     "gpucat/modelfiles/export.py": ["tests/test_models.py", "tests/test_own_data.py"],
     # (scikit-learn's own suite runs in a process of its own, a minute a mutant: left to the suite)
     "gpucat/frontends/estimator.py": ["tests/test_estimator.py", "tests/test_api.py", "-k", "not check_estimator"],
