@@ -150,3 +150,42 @@ def test_the_original_format_is_written_as_float32_in_shortest_form(tmp_path):
     assert '"data":[0.33333334,0.1]' in text
     back = load_model(tmp_path / "m.json", None).params[0][0]
     np.testing.assert_array_equal(back, W.astype(np.float32))
+
+
+def test_each_shape_problem_has_its_own_message():
+    from gpucat.modelfiles.model import check_shapes
+
+    def refused(params, n_inputs=12288):
+        with pytest.raises(GpucatError) as e:
+            check_shapes(params, "m.safetensors", n_inputs)
+        return str(e.value)
+
+    assert refused([]) == "m.safetensors: the model has no layers."
+    flat = [(np.ones(3, np.float32), np.ones((3, 1), np.float32))]
+    assert refused(flat) == "m.safetensors: W1 has shape (3,); it must be a matrix of sizes >= 1."
+    assert refused(layers(5, 1)) == (
+        "m.safetensors: W1 has shape (1, 5), expected (1, 12288) to take the 12288 values of a "
+        "64x64 RGB image."
+    )
+    (W1, b1), _ = layers(5, 3, 1)
+    assert refused([(W1, b1), layers(4, 1)[0]], None) == (
+        "m.safetensors: W2 has shape (1, 4), expected (1, 3) to follow the previous layer."
+    )
+    assert (
+        refused(layers(5, 4, 2), None) == "m.safetensors: the last layer must have 1 output, has 2."
+    )
+
+
+def test_a_json_model_may_start_with_blank_lines_and_other_text_is_refused(tmp_path):
+    path = tmp_path / "m.json"
+    save_model(path, Model(layers(5, 1)))
+    path.write_text("\n\n  " + path.read_text())
+    assert load_model(path, None).layer_sizes == [5, 1]
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a model")
+    with pytest.raises(GpucatError) as e:
+        load_model(text)
+    assert str(e.value) == (
+        f"{text}: neither a safetensors nor a JSON model file; pass a file written by "
+        "`gpucat train --out` or by the original program."
+    )
