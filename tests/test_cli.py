@@ -240,3 +240,43 @@ def test_an_unwritable_checkpoint_is_refused_before_training(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith("gpucat: error:") and "no such folder" in err
     assert "Cost after iteration" not in out + err
+
+
+def test_evaluate_reports_what_the_reference_forward_pass_scores(
+    trained_model, tmp_path, capsys, course_data
+):
+    """In this process (so that every line of the command is traced): the model's scores on
+    the test file against the independent forward pass, the mislabeled pictures, the JSON."""
+    from gpucat.modelfiles.model import load_model
+
+    import reference_impl as ref
+
+    _, test = course_data
+    data = data_file("catvnoncat/test_catvnoncat.h5")
+    params = load_model(trained_model).params
+    p = {
+        f"{k}{l}": a.astype(np.float64)
+        for l, (W, b) in enumerate(params, 1)
+        for k, a in (("W", W), ("b", b))
+    }
+    expected = ref.forward(test.X, p)[0].ravel()
+    y = test.Y.ravel() > 0.5
+    cat = expected > 0.5
+    tp, tn, fp, fn = (int((cat & y).sum()), int((~cat & ~y).sum()), int((cat & ~y).sum()),
+                      int((~cat & y).sum()))  # fmt: skip
+    png = tmp_path / "wrong.png"
+    args = ["evaluate", "--model", str(trained_model), "--data", str(data), "--device", "cpu"]
+    assert main([*args, "--mislabeled", str(png), "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Model: {trained_model} (12288-20-7-5-1)"
+    assert out[1] == f"Data: {data} (50 examples), device: {backends.get_device('cpu').label}"
+    assert out[2] == f"Accuracy: {(tp + tn) / 50:.4f} ({tp + tn}/50)"
+    assert out[3] == f"Confusion (cat = positive): TP {tp}, TN {tn}, FP {fp}, FN {fn}"
+    assert out[4] == f"Saved {fp + fn} mislabeled images to {png}" and png.stat().st_size > 0
+    doc = json.loads(out[-1])
+    assert (doc["model"], doc["data"], doc["n"]) == (str(trained_model), str(data), 50)
+    assert doc["labels"] == [int(v) for v in y] and doc["predicted"] == [int(v) for v in cat]
+    assert np.abs(np.array(doc["probabilities"]) - expected).max() <= 1e-12
+    assert main([*args, "--dtype", "float32", "--json"]) == 0
+    p32 = np.array(json.loads(capsys.readouterr().out.splitlines()[-1])["probabilities"])
+    assert 0 < np.abs(p32 - expected).max() <= 1e-5  # the arithmetic asked for
