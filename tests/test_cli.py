@@ -280,3 +280,19 @@ def test_evaluate_reports_what_the_reference_forward_pass_scores(
     assert main([*args, "--dtype", "float32", "--json"]) == 0
     p32 = np.array(json.loads(capsys.readouterr().out.splitlines()[-1])["probabilities"])
     assert 0 < np.abs(p32 - expected).max() <= 1e-5  # the arithmetic asked for
+
+
+@pytest.mark.parametrize(
+    "argv, missing",
+    [
+        (["evaluate", "--data", "d.h5"], "--model"),
+        (["evaluate", "--model", "m.safetensors"], "--data"),
+        (["predict", "a.png"], "--model"),
+        (["predict", "--model", "m.safetensors"], "PATH"),
+    ],
+)
+def test_what_a_command_cannot_do_without_is_required(argv, missing, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err

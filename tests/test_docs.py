@@ -67,6 +67,38 @@ def documented() -> dict[str, set[str]]:
     return sections
 
 
+def documented_rows() -> dict[str, dict[str, tuple[str, str]]]:
+    """docs/cli.md's flag tables: {command: {first flag: (the flag cell, the help cell)}}."""
+    rows: dict[str, dict[str, tuple[str, str]]] = {}
+    name = None
+    for line in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        m = re.match(r"## gpucat (\S+)", line)
+        if m:
+            name = m.group(1)
+            rows[name] = {}
+        elif name and line.startswith("| `"):
+            flag, what = line[1:-1].split(" | ", 1)
+            flag = flag.strip().strip("`")
+            rows[name][flag.split()[0].rstrip(",")] = (flag, what.strip())
+    return rows
+
+
+def test_docs_cli_says_what_each_flag_takes_and_does_as_help_does():
+    """Each row of docs/cli.md is the flag as `--help` shows it and its help text, defaults
+    filled in: the page and the program cannot drift apart."""
+    docs = documented_rows()
+    for name, parser in subcommands().items():
+        formatter = parser._get_formatter()
+        for a in parser._actions:
+            if isinstance(a, argparse._HelpAction):
+                continue
+            invocation = formatter._format_action_invocation(a)
+            key = invocation.split()[0].rstrip(",")
+            flag, what = docs[name][key]
+            assert flag == invocation, f"gpucat {name} {key}: docs/cli.md says {flag!r}"
+            assert what == formatter._expand_help(a), f"gpucat {name} {key}: its help differs"
+
+
 def test_docs_cli_lists_every_flag_of_every_command():
     docs = documented()
     assert set(docs) == set(subcommands())

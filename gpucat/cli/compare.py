@@ -77,7 +77,15 @@ def add(sub) -> None:
         help="--sweep's hidden widths: the first hidden layer of the reference network "
         "(default: 20)",
     )
-    c.add_argument("--plot", default=None, metavar="PNG", help="a picture of the results")
+    c.add_argument(
+        "--plot",
+        default=None,
+        metavar="PNG",
+        help=(
+            "a picture of the results: cost curves and time bars; with --sweep, ms per "
+            "iteration and GFLOP/s against examples"
+        ),
+    )
     c.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     c.add_argument(
         "--json-out", default=None, metavar="FILE", help="the JSON, rewritten after every run"
