@@ -556,28 +556,49 @@ def test_an_unreadable_file_is_one_message(tmp_path, capsys, monkeypatch, traine
     assert "Permission denied" in err
 
 
-def test_predict_names_each_input_as_it_was_given(tmp_path, trained_model, monkeypatch):
+def test_predict_names_each_input_as_it_was_given(tmp_path, trained_model, monkeypatch, capsys):
     """Two photos of the same name in two folders stay apart: each printed path is the one
-    given (relative where it was given relative), a folder's photos under the folder."""
+    given (relative where it was given relative), a folder's photos under the folder, a data
+    file's examples as FILE[index]; each line says the label its probability gives. In this
+    process, so that the mutation run traces it."""
     import shutil
 
     for sub in ("a", "b", "c/cat"):
         (tmp_path / sub).mkdir(parents=True)
         shutil.copy(data_file("photos/chelsea.png"), tmp_path / sub / "chelsea.png")
+    h5 = data_file("catvnoncat/test_catvnoncat.h5")
     monkeypatch.chdir(tmp_path)
-    out = run_gpucat(
-        *("predict", "--model", str(trained_model), "--json"),
-        *("a/chelsea.png", "b/chelsea.png", "c", str(tmp_path / "a" / "chelsea.png")),
+    given = ["a/chelsea.png", "b/chelsea.png", "c", str(tmp_path / "a" / "chelsea.png"), str(h5)]
+    assert (
+        main(["predict", "--model", str(trained_model), "--device", "cpu", "--json", *given]) == 0
     )
-    assert out.returncode == 0, out.stderr
-    shown = [r["input"] for r in json.loads(out.stdout.strip().splitlines()[-1])["predictions"]]
-    assert shown == [
+    out = capsys.readouterr().out.splitlines()
+    doc = json.loads(out[-1])
+    assert (doc["model"], doc["device"]) == (str(trained_model), get_device("cpu").label)
+    rows = doc["predictions"]
+    assert [r["input"] for r in rows[:4]] == [
         "a/chelsea.png",
         "b/chelsea.png",
         "c/cat/chelsea.png",
         str(tmp_path / "a" / "chelsea.png"),
     ]
-    assert out.stdout.splitlines()[0].startswith("a/chelsea.png: ")
+    assert [r["input"] for r in rows[4:6]] == [f"{h5}[0]", f"{h5}[1]"] and len(rows) == 54
+    for line, r in zip(out, rows):
+        assert r["label"] == ("cat" if r["probability"] > 0.5 else "non-cat")
+        assert line == f"{r['input']}: {r['label']} (p(cat) = {r['probability']:.4f})"
+    assert {r["label"] for r in rows} == {"cat", "non-cat"}
+
+
+def test_predict_calls_one_half_non_cat(tmp_path, capsys):
+    """A model of zeros gives every picture p(cat) = 0.5 exactly: not above one half."""
+    zeros = models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))])
+    models.save_model(tmp_path / "zero.safetensors", zeros)
+    photo = str(data_file("photos/coffee.png"))
+    assert (
+        main(["predict", "--model", str(tmp_path / "zero.safetensors"), "--device", "cpu", photo])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines() == [f"{photo}: non-cat (p(cat) = 0.5000)"]
 
 
 def test_a_float_image_whose_brightest_pixel_is_exactly_1_is_on_the_0_1_scale(tmp_path, gray8):
