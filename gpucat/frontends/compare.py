@@ -9,6 +9,10 @@ import math
 import os
 from collections.abc import Callable, Sequence
 
+from gpucat.config import TrainConfig
+
+RECIPE = TrainConfig()  # the reference recipe: compare's defaults are its knobs
+
 COLUMNS = (
     "device",
     "backend",
@@ -25,10 +29,10 @@ KEPT = (*COLUMNS, "max_cost_deviation", "costs", "train_correct", "test_correct"
 
 
 def compare(
-    iterations: int = 2500,
+    iterations: int = RECIPE.iterations,
     dtypes: Sequence[str] = BOTH,
-    solver: str = "auto",
-    log_every: int = 100,
+    solver: str = RECIPE.solver,
+    log_every: int = RECIPE.log_every,
     data_dir: str | os.PathLike | None = None,
     devices: Sequence | None = None,
     on_row: Callable[[dict], None] | None = None,
@@ -38,7 +42,6 @@ def compare(
     Returns ``{"rows": [...], "max_cost_deviation": ..., "reference": ...}``, one row per run;
     ``on_row(result)`` is called after each run with the result so far."""
     from gpucat.backends import available_devices
-    from gpucat.config import TrainConfig
     from gpucat.data.course import load_course_data
     from gpucat.frontends.report import run_recipe
 
