@@ -114,7 +114,7 @@ def test_each_way_a_checkpoint_can_be_wrong_is_one_message(written, tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(GpucatError, match=re.escape(f"{junk}: not a gpucat checkpoint (")) as e:
         load_checkpoint(junk)
-    assert str(e.value).endswith(f"); {HINT}") and "Error" in str(e.value)
+    assert str(e.value).endswith(f"); {HINT}") and "(SafetensorError: " in str(e.value)
     other = tmp_path / "other.safetensors"
     save_file({"x": np.zeros(2)}, str(other), metadata={"gpucat_checkpoint": '["a list"]'})
     bad(other, "{path}: unknown checkpoint format; {hint}")
@@ -201,3 +201,12 @@ def test_optimizer_state_is_restored_in_the_training_dtype_and_the_solvers_own_a
         "ck: its optimizer state is incomplete (KeyError: 'v.W1'); pass a checkpoint written "
         "by `gpucat train --checkpoint FILE` with this recipe."
     )
+
+
+def test_a_checkpoint_of_features_other_than_pictures_loads(tmp_path):
+    rng = np.random.default_rng(2)
+    data = Dataset.from_arrays(rng.normal(size=(16, 5)), np.arange(16) % 2)
+    ck = tmp_path / "f.safetensors"
+    fit(CPU, recipe(layers=(5, 3, 1), validation=0.0, patience=None), data, checkpoint=str(ck))
+    saved = load_checkpoint(ck)
+    assert [W.shape for W, _ in saved.params] == [(3, 5), (1, 3)] and saved.best is None
