@@ -189,3 +189,38 @@ def test_a_json_model_may_start_with_blank_lines_and_other_text_is_refused(tmp_p
         f"{text}: neither a safetensors nor a JSON model file; pass a file written by "
         "`gpucat train --out` or by the original program."
     )
+
+
+@pytest.mark.parametrize(
+    "length, told",
+    [
+        (0, "neither a safetensors nor a JSON model file"),
+        (1, "not a readable safetensors model"),
+        (99_999_999, "not a readable safetensors model"),
+        (100_000_000, "neither a safetensors nor a JSON model file"),
+    ],
+)
+def test_a_safetensors_header_length_is_believed_from_1_byte_to_under_100_mb(
+    tmp_path, length, told
+):
+    path = tmp_path / "m.bin"
+    path.write_bytes(struct.pack("<Q", length) + b"{...")
+    with pytest.raises(GpucatError, match=re.escape(f"{path}: {told}")):
+        load_model(path)
+
+
+def test_a_json_model_whose_ninth_byte_is_a_brace_is_json(tmp_path):
+    path = tmp_path / "spaced.json"
+    path.write_text(
+        '{ "W1": {"dim": [1, 2], "data": [0.5, 1]}, "b1": {"dim": [1, 1], "data": [0]}}'
+    )
+    assert path.read_bytes()[8:9] == b"{"
+    assert load_model(path, None).layer_sizes == [2, 1]
+
+
+def test_the_last_layers_outputs_are_counted_from_the_last_layer():
+    from gpucat.modelfiles.model import check_shapes
+
+    with pytest.raises(GpucatError) as e:
+        check_shapes(layers(5, 4, 3, 2), "m", None)
+    assert str(e.value) == "m: the last layer must have 1 output, has 2."
