@@ -223,8 +223,9 @@ def test_a_dead_network_is_a_warning_and_an_attribute(course_data):
     dead = CatClassifier(optimizer="adam", learning_rate=0.0005, batch_size=64, iterations=800)
     with pytest.warns(
         DeadNetworkWarning, match="hidden layer . is inactive for every training example"
-    ):
+    ) as caught:
         dead.fit(X, y)
+    assert caught[0].filename == __file__  # the warning points at the caller's fit line
     assert dead.dead_layers_ and np.ptp(dead.predict_proba(X)[:, 1]) == 0
     import warnings
 
@@ -295,7 +296,8 @@ def test_probabilities_are_computed_in_float64_whatever_the_training_dtype():
 def test_random_state_seeds_as_scikit_learn_does():
     X, y = small()
     kw = dict(hidden_layers=(4,), iterations=2, device="cpu")
-    assert CatClassifier(**kw, random_state=7).fit(X, y).seed_ == 7
+    seven = CatClassifier(**kw, random_state=7).fit(X, y)
+    assert seven.seed_ == 7 and [i for i, _ in seven.costs_] == [0, 1]  # the run's cost log
     a = CatClassifier(**kw, random_state=np.random.RandomState(3)).fit(X, y).seed_
     b = CatClassifier(**kw, random_state=np.random.RandomState(3)).fit(X, y).seed_
     assert a == b and isinstance(a, int)
