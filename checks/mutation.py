@@ -44,8 +44,8 @@ MODULES = {
     # (scikit-learn's own suite runs in a process of its own, a minute a mutant: left to the suite)
     "gpucat/frontends/estimator.py": ["tests/test_estimator.py", "tests/test_api.py", "-k", "not check_estimator"],
     "gpucat/frontends/compare.py": ["tests/test_compare.py", "tests/test_api.py"],
-    "gpucat/cli/train.py": ["tests/test_cli.py", "tests/test_honest_runs.py"],
-    "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_inputs.py", "tests/test_own_data.py"],
+    "gpucat/cli/train.py": ["tests/test_cli.py", "tests/test_docs.py", "tests/test_honest_runs.py"],
+    "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_docs.py", "tests/test_own_data.py", "tests/test_inputs.py"],
 }  # fmt: skip
 # mutmut's verdicts by the exit code of the tests a mutant ran (mutmut/stats.py); a mutant
 # whose tests fail, time out or crash is killed, any other is not
