@@ -360,3 +360,25 @@ def test_sparse_input_is_refused_and_one_sample_is_enough_to_predict():
         CatClassifier(iterations=2, device="cpu").fit(sparse.csr_matrix(X), y)
     with pytest.raises(ValueError, match="could not convert|dtype='numeric'|numeric"):
         clf.predict(np.full((2, 5), "a"))
+
+
+def test_every_parameter_given_is_the_parameter_kept():
+    """scikit-learn reads parameters back by name (get_params, clone): each one given, not
+    its default, is what the estimator holds."""
+    import inspect
+
+    given = {}
+    for name, p in inspect.signature(CatClassifier).parameters.items():
+        d = p.default
+        given[name] = (
+            (7,) if name == "hidden_layers" else not d if isinstance(d, bool)
+            else d * 2 + 1 if isinstance(d, (int, float)) else f"{d}-given"
+        )  # fmt: skip
+    assert CatClassifier(**given).get_params() == given
+
+
+def test_validation_costs_are_kept():
+    X, y = small(40)
+    clf = CatClassifier(hidden_layers=(4,), iterations=4, validation=0.25, validate_every=2,
+                        device="cpu").fit(X, y)  # fmt: skip
+    assert [i for i, _ in clf.validation_costs_] == [0, 2]  # every validate_every iterations
