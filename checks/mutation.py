@@ -89,7 +89,15 @@ def prepare(work: Path, tree: Path, module: str, tests: list[str]) -> None:
     config = {
         "source_paths": ["gpucat"],
         "only_mutate": [module],
-        "also_copy": ["data/", "scripts/", "checks/", "benchmarks/", "conftest.py"],
+        "also_copy": [
+            "data/",
+            "scripts/",
+            "checks/",
+            "benchmarks/",
+            "docs/",
+            "README.md",
+            "conftest.py",
+        ],
         "pytest_add_cli_args_test_selection": tests,
         "pytest_add_cli_args": ["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x"],
     }
@@ -144,6 +152,12 @@ def run(module: str, work: Path, tree: Path, jobs: int) -> dict:
             "mutmut"
         )
     mutants = results(work, module)
+    unchecked = sum(r["status"] == "not checked" for r in mutants.values())
+    if unchecked:
+        raise SystemExit(
+            f"mutation: mutmut left {unchecked} of {len(mutants)} mutants of {module} unchecked "
+            f"(do the tests pass without a mutant? was it stopped?); see {log}"
+        )
     known = equivalent()
     live = {n: r for n, r in mutants.items() if n not in known}
     killed = sum(r["status"] in KILLED for r in live.values())
