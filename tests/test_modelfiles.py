@@ -23,6 +23,13 @@ def layers(*sizes, dtype=np.float32, seed=0):
     ]
 
 
+def refusal(path, n_inputs=None) -> str:
+    """The one message load_model refuses this file with."""
+    with pytest.raises(GpucatError) as e:
+        load_model(path, n_inputs)
+    return str(e.value)
+
+
 @pytest.mark.parametrize("name", ["m.safetensors", "m.json"])
 def test_any_stack_down_to_one_layer_round_trips(tmp_path, name):
     for sizes in ((12288, 1), (5, 3, 1)):
@@ -75,9 +82,7 @@ def test_safetensors_metadata_that_is_not_an_object_is_ignored(tmp_path):
         )
     wrong = json.dumps({"layer_sizes": [5, 9, 1]})
     path = header_file(tmp_path / "w.safetensors", tensors, wrong)
-    with pytest.raises(GpucatError) as e:
-        load_model(path, None)
-    assert str(e.value) == (
+    assert refusal(path) == (
         f"{path}: its metadata says layer sizes [5, 9, 1] but its tensors are [5, 1]; the file "
         "is inconsistent."
     )
@@ -87,9 +92,7 @@ def test_missing_or_extra_tensors_list_the_keys_found(tmp_path):
     tensors = {f"W{l}": np.ones((1, 1), np.float32) for l in range(1, 6)}
     tensors.update({f"b{l}": np.ones((1, 1), np.float32) for l in range(1, 5)})
     path = header_file(tmp_path / "k.safetensors", tensors, None)
-    with pytest.raises(GpucatError) as e:
-        load_model(path, None)
-    assert str(e.value) == (
+    assert refusal(path) == (
         f"{path}: expected keys W1, b1, ..., WL, bL; found ['W1', 'W2', 'W3', 'W4', 'W5', "
         "'b1', 'b2', 'b3']."
     )
@@ -104,16 +107,12 @@ def test_files_that_are_not_models_get_one_message_each(tmp_path):
         load_model(short)
     tiny = tmp_path / "tiny.json"
     tiny.write_bytes(b"{}")  # shorter than a safetensors header: JSON
-    with pytest.raises(GpucatError) as e:
-        load_model(tiny)
-    assert str(e.value) == (
+    assert refusal(tiny, 12288) == (
         f"{tiny}: a JSON model must be an object with keys W1, b1, ...; this is not a model."
     )
     ck = header_file(tmp_path / "ck.safetensors", {"x": np.zeros(1)}, None)
     save_file({"x": np.zeros(1)}, str(ck), metadata={"gpucat_checkpoint": "{}"})
-    with pytest.raises(GpucatError) as e:
-        load_model(ck)
-    assert str(e.value) == (
+    assert refusal(ck, 12288) == (
         f"{ck} is a training checkpoint (written by --checkpoint), not a model; make a model of "
         f"it with `gpucat train --resume {ck} --out model.safetensors` (a finished run saves at "
         "once), and pass that."
@@ -131,13 +130,9 @@ def test_the_original_formats_entries_are_checked_by_name(tmp_path):
         seed_json(tmp_path / "a.json", W1=ok, b1={"v": 1, "dim": [1, 1], "data": [0]}), None
     ).layer_sizes == [2, 1]
     path = seed_json(tmp_path / "v.json", W1={**ok, "v": 2}, b1=ok)
-    with pytest.raises(GpucatError) as e:
-        load_model(path, None)
-    assert str(e.value) == f"{path}: entry 'W1' has format version 2; only 1 is known."
+    assert refusal(path) == f"{path}: entry 'W1' has format version 2; only 1 is known."
     path = seed_json(tmp_path / "d.json", W1={"dim": [1, 2]}, b1=ok)
-    with pytest.raises(GpucatError) as e:
-        load_model(path, None)
-    assert str(e.value) == (
+    assert refusal(path) == (
         f'{path}: entry \'W1\' is not a serialized matrix {{"v": 1, "dim": [rows, cols], '
         '"data": [...]}; this is not a gpucat or original-program model.'
     )
@@ -183,9 +178,7 @@ def test_a_json_model_may_start_with_blank_lines_and_other_text_is_refused(tmp_p
     assert load_model(path, None).layer_sizes == [5, 1]
     text = tmp_path / "notes.txt"
     text.write_text("hello, this is not a model")
-    with pytest.raises(GpucatError) as e:
-        load_model(text)
-    assert str(e.value) == (
+    assert refusal(text, 12288) == (
         f"{text}: neither a safetensors nor a JSON model file; pass a file written by "
         "`gpucat train --out` or by the original program."
     )
