@@ -275,6 +275,7 @@ def test_evaluate_reports_what_the_reference_forward_pass_scores(
     assert out[4] == f"Saved {fp + fn} mislabeled images to {png}" and png.stat().st_size > 0
     doc = json.loads(out[-1])
     assert (doc["model"], doc["data"], doc["n"]) == (str(trained_model), str(data), 50)
+    assert doc["device"] == backends.get_device("cpu").label
     assert doc["labels"] == [int(v) for v in y] and doc["predicted"] == [int(v) for v in cat]
     assert np.abs(np.array(doc["probabilities"]) - expected).max() <= 1e-12
     assert main([*args, "--dtype", "float32", "--json"]) == 0
@@ -296,3 +297,14 @@ def test_what_a_command_cannot_do_without_is_required(argv, missing, capsys):
         main(argv)
     assert e.value.code == 2
     assert f"the following arguments are required: {missing}" in capsys.readouterr().err
+
+
+def test_an_unwritable_mislabeled_path_stops_evaluate_before_it_scores(trained_model, capsys):
+    data = str(data_file("catvnoncat/test_catvnoncat.h5"))
+    argv = ["evaluate", "--model", str(trained_model), "--data", data, "--device", "cpu"]
+    assert main([*argv, "--mislabeled", "/no/such/folder/wrong.png"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == (
+        "gpucat: error: /no/such/folder/wrong.png: the folder /no/such/folder does not exist; "
+        "create it first.\n"
+    )

@@ -594,11 +594,11 @@ def test_predict_calls_one_half_non_cat(tmp_path, capsys):
     zeros = models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))])
     models.save_model(tmp_path / "zero.safetensors", zeros)
     photo = str(data_file("photos/coffee.png"))
-    assert (
-        main(["predict", "--model", str(tmp_path / "zero.safetensors"), "--device", "cpu", photo])
-        == 0
-    )
-    assert capsys.readouterr().out.splitlines() == [f"{photo}: non-cat (p(cat) = 0.5000)"]
+    model = str(tmp_path / "zero.safetensors")
+    assert main(["predict", "--model", model, "--device", "cpu", "--json", photo]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{photo}: non-cat (p(cat) = 0.5000)"
+    assert json.loads(out[-1])["device"] == get_device("cpu").label
 
 
 def test_a_float_image_whose_brightest_pixel_is_exactly_1_is_on_the_0_1_scale(tmp_path, gray8):
