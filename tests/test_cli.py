@@ -308,3 +308,40 @@ def test_an_unwritable_mislabeled_path_stops_evaluate_before_it_scores(trained_m
         "gpucat: error: /no/such/folder/wrong.png: the folder /no/such/folder does not exist; "
         "create it first.\n"
     )
+
+
+def test_train_reports_its_run_in_this_process(tmp_path, capsys):
+    """`gpucat train` in the test's own process (so that the mutation run traces it): each
+    report line agrees with the JSON summary, and the files named are written."""
+    from gpucat.training.checkpoint import load_checkpoint
+
+    out, png, ck = tmp_path / "m.safetensors", tmp_path / "c.png", tmp_path / "ck.safetensors"
+    argv = ["train", "--layers", "12288,3,1", "--iterations", "4", "--log-every", "2",
+            "--validation", "0.2", "--device", "cpu", "--out", str(out), "--plot", str(png),
+            "--checkpoint", str(ck), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    doc = json.loads(lines[-1])
+    assert (doc["model"], doc["checkpoint"]) == (str(out), str(ck)) and "threads" in doc
+    for name in ("train", "validation", "test"):
+        shown = (
+            f"{name.capitalize()} accuracy: {doc[name + '_accuracy']:.4f} "
+            f"({doc[name + '_correct']}/{doc[name + '_examples']})"
+        )
+        assert shown in lines
+    device = backends.get_device("cpu").label
+    assert any(
+        ln.startswith(f"Device: {device}, solver: {doc['solver']}, gradients: ") for ln in lines
+    )
+    assert any(
+        ln.startswith("Training time: ") and "ms/iteration, device synchronized)" in ln
+        for ln in lines
+    )
+    assert f"Saved model to {out}" in lines and f"Saved cost curve to {png}" in lines
+    assert (
+        f"Checkpoint: {ck} (continue with --resume {ck}; a checkpoint is not a model: --out "
+        "saves one)"
+    ) in lines
+    assert (
+        out.stat().st_size and png.stat().st_size and load_checkpoint(ck).state.next_iteration == 4
+    )
