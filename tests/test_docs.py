@@ -111,5 +111,46 @@ def test_docs_cli_lists_every_flag_of_every_command():
         assert docs[name] == flags, f"gpucat {name}: docs/cli.md and the parser differ"
 
 
+def sections() -> dict[str, list[str]]:
+    """docs/cli.md's `## gpucat NAME` sections: {command: its lines}."""
+    out: dict[str, list[str]] = {}
+    name = None
+    for line in (ROOT / "docs" / "cli.md").read_text().splitlines():
+        m = re.match(r"## (gpucat (\S+)|.*)", line)
+        if m:
+            name = m.group(2)
+            if name:
+                out[name] = []
+        elif name:
+            out[name].append(line)
+    return out
+
+
+def test_docs_cli_opens_each_command_with_its_summary_and_groups_its_flags_as_help_does():
+    """Each section's first line is the summary `gpucat --help` gives the command; each
+    group of flags `gpucat NAME --help` shows under a title of its own is a `###` heading of
+    the section, its table those flags."""
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summary = {a.dest: a.help for a in action._choices_actions}
+    for name, lines in sections().items():
+        text = [ln for ln in lines if ln.strip()]
+        assert text[0] == summary[name][:1].upper() + summary[name][1:] + ".", name
+        under: dict[str, set[str]] = {}
+        heading = None
+        for line in lines:
+            if line.startswith("### "):
+                heading = line[4:]
+                under[heading] = set()
+            elif heading and line.startswith("| `"):
+                under[heading].add(line.split("`")[1].split()[0].rstrip(","))
+        groups = {
+            g.title: {a.option_strings[0] for a in g._group_actions}
+            for g in subcommands()[name]._action_groups
+            if g.title not in ("positional arguments", "options") and g._group_actions
+        }
+        assert under == groups, f"gpucat {name}: docs/cli.md's groups differ from --help's"
+
+
 def test_the_readme_is_short():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150

@@ -402,3 +402,40 @@ def test_a_resumed_run_judges_divergence_against_the_first_loss_of_the_run(tmp_p
     with pytest.raises(TrainingDiverged) as resumed:
         fit(cpu, TrainConfig(iterations=30, **recipe), train, resume=str(ck))
     assert str(resumed.value) == str(whole.value)
+
+
+def test_a_signal_stops_training_between_iterations_and_a_second_one_at_once(tmp_path, course_data):  # fmt: skip
+    """In the test's own process: SIGTERM during iteration 4 lets it finish, writes the
+    checkpoint at 5 and raises Interrupted saying so (which pickles, as exceptions crossing
+    processes must); without a checkpoint it says that none was written; a second SIGINT
+    interrupts at once; the handlers there were before are back after each run."""
+    import pickle
+
+    from gpucat.training.loop import Interrupted
+
+    train, _ = course_data
+    cpu, config = backends.get_device("cpu"), TrainConfig(layers=(12288, 3, 1), iterations=50)
+    ck = tmp_path / "ck.safetensors"
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
+
+    def at(k, *signals):
+        def step(i):
+            if i == k:
+                for s in signals:
+                    os.kill(os.getpid(), s)
+
+        return step
+
+    for path in (str(ck), None):
+        with pytest.raises(Interrupted) as caught:
+            fit(cpu, config, train, on_step=at(4, signal.SIGTERM), checkpoint=path)
+        assert (caught.value.iteration, caught.value.checkpoint) == (5, path)
+        again = pickle.loads(pickle.dumps(caught.value))
+        assert (again.iteration, again.checkpoint) == (5, path)
+        assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before
+    assert load_checkpoint(ck).state.next_iteration == 5
+    with pytest.raises(KeyboardInterrupt) as caught:
+        fit(cpu, config, train, on_step=at(2, signal.SIGINT, signal.SIGINT), checkpoint=str(ck))
+    assert not isinstance(caught.value, Interrupted)
+    assert load_checkpoint(ck).state.next_iteration == 5  # interrupted at once: nothing saved
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before

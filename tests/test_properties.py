@@ -174,6 +174,8 @@ def kept(layers, labels, ranks=1, data_seed=0, **changes):
     case=kept((1, 1, 1), [0, 0, 0, 1, 1], ranks=2, seed=2, dtype="float32",
               optimizer="momentum", validation=0.4, validate_every=1)
 )  # fmt: skip
+# more ranks than held-out examples: the last rank validates none and adds nothing
+@example(case=kept((1, 1, 1), [0, 0, 0, 1, 1], ranks=3, validation=0.4, validate_every=1))
 def test_generated_recipes_equal_the_independent_reference(device, case):
     recipe, data_seed, labels, ranks = case
     config = TrainConfig(**recipe)

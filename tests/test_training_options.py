@@ -209,3 +209,50 @@ def test_patience_counts_bad_validations_in_a_row(monkeypatch, course_data):
     result = fit(backends.get_device("cpu"), config, train)
     assert result.stopped_early and result.iterations_done == 5 and result.best_iteration == 2
     assert [c for _, c in result.val_costs] == [1.0, 1.1, 0.9, 1.0, 1.05]
+
+
+def test_a_validation_cost_equal_to_the_best_is_no_improvement(monkeypatch, course_data):
+    """A plateau counts as bad validations: costs 1.0, 1.0, 1.0 with patience 2 stop after
+    iteration 2 and keep iteration 0's parameters."""
+    from gpucat.training import loop as train_mod
+
+    monkeypatch.setattr(train_mod._Validation, "cost", lambda self, params: 1.0)
+    train, _ = course_data
+    config = TrainConfig(
+        layers=(12288, 3, 1), iterations=8, validation=0.2, validate_every=1, patience=2
+    )
+    result = fit(backends.get_device("cpu"), config, train)
+    assert result.stopped_early and result.iterations_done == 3 and result.best_iteration == 0
+
+
+def test_each_cost_and_validation_is_reported_as_it_is_logged(course_data):
+    """on_log gets (i, cost, None) at each log point and (i, None, cost) at each validation,
+    in the order they happen, with the values the result records."""
+    train, _ = course_data
+    calls = []
+    config = TrainConfig(
+        layers=(12288, 3, 1), iterations=5, validation=0.2, validate_every=2, log_every=2
+    )
+    result = fit(backends.get_device("cpu"), config, train, on_log=lambda *a: calls.append(a))
+    assert [c for c in calls if c[1] is None] == [(i, None, c) for i, c in result.val_costs]
+    assert [c for c in calls if c[2] is None] == [(i, c, None) for i, c in result.costs]
+    assert [c[0] for c in calls] == [0, 0, 2, 2, 4, 4]  # validation first: before the update
+
+
+@pytest.mark.parametrize(
+    "knobs, full_batch, says",
+    [
+        ({}, True, "mean loss over the whole training set in the training pass"),
+        ({}, False, "mean loss over the batches since the previous log point in the training pass"),
+        ({"keep_prob": 0.8}, True, "mean loss over the whole training set in the training pass, with dropout"),
+        ({"l2": 0.1}, False, "mean loss over the batches since the previous log point in the training pass + (λ/2M)·Σ‖W‖²"),
+        ({"full_cost": True}, True, "mean loss over the whole training set in the training pass"),
+        ({"full_cost": True}, False, "mean loss over the whole training set, without dropout"),
+        ({"full_cost": True, "keep_prob": 0.8, "l2": 0.1}, True, "mean loss over the whole training set, without dropout + (λ/2M)·Σ‖W‖²"),
+    ],
+)  # fmt: skip
+def test_the_json_says_what_a_logged_cost_is(knobs, full_batch, says):
+    """cost_kind: what was averaged, in which pass, with dropout or the L2 term or not."""
+    from gpucat.training.loop import cost_kind
+
+    assert cost_kind(TrainConfig(**knobs), full_batch) == says

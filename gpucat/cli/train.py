@@ -15,7 +15,7 @@ from gpucat.files import check_writable
 
 def _layers(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(t) for t in text.replace(" ", "").split(","))
+        return tuple(int(t) for t in text.split(","))  # int() takes the spaces around
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated sizes like 12288,20,7,5,1, got {text!r}"
