@@ -136,3 +136,21 @@ def test_the_divergence_limit_from_both_sides(first, mean, expected):
     from gpucat.training.loop import diverged
 
     assert diverged(mean, first) is expected
+
+
+def test_parameters_the_last_update_made_infinite_are_divergence(course_data):
+    """One iteration at learning rate 1e308 from an output layer scaled by 100: its loss,
+    computed before the update, is finite; the update leaves weights that are not: a
+    divergence at iteration 0, not a model."""
+    import gpucat.backends as b
+
+    train, _ = course_data
+    init = network.init_params([12288, 3, 1], 1)
+    init[1] = (init[1][0] * 100, init[1][1])
+    config = TrainConfig(layers=(12288, 3, 1), learning_rate=1e308, iterations=1)
+    with pytest.raises(TrainingDiverged) as e:
+        fit(b.get_device("cpu"), config, train, init=init)
+    assert str(e.value) == (
+        "training diverged: the parameters are not finite after iteration 0 (learning rate "
+        "1e+308); try a smaller --learning-rate. No model was saved."
+    )

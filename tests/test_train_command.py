@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 import types
 
 import numpy as np
@@ -116,6 +117,7 @@ def test_the_end_of_a_run_reports_early_stopping_and_a_dead_network(capsys):
     assert code == 0, err
     doc = last_json(out)
     assert doc["stopped_early"] and doc["iterations_done"] < 200 and doc["dead_layers"] == [1]
+    assert (doc["train_examples"], doc["validation_examples"]) == (146, 63)
     assert (
         f"Early stopping after iteration {doc['iterations_done'] - 1}; restored the parameters "
         f"of iteration {doc['best_iteration']} (best validation cost)"
@@ -138,9 +140,14 @@ def test_the_model_and_the_plot_carry_the_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(plots, "plot_costs", lambda *a: drawn.append(a))
     model, png = tmp_path / "m.safetensors", tmp_path / "c.png"
     argv = [*SMALL, "--iterations", "2", "--out", str(model), "--plot", str(png), "--json"]
+    started = time.perf_counter()
     code, out, err = cli(capsys, "train", *argv)
+    elapsed = time.perf_counter() - started
     assert code == 0, err
     doc = last_json(out)
+    assert 0 < doc["seconds"] < elapsed and doc["reduce"] == "one process"
+    assert doc["cost_kind"] == "mean loss over the whole training set in the training pass"
+    assert f"Device: {doc['device']}, solver: {doc['solver']}, gradients: one process" in out
     record = {k: v for k, v in doc.items() if k not in ("threads", "model", "checkpoint")}
     assert load_model(model).metadata["result"] == record
     costs = [tuple(c) for c in doc["costs"]]

@@ -213,7 +213,8 @@ def test_patience_counts_bad_validations_in_a_row(monkeypatch, course_data):
 
 def test_a_validation_cost_equal_to_the_best_is_no_improvement(monkeypatch, course_data):
     """A plateau counts as bad validations: costs 1.0, 1.0, 1.0 with patience 2 stop after
-    iteration 2 and keep iteration 0's parameters."""
+    iteration 2 and keep iteration 0's parameters; at the end, final parameters that only
+    equal the best do not replace it."""
     from gpucat.training import loop as train_mod
 
     monkeypatch.setattr(train_mod._Validation, "cost", lambda self, params: 1.0)
@@ -223,6 +224,10 @@ def test_a_validation_cost_equal_to_the_best_is_no_improvement(monkeypatch, cour
     )
     result = fit(backends.get_device("cpu"), config, train)
     assert result.stopped_early and result.iterations_done == 3 and result.best_iteration == 0
+    # without patience, the final parameters, as good as the first, do not replace them
+    result = fit(backends.get_device("cpu"), config.replace(patience=None), train)
+    assert not result.stopped_early and result.iterations_done == 8
+    assert result.best_iteration == 0
 
 
 def test_each_cost_and_validation_is_reported_as_it_is_logged(course_data):
@@ -256,3 +261,21 @@ def test_the_json_says_what_a_logged_cost_is(knobs, full_batch, says):
     from gpucat.training.loop import cost_kind
 
     assert cost_kind(TrainConfig(**knobs), full_batch) == says
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [dict(batch_size=64, keep_prob=0.9, l2=0.1), dict(batch_size=64), dict(keep_prob=0.9)],
+)
+def test_full_cost_logs_the_whole_training_set_without_dropout(course_data, opts):
+    """--full-cost with mini-batches or dropout (and L2): each logged cost is the independent
+    reference's loss over the whole training set, without dropout, plus the L2 term."""
+    train, _ = course_data
+    opts = {**opts, "full_cost": True}
+    expected = ref.train_options(train.X, train.Y, list(SMALL), iterations=4, log_every=1, **opts)
+    config = TrainConfig(layers=SMALL, iterations=4, log_every=1, solver="direct", **opts)
+    got = fit(backends.get_device("cpu"), config, train)
+    assert [i for i, _ in got.costs] == [i for i, _ in expected["costs"]] == [0, 1, 2, 3]
+    np.testing.assert_allclose(
+        [c for _, c in got.costs], [c for _, c in expected["costs"]], rtol=1e-10
+    )
