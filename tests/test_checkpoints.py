@@ -210,3 +210,12 @@ def test_a_checkpoint_of_features_other_than_pictures_loads(tmp_path):
     fit(CPU, recipe(layers=(5, 3, 1), validation=0.0, patience=None), data, checkpoint=str(ck))
     saved = load_checkpoint(ck)
     assert [W.shape for W, _ in saved.params] == [(3, 5), (1, 3)] and saved.best is None
+
+
+def test_resuming_from_incomplete_optimizer_state_names_the_file(written, tmp_path):
+    with safe_open(str(written), framework="np") as f:
+        moment = next(k for k in f.keys() if k.startswith("opt.v."))
+    path = rewrite(written, tmp_path / "i.safetensors", drop=(moment,))
+    with pytest.raises(GpucatError) as e:
+        fit(CPU, recipe(iterations=7), pictures(), resume=str(path))
+    assert str(e.value).startswith(f"{path}: its optimizer state is incomplete (KeyError: ")

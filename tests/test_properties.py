@@ -227,3 +227,15 @@ def test_ranks_hold_the_same_parameters(ranks):
         for (W, b), (W0, b0) in zip(params_to_host(where, got.params), first):
             np.testing.assert_array_equal(W, W0)
             np.testing.assert_array_equal(b, b0)
+
+
+def test_each_rank_sizes_its_memory_check_by_its_own_block(monkeypatch):
+    """Seven examples on three ranks: each checks the memory its own block needs (3, 2, 2
+    examples) against the whole set's M."""
+    from gpucat.backends import get_device
+    from gpucat.training import loop
+
+    seen, real = [], loop.check_memory
+    monkeypatch.setattr(loop, "check_memory", lambda name, config, M, m, *a: seen.append((M, m)) or real(name, config, M, m, *a))  # fmt: skip
+    on_ranks(get_device("cpu"), TrainConfig(layers=(5, 3, 1), iterations=1), dataset(5, [0, 1, 1, 0, 1, 0, 0], 3), 3)  # fmt: skip
+    assert sorted(seen) == [(7, 2), (7, 2), (7, 3)]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -106,8 +107,10 @@ def test_divergence_is_reported_not_returned(course_data):
     import gpucat.backends as b
 
     train, _ = course_data
-    with pytest.raises(TrainingDiverged, match="smaller --learning-rate"):
-        fit(b.get_device("cpu"), TrainConfig(learning_rate=1e4, iterations=300), train)
+    with warnings.catch_warnings():  # overflow on the way is expected, and not printed
+        warnings.simplefilter("error")
+        with pytest.raises(TrainingDiverged, match="smaller --learning-rate"):
+            fit(b.get_device("cpu"), TrainConfig(learning_rate=1e4, iterations=300), train)
 
 
 def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(device, course_data):
@@ -126,6 +129,7 @@ def test_a_nan_weight_is_the_same_divergence_at_the_same_iteration_everywhere(de
     [
         (0.05, 14.99, False),  # under 100 x 0.05 + 10: the additive term lets it rise this far
         (0.05, 15.01, True),
+        (0.5, 60.0, False),  # exactly at the limit: not above it
         (0.7, 79.99, False),
         (0.7, 80.01, True),
         (0.7, float("inf"), True),
@@ -148,9 +152,26 @@ def test_parameters_the_last_update_made_infinite_are_divergence(course_data):
     init = network.init_params([12288, 3, 1], 1)
     init[1] = (init[1][0] * 100, init[1][1])
     config = TrainConfig(layers=(12288, 3, 1), learning_rate=1e308, iterations=1)
-    with pytest.raises(TrainingDiverged) as e:
+    with warnings.catch_warnings(), pytest.raises(TrainingDiverged) as e:
+        warnings.simplefilter("error")  # NumPy's overflow warnings are not the user's
         fit(b.get_device("cpu"), config, train, init=init)
     assert str(e.value) == (
         "training diverged: the parameters are not finite after iteration 0 (learning rate "
         "1e+308); try a smaller --learning-rate. No model was saved."
     )
+
+
+def test_finite_parameters_however_large_are_not_that_divergence(course_data):
+    """The same at learning rate 1e305: weights up to about 1e306, finite, whose plain sum
+    overflows: the check looks at each value, so the run ends with them."""
+    import gpucat.backends as b
+
+    train, _ = course_data
+    init = network.init_params([12288, 3, 1], 1)
+    init[1] = (init[1][0] * 100, init[1][1])
+    config = TrainConfig(layers=(12288, 3, 1), learning_rate=1e305, iterations=1)
+    cpu = b.get_device("cpu")
+    W1 = network.params_to_host(cpu, fit(cpu, config, train, init=init).params)[0][0]
+    assert np.isfinite(W1).all() and np.abs(W1).max() > 1e305
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(W1.sum())

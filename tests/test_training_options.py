@@ -60,13 +60,14 @@ def test_adam_by_hand_with_l2():
     assert p[0].b[0, 0] == 0.0
 
 
-def test_resume_is_bit_identical(tmp_path, course_data):
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_is_bit_identical(tmp_path, course_data, dtype):
     """Stopped after 20 iterations (a checkpoint at the end), resumed to 45: exactly the
-    parameters, costs and validations of an uninterrupted 45-iteration run (float64, CPU),
-    optimizer and random streams included."""
+    parameters, costs and validations of an uninterrupted 45-iteration run (CPU), optimizer
+    state (in the run's dtype) and random streams included."""
     cpu = backends.get_device("cpu")
     train, _ = course_data
-    cfg = TrainConfig(layers=SMALL, iterations=45, dtype="float64", log_every=5, **EVERYTHING)
+    cfg = TrainConfig(layers=SMALL, iterations=45, dtype=dtype, log_every=5, **EVERYTHING)
     whole = fit(cpu, cfg, train)
     ck = tmp_path / "ck.safetensors"
     short = TrainConfig(**{**cfg.to_dict(), "iterations": 20})
@@ -91,8 +92,61 @@ def test_resume_refuses_a_different_recipe(tmp_path, course_data):
     with pytest.raises(GpucatError, match="learning_rate=0.0075"):
         fit(cpu, other, train, resume=str(ck))
     other = TrainConfig(layers=SMALL, iterations=10, dtype="float64", validate_every=5)
-    with pytest.raises(GpucatError, match="validate_every=100"):
+    with pytest.raises(GpucatError, match="validate_every=100") as e:
         fit(cpu, other, train, resume=str(ck))
+    assert str(ck) in str(e.value)  # the message names the checkpoint
+
+
+def test_checkpoint_every_needs_a_checkpoint(course_data):
+    train, _ = course_data
+    with pytest.raises(GpucatError) as e:
+        fit(backends.get_device("cpu"), TrainConfig(iterations=3), train, checkpoint_every=2)
+    assert str(e.value) == "--checkpoint-every needs a --checkpoint FILE to write to."
+
+
+def test_layers_that_do_not_fit_the_data_are_one_message(course_data):
+    train, _ = course_data
+    with pytest.raises(GpucatError) as e:
+        fit(backends.get_device("cpu"), TrainConfig(layers=(100, 5, 1)), train)
+    assert str(e.value) == "the data has 12288 features per example but --layers starts with 100."
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_the_seed_draws_the_first_parameters(course_data, seed):
+    """Iteration 0's cost is that of the reference's parameters drawn from this seed."""
+    train, _ = course_data
+    config = TrainConfig(layers=SMALL, iterations=1, log_every=1, seed=seed)
+    got = fit(backends.get_device("cpu"), config, train).costs[0][1]
+    AL, _ = ref.forward(train.X, ref.init(list(SMALL), seed))
+    assert got == pytest.approx(ref.cost(AL, train.Y), rel=1e-12)
+    other = ref.forward(train.X, ref.init(list(SMALL), seed + 1))[0]
+    assert got != pytest.approx(ref.cost(other, train.Y), rel=1e-6)
+
+
+def test_a_resumed_run_keeps_its_solver_and_the_best_parameters_found_before(
+    tmp_path, course_data, monkeypatch
+):
+    """Resumed where ``auto`` would now choose another solver, the run goes on with the one
+    it started with; validation costs that only rise keep iteration 0's parameters (the
+    initial ones) as the best, across the checkpoint."""
+    import itertools
+
+    from gpucat.nn.network import init_params
+    from gpucat.training import loop as train_mod
+
+    rising = itertools.count(1.0)
+    monkeypatch.setattr(train_mod._Validation, "cost", lambda self, params: next(rising))
+    cpu, train = backends.get_device("cpu"), course_data[0]
+    cfg = TrainConfig(layers=(12288, 3, 1), iterations=4, validation=0.2, validate_every=1)
+    ck = tmp_path / "ck.safetensors"
+    chosen = fit(cpu, cfg.replace(iterations=2), train, checkpoint=str(ck)).solver
+    other = {"gram": "direct", "direct": "gram"}[chosen]
+    monkeypatch.setattr(train_mod, "choose_solver", lambda *a: other)
+    resumed = fit(cpu, cfg, train, resume=str(ck))
+    assert (resumed.solver, resumed.iterations_done, resumed.best_iteration) == (chosen, 4, 0)
+    for (W, b), (W0, b0) in zip(params_to_host(cpu, resumed.params), init_params([12288, 3, 1], 1)):  # fmt: skip
+        np.testing.assert_array_equal(W, W0)
+        np.testing.assert_array_equal(b, b0)
 
 
 def test_validation_split_is_stratified_and_seeded(course_data):
@@ -279,3 +333,51 @@ def test_full_cost_logs_the_whole_training_set_without_dropout(course_data, opts
     np.testing.assert_allclose(
         [c for _, c in got.costs], [c for _, c in expected["costs"]], rtol=1e-10
     )
+
+
+def test_the_memory_check_counts_a_streamed_block_by_its_batches(monkeypatch):
+    """Mini-batches from a uint8 h5 on the CPU are read as training goes: with free memory
+    enough for the batches but not for the whole block, the run trains; full-batch training
+    from the same file holds the block (and may use gram), and is refused before it
+    allocates."""
+    from gpucat.data.batches import split_training
+    from gpucat.data.course import load_course_data
+    from gpucat.data.streaming import H5Source
+    from gpucat.training.solvers import SOLVER_CLASSES
+
+    from conftest import data_file
+
+    cpu = backends.get_device("cpu")
+    with H5Source(data_file("catvnoncat/train_catvnoncat.h5")) as source:
+        # a full batch is read whole, so ``auto`` picks gram as it would in memory; mini-batches
+        # stream, which gram (reading the examples whole) would undo: direct
+        auto = TrainConfig(layers=(12288, 3, 1), iterations=1)
+        assert fit(cpu, auto, source).solver == "gram"
+        assert fit(cpu, auto.replace(batch_size=16), source).solver == "direct"
+        assert fit(cpu, auto.replace(batch_size=16), load_course_data()[0]).solver == "gram"
+        config = TrainConfig(layers=(12288, 3, 1), iterations=2, batch_size=16, solver="direct")
+        train, _ = split_training(source, 0.0, False, 1)
+        need = {s: SOLVER_CLASSES["direct"].memory(config, 209, 209, train, cpu, s) for s in (True, False)}  # fmt: skip
+        assert need[True] < need[False]
+        monkeypatch.setattr(cpu, "free_memory", lambda: need[True])
+        assert fit(cpu, config, source).iterations_done == 2
+        with pytest.raises(GpucatError, match="--solver direct needs"):
+            fit(cpu, config.replace(batch_size=None), source)
+
+
+@pytest.mark.parametrize("batch_size, full", [(208, False), (209, True), (None, True)])
+def test_a_batch_of_every_example_is_full_batch_training(course_data, batch_size, full):
+    train, _ = course_data
+    got = fit(backends.get_device("cpu"), TrainConfig(layers=(12288, 3, 1), iterations=1, batch_size=batch_size), train)  # fmt: skip
+    assert ("whole training set" in got.cost_kind) is full
+
+
+def test_flip_trains_on_each_image_and_its_mirror(course_data):
+    """--flip: the costs of the independent reference trained on the images and their
+    mirrors (not those of the images alone)."""
+    train, _ = course_data
+    config = TrainConfig(layers=(12288, 3, 1), iterations=3, log_every=1, flip=True)
+    got = [c for _, c in fit(backends.get_device("cpu"), config, train).costs]
+    ref_costs = lambda flip: [c for _, c in ref.train_options(train.X, train.Y, [12288, 3, 1], iterations=3, log_every=1, flip=flip)["costs"]]  # noqa: E731  # fmt: skip
+    np.testing.assert_allclose(got, ref_costs(True), rtol=1e-10)
+    assert not np.allclose(got, ref_costs(False), rtol=1e-6)

@@ -301,8 +301,7 @@ class _Run:
 
     def __init__(self, device: Device, config: TrainConfig, source, reducer, init, resume):
         self.device, self.config, self.source, self.reducer = device, config, source, reducer
-        self.state, saved = RunState(), None
-        host_init = init or network.init_params(list(config.layers), config.seed)
+        self.state, saved, host_init = RunState(), None, init
         if resume:
             saved = checkpoints.load_checkpoint(resume)
             checkpoints.check_resume(config, saved.config, resume)
