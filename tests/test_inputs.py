@@ -279,11 +279,11 @@ def test_predict_real_photos_on_every_backend(device, trained_model):
     model = load_model(trained_model)
     ds = load_input(data_file("photos"))
     assert ds.X.shape == (12288, 4) and 0.0 <= ds.X.min() and ds.X.max() <= 1.0
-    got = model_probabilities(device, model, ds, "float64", "m")
+    got = model_probabilities(device, model, ds, "float64")
     p = {f"{k}{l}": a for l, (W, b) in enumerate(model.params, 1) for k, a in (("W", W), ("b", b))}
     assert ((got > 0) & (got < 1)).all()
     assert rel_err(got, ref.forward(ds.X, p)[0].ravel()) <= RTOL["float64"]
-    again = model_probabilities(device, model, load_input(data_file("photos")), "float64", "m")
+    again = model_probabilities(device, model, load_input(data_file("photos")), "float64")
     np.testing.assert_array_equal(got, again)  # deterministic
 
 

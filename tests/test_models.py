@@ -131,8 +131,7 @@ def test_model_moves_between_devices(tmp_path, device, course_data):
     )[0].ravel()
     for where in (backends.get_device("cpu"), device):
         assert (
-            rel_err(model_probabilities(where, model, test, "float64", "dev"), expected)
-            <= RTOL["float64"]
+            rel_err(model_probabilities(where, model, test, "float64"), expected) <= RTOL["float64"]
         )
 
 

@@ -187,7 +187,7 @@ def test_wide_copies_predict_like_the_8bit_copy(tmp_path, gray8, trained_model):
     Image.fromarray((g * 257).astype(np.uint16)).save(tmp_path / "b16.png")
     Image.fromarray((g / 255).astype(np.float32)).save(tmp_path / "cf.tif")
     model = models.load_model(trained_model)
-    p = model_probabilities(get_device("cpu"), model, load_input(tmp_path), "float64", "m")
+    p = model_probabilities(get_device("cpu"), model, load_input(tmp_path), "float64")
     assert np.abs(p - p[0]).max() <= 0.05
 
 
@@ -520,14 +520,14 @@ def test_original_programs_model_scores_what_it_printed(dtype, course_data):
     cpu = get_device("cpu")
     csv = load_input(data_file("seed-csv/test_set.csv"))
     for ds, correct in ((train, 208), (test, 36), (csv, 36)):
-        p = model_probabilities(cpu, model, ds, dtype, "seed")
+        p = model_probabilities(cpu, model, ds, dtype)
         assert int(np.sum((p > 0.5) == (ds.Y.ravel() > 0.5))) == correct
 
 
 def test_original_model_on_every_backend(device, course_data):
     _, test = course_data
     model = models.load_model(data_file("seed-model/model.json"))
-    p = model_probabilities(device, model, test, "float64", "seed")
+    p = model_probabilities(device, model, test, "float64")
     assert int(np.sum((p > 0.5) == (test.Y.ravel() > 0.5))) == 36
 
 
@@ -624,3 +624,47 @@ def test_a_photo_of_another_shape_is_center_cropped_not_stretched(tmp_path, tall
     got = load_image(tmp_path / "bands.png")
     assert got.shape == (64, 64, 3)
     assert (got[..., 1] == 255).all() and (got[..., 0] == 0).all() and (got[..., 2] == 0).all()
+
+
+def test_evaluate_and_predict_on_rows_of_a_csv(tmp_path, trained_model, monkeypatch, capsys):
+    """A CSV of two labelled rows and one of a single row, in this process: each row is named
+    FILE[its name], a single row too (only an image is named by its path alone), the JSON
+    lists the rows' names, --device wins over GPUCAT_DEVICE, --dtype is the arithmetic done,
+    and p(cat) = 0.5 exactly (a model of zeros) is predicted non-cat."""
+    lines = data_file("seed-csv/test_set.csv").read_text().splitlines(keepends=True)
+    two, one = tmp_path / "two.csv", tmp_path / "one.csv"
+    two.write_text("".join(lines[:3]))
+    one.write_text("".join(lines[:2]))
+    monkeypatch.setenv("GPUCAT_DEVICE", "strict")  # the flag below decides
+    cpu = ["--device", "cpu", "--json"]
+
+    def run(*argv):
+        assert main([*argv, *cpu]) == 0
+        return capsys.readouterr().out.splitlines()
+
+    out = run("predict", "--model", str(trained_model), str(two), str(one))
+    names = [f"{two}[two.csv:row2]", f"{two}[two.csv:row3]", f"{one}[one.csv:row2]"]
+    assert [line.split(": ")[0] for line in out[:3]] == names
+    doc = json.loads(out[-1])
+    assert doc["device"] == get_device("cpu").label
+    p64 = np.array([r["probability"] for r in doc["predictions"]])
+    rows = load_input(str(two))
+    expected = model_probabilities(
+        get_device("cpu"), models.load_model(trained_model), rows, "float64"
+    )
+    assert np.abs(p64[:2] - expected).max() <= 1e-12
+
+    doc = json.loads(run("evaluate", "--model", str(trained_model), "--data", str(two))[-1])
+    assert doc["names"] == ["two.csv:row2", "two.csv:row3"]
+    assert doc["device"] == get_device("cpu").label
+    assert np.abs(np.array(doc["probabilities"]) - expected).max() <= 1e-12
+    for command in (["predict", str(two)], ["evaluate", "--data", str(two)]):
+        out = run(command[0], "--model", str(trained_model), "--dtype", "float32", *command[1:])
+        doc = json.loads(out[-1])
+        p32 = doc.get("probabilities") or [r["probability"] for r in doc["predictions"]]
+        assert 1e-12 < np.abs(np.array(p32) - expected).max() <= 1e-5  # float32 arithmetic
+
+    zeros = tmp_path / "zero.safetensors"
+    models.save_model(zeros, models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))]))
+    doc = json.loads(run("evaluate", "--model", str(zeros), "--data", str(two))[-1])
+    assert doc["probabilities"] == [0.5, 0.5] and doc["predicted"] == [0, 0]

@@ -58,7 +58,7 @@ def evaluate(args: argparse.Namespace) -> None:
     model, device = _model_and_device(args)
     ds = load_input(args.data, require_labels=True, stream=True)
     try:
-        p = model_probabilities(device, model, ds, args.dtype, args.model)
+        p = model_probabilities(device, model, ds, args.dtype)
     finally:
         ds.close()  # pictures for --mislabeled are read again when asked for
     s = scores(p, ds.Y)
@@ -99,7 +99,7 @@ def predict(args: argparse.Namespace) -> None:
     rows = []
     for path in args.inputs:
         ds = load_input(path)
-        p = model_probabilities(device, model, ds, args.dtype, args.model)
+        p = model_probabilities(device, model, ds, args.dtype)
         for k, pk in enumerate(p):
             label = "cat" if pk > 0.5 else "non-cat"
             name = _shown(path, ds, k)

@@ -8,7 +8,6 @@ import numpy as np
 
 from gpucat.backends import Device
 from gpucat.data.shards import CHUNK
-from gpucat.errors import GpucatError
 from gpucat.modelfiles.model import Model
 from gpucat.nn import network
 from gpucat.nn.network import Layer, params_to_device
@@ -32,17 +31,9 @@ def probabilities(device: Device, params: list[Layer], source, dtype: str) -> np
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def model_probabilities(
-    device: Device, model: Model, source, dtype: str, model_name: str
-) -> np.ndarray:
-    """P(cat) for every example of a source from a model file's parameters, whose input
-    size must be the data's."""
-    n_in = model.layer_sizes[0]
-    if n_in != source.n_features:
-        raise GpucatError(
-            f"{model_name}: the model takes {n_in} inputs per example but {source.origin} has "
-            f"{source.n_features} (64x64 RGB images); use a model trained on this kind of data."
-        )
+def model_probabilities(device: Device, model: Model, source, dtype: str) -> np.ndarray:
+    """P(cat) for every example of a source from a model file's parameters (load_model has
+    checked that they take the data's 12288 values)."""
     return probabilities(device, params_to_device(device, model.params, dtype), source, dtype)
 
 
