@@ -212,27 +212,48 @@ def test_every_front_end_leaves_the_same_model(tmp_path, course_data, capsys):
             np.testing.assert_array_equal(b, b0)
 
 
-def test_a_dead_network_is_a_warning_and_an_attribute(course_data):
-    """The README's Adam recipe with the default seed ends with a dead hidden layer: every
-    probability the same. fit says so (DeadNetworkWarning, as scikit-learn warns with
-    ConvergenceWarning) and records it in dead_layers_; the reference recipe does not."""
-    from gpucat.errors import DeadNetworkWarning
+@pytest.fixture(scope="module")
+def dead_fit(course_data):
+    """The README's Adam recipe with the default seed, which ends with a dead hidden layer:
+    (the fitted estimator, the warnings its fit gave, the training rows and labels)."""
+    import warnings
 
     train, _ = course_data
     X, y = train.rows, train.Y.ravel().astype(int)
     dead = CatClassifier(optimizer="adam", learning_rate=0.0005, batch_size=64, iterations=800)
-    with pytest.warns(
-        DeadNetworkWarning, match="hidden layer . is inactive for every training example"
-    ) as caught:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         dead.fit(X, y)
-    assert caught[0].filename == __file__  # the warning points at the caller's fit line
-    assert dead.dead_layers_ and np.ptp(dead.predict_proba(X)[:, 1]) == 0
+    return dead, caught, X, y
+
+
+def test_a_dead_network_is_a_warning_and_an_attribute(dead_fit):
+    """Every probability the same: fit says so (DeadNetworkWarning, as scikit-learn warns
+    with ConvergenceWarning), naming the layer it records in dead_layers_; the reference
+    recipe does not."""
     import warnings
 
+    from gpucat.errors import DEAD_NETWORK_ADVICE, DeadNetworkWarning
+
+    dead, caught, X, y = dead_fit
+    assert dead.dead_layers_ and np.ptp(dead.predict_proba(X)[:, 1]) == 0
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (
+            DeadNetworkWarning,
+            f"every unit of hidden layer {dead.dead_layers_[0]} is inactive for every training "
+            f"example, so this model gives all inputs the same probability; "
+            f"{DEAD_NETWORK_ADVICE}.",
+        )
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeadNetworkWarning)
         alive = CatClassifier(iterations=100, device="cpu").fit(X, y)
     assert alive.dead_layers_ == [] and np.ptp(alive.predict_proba(X)[:, 1]) > 0
+
+
+def test_the_dead_network_warning_points_at_the_callers_fit_line(dead_fit):
+    _, caught, _, _ = dead_fit
+    assert [w.filename for w in caught] == [__file__]
 
 
 @pytest.mark.parametrize("cat, other", [("Cat", "Dog"), ("CAT", "dog"), ("cat", "zebra")])
