@@ -51,8 +51,8 @@ MODULES = {
     "gpucat/frontends/estimator.py": ["tests/test_estimator.py", "tests/test_api.py", "-k", "not check_estimator and not points_at_the_callers_fit_line"],
     "gpucat/frontends/compare.py": ["tests/test_compare.py", "tests/test_api.py"],
     "gpucat/cli/train.py": ["tests/test_train_command.py", "tests/test_cli.py", "tests/test_docs.py", "tests/test_honest_runs.py"],
-    "gpucat/cli/__init__.py": ["tests/test_cli.py", "tests/test_docs.py", "tests/test_train_command.py"],
-    "gpucat/config.py": ["tests/test_training_options.py", "tests/test_cli.py", "tests/test_docs.py", "tests/test_train_command.py", "tests/test_checkpoints.py", "tests/test_api.py"],
+    "gpucat/cli/__init__.py": ["tests/test_cli.py", "tests/test_backend.py", "tests/test_docs.py", "tests/test_train_command.py"],
+    "gpucat/config.py": ["tests/test_config.py", "tests/test_training_options.py", "tests/test_cli.py", "tests/test_docs.py", "tests/test_train_command.py", "tests/test_checkpoints.py", "tests/test_api.py"],
     "gpucat/files.py": ["tests/test_models.py", "tests/test_own_data.py", "tests/test_cli.py", "tests/test_checkpoints.py", "tests/test_honest_runs.py"],
     "gpucat/cli/evaluate.py": ["tests/test_cli.py", "tests/test_docs.py", "tests/test_own_data.py", "tests/test_inputs.py"],
 }  # fmt: skip

@@ -11,6 +11,7 @@ import pytest
 
 from gpucat import backends
 from gpucat.cli import main
+from gpucat.training.loop import Interrupted
 
 from conftest import data_file, run_gpucat
 
@@ -299,3 +300,93 @@ def test_train_reports_its_run_in_this_process(tmp_path, capsys):
     assert (
         out.stat().st_size and png.stat().st_size and load_checkpoint(ck).state.next_iteration == 4
     )
+
+
+class OutOfMemoryError(Exception):  # named as CuPy's is
+    pass
+
+
+@pytest.mark.parametrize(
+    "raised, code, message",
+    [
+        (
+            PermissionError(13, "Permission denied", "/data/x.h5"),
+            2,
+            "gpucat: error: /data/x.h5: Permission denied; check the path and its permissions.",
+        ),
+        (
+            OSError("the disk went away"),
+            2,
+            "gpucat: error: the disk went away; check the path and its permissions.",
+        ),
+        (
+            Interrupted(7, "ck.safetensors"),
+            130,
+            "gpucat: interrupted at iteration 7; checkpoint written to ck.safetensors (continue "
+            "with --resume ck.safetensors).",
+        ),
+        (Interrupted(7, None), 130, "gpucat: interrupted at iteration 7; nothing was saved."),
+        (KeyboardInterrupt(), 130, "gpucat: interrupted; nothing was saved."),
+        *[
+            (
+                error("cannot allocate 8 GiB\nat line 2"),
+                2,
+                "gpucat: error: out of memory (cannot allocate 8 GiB). Train in smaller pieces: "
+                "a smaller --batch-size (or one, for full-batch runs), --solver direct instead "
+                "of gram, or --dtype float32.",
+            )
+            for error in (MemoryError, OutOfMemoryError)
+        ],
+    ],
+)
+def test_what_stops_a_command_is_one_line_and_its_exit_code(
+    monkeypatch, capsys, raised, code, message
+):
+    """Whatever a command raises that a user can act on is caught once, in main: one line on
+    stderr, exit code 2 (or 130 for an interruption), no traceback."""
+    from gpucat.cli import info
+
+    def run(args):
+        raise raised
+
+    monkeypatch.setattr(info, "run", run)
+    assert main(["info"]) == code
+    out, err = capsys.readouterr()
+    assert out == "" and err == message + "\n"
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch):
+    from gpucat.cli import info
+
+    def run(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(info, "run", run)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["info"])
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        ([], "gpucat: error: the following arguments are required: command (see `gpucat --help`)"),
+        (["--bogus"], "gpucat: error: the following arguments are required: command (see "
+                      "`gpucat --help`)"),
+        (["evaluate"], "gpucat: error: the following arguments are required: --model, --data "
+                       "(see `gpucat evaluate --help`)"),
+    ],
+)  # fmt: skip
+def test_a_bad_command_line_points_at_the_help_that_fits(argv, line, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+
+
+def test_help_opens_with_the_usage_and_what_gpucat_is(capsys):
+    import gpucat
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert e.value.code == 0 and lines[0].startswith("usage: gpucat [-h] [--version]")
+    assert gpucat.__doc__.splitlines()[0] in " ".join(lines)  # the description, wrapped

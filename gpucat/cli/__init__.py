@@ -14,7 +14,7 @@ EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
 
 
 def note(line: str) -> None:
-    print(f"gpucat: note: {line}", file=sys.stderr, flush=True)
+    print(f"gpucat: note: {line}", file=sys.stderr)  # stderr writes each line at once
 
 
 def get_device(name: str | None, gpu_index: int = 0):
