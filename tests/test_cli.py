@@ -374,6 +374,9 @@ def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch):
                       "`gpucat --help`)"),
         (["evaluate"], "gpucat: error: the following arguments are required: --model, --data "
                        "(see `gpucat evaluate --help`)"),
+        (["train", "--lr", "0.1"], "gpucat: error: unrecognized arguments: --lr 0.1 (see "
+                                   "`gpucat train --help`)"),
+        (["info", "x"], "gpucat: error: unrecognized arguments: x (see `gpucat info --help`)"),
     ],
 )  # fmt: skip
 def test_a_bad_command_line_points_at_the_help_that_fits(argv, line, capsys):

@@ -38,11 +38,26 @@ class _Parser(argparse.ArgumentParser):
     """argparse with gpucat's one form for a bad command line: a single `gpucat: error:` line
     (no usage text), exit code 2; subcommands' parsers are of this class too."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # the subcommands' parsers, by name
+
+    def __init__(self, **kwargs):
+        # no abbreviations: `--lr 0.1` would otherwise quietly be --lr-decay 0.1
+        super().__init__(**{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str):
         cmd = self.prog.removeprefix("gpucat").strip()
         where = f" (see `gpucat {cmd + ' ' if cmd else ''}--help`)"
         print(f"gpucat: error: {message}{where}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+    def parse_args(self, args=None):
+        """As argparse's, but a flag the command does not know is the command's error,
+        pointing at its --help (argparse leaves it to the top parser; with no command given,
+        that is the error)."""
+        known, extras = self.parse_known_args(args)
+        if extras:
+            self.commands[known.command].error(f"unrecognized arguments: {' '.join(extras)}")
+        return known
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for module in (train, evaluate, export, compare, data, info):
         module.add(sub)
+    parser.commands = sub.choices
     return parser
 
 
