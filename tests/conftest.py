@@ -170,6 +170,16 @@ def run_gpucat(*args: str, env_extra: dict | None = None, hide_cupy: bool = Fals
 
 
 @pytest.fixture(scope="session")
+def zero_model(tmp_path_factory) -> Path:
+    """A one-layer model of zeros saved as safetensors: p(cat) = 0.5 exactly for any input."""
+    from gpucat.modelfiles import model as models
+
+    path = tmp_path_factory.mktemp("model") / "zero.safetensors"
+    models.save_model(path, models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))]))
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, course_data) -> Path:
     """The reference recipe (float64, gram) saved as safetensors."""
     from gpucat.backends import get_device

@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 
 import cupy_standin
-import numpy as np
 import pytest
 
 from gpucat import backends
@@ -110,22 +109,17 @@ def test_free_memory_counts_the_blocks_cupys_pool_keeps(gpus):
     assert backends.get_device("gpu").free_memory() == 13 * 2**30
 
 
-def test_predict_on_auto_says_why_its_gpu_is_not_used(gpus, capsys, tmp_path, monkeypatch):
+def test_predict_on_auto_says_why_its_gpu_is_not_used(gpus, capsys, zero_model, monkeypatch):
     """The CLI's devices come through one door (gpucat.cli.get_device): GPU 0 probed, and
     its fallback said as a note, for predict as for train."""
     import json
-
-    from gpucat.modelfiles.model import Model, save_model
 
     from conftest import data_file
 
     gpus(2, gemm="raise")
     monkeypatch.delenv("GPUCAT_DEVICE", raising=False)
-    zeros = tmp_path / "zero.safetensors"
-    save_model(zeros, Model([(np.zeros((1, 12288)), np.zeros((1, 1)))]))
-    assert (
-        main(["predict", "--model", str(zeros), str(data_file("photos/coffee.png")), "--json"]) == 0
-    )
+    photo = str(data_file("photos/coffee.png"))
+    assert main(["predict", "--model", str(zero_model), photo, "--json"]) == 0
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and err.startswith(
         "gpucat: note: the GPU is not used, training runs on the CPU: a float64 matrix product "

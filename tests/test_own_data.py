@@ -589,12 +589,10 @@ def test_predict_names_each_input_as_it_was_given(tmp_path, trained_model, monke
     assert {r["label"] for r in rows} == {"cat", "non-cat"}
 
 
-def test_predict_calls_one_half_non_cat(tmp_path, capsys):
+def test_predict_calls_one_half_non_cat(zero_model, capsys):
     """A model of zeros gives every picture p(cat) = 0.5 exactly: not above one half."""
-    zeros = models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))])
-    models.save_model(tmp_path / "zero.safetensors", zeros)
     photo = str(data_file("photos/coffee.png"))
-    model = str(tmp_path / "zero.safetensors")
+    model = str(zero_model)
     assert main(["predict", "--model", model, "--device", "cpu", "--json", photo]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{photo}: non-cat (p(cat) = 0.5000)"
@@ -626,7 +624,9 @@ def test_a_photo_of_another_shape_is_center_cropped_not_stretched(tmp_path, tall
     assert (got[..., 1] == 255).all() and (got[..., 0] == 0).all() and (got[..., 2] == 0).all()
 
 
-def test_evaluate_and_predict_on_rows_of_a_csv(tmp_path, trained_model, monkeypatch, capsys):
+def test_evaluate_and_predict_on_rows_of_a_csv(
+    tmp_path, trained_model, zero_model, monkeypatch, capsys
+):
     """A CSV of two labelled rows and one of a single row, in this process: each row is named
     FILE[its name], a single row too (only an image is named by its path alone), the JSON
     lists the rows' names, --device wins over GPUCAT_DEVICE, --dtype is the arithmetic done,
@@ -664,7 +664,5 @@ def test_evaluate_and_predict_on_rows_of_a_csv(tmp_path, trained_model, monkeypa
         p32 = doc.get("probabilities") or [r["probability"] for r in doc["predictions"]]
         assert 1e-12 < np.abs(np.array(p32) - expected).max() <= 1e-5  # float32 arithmetic
 
-    zeros = tmp_path / "zero.safetensors"
-    models.save_model(zeros, models.Model([(np.zeros((1, 12288)), np.zeros((1, 1)))]))
-    doc = json.loads(run("evaluate", "--model", str(zeros), "--data", str(two))[-1])
+    doc = json.loads(run("evaluate", "--model", str(zero_model), "--data", str(two))[-1])
     assert doc["probabilities"] == [0.5, 0.5] and doc["predicted"] == [0, 0]

@@ -142,19 +142,23 @@ def test_the_divergence_limit_from_both_sides(first, mean, expected):
     assert diverged(mean, first) is expected
 
 
-def test_parameters_the_last_update_made_infinite_are_divergence(course_data):
-    """One iteration at learning rate 1e308 from an output layer scaled by 100: its loss,
-    computed before the update, is finite; the update leaves weights that are not: a
-    divergence at iteration 0, not a model."""
+def one_huge_step(train, learning_rate):
+    """One iteration of 12288-3-1 at this learning rate from an output layer scaled by 100
+    (its loss, computed before the update, finite): the result, or TrainingDiverged."""
     import gpucat.backends as b
 
-    train, _ = course_data
     init = network.init_params([12288, 3, 1], 1)
     init[1] = (init[1][0] * 100, init[1][1])
-    config = TrainConfig(layers=(12288, 3, 1), learning_rate=1e308, iterations=1)
+    config = TrainConfig(layers=(12288, 3, 1), learning_rate=learning_rate, iterations=1)
+    return fit(b.get_device("cpu"), config, train, init=init)
+
+
+def test_parameters_the_last_update_made_infinite_are_divergence(course_data):
+    """At learning rate 1e308 the update leaves weights that are not finite: a divergence at
+    iteration 0, not a model."""
     with warnings.catch_warnings(), pytest.raises(TrainingDiverged) as e:
         warnings.simplefilter("error")  # NumPy's overflow warnings are not the user's
-        fit(b.get_device("cpu"), config, train, init=init)
+        one_huge_step(course_data[0], 1e308)
     assert str(e.value) == (
         "training diverged: the parameters are not finite after iteration 0 (learning rate "
         "1e+308); try a smaller --learning-rate. No model was saved."
@@ -166,12 +170,8 @@ def test_finite_parameters_however_large_are_not_that_divergence(course_data):
     overflows: the check looks at each value, so the run ends with them."""
     import gpucat.backends as b
 
-    train, _ = course_data
-    init = network.init_params([12288, 3, 1], 1)
-    init[1] = (init[1][0] * 100, init[1][1])
-    config = TrainConfig(layers=(12288, 3, 1), learning_rate=1e305, iterations=1)
-    cpu = b.get_device("cpu")
-    W1 = network.params_to_host(cpu, fit(cpu, config, train, init=init).params)[0][0]
+    result = one_huge_step(course_data[0], 1e305)
+    W1 = network.params_to_host(b.get_device("cpu"), result.params)[0][0]
     assert np.isfinite(W1).all() and np.abs(W1).max() > 1e305
     with np.errstate(over="ignore"):
         assert not np.isfinite(W1.sum())
